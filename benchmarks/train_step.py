@@ -1,0 +1,104 @@
+"""Is the input path the bottleneck? Compiled step on a cached device batch vs the full loop.
+
+For MLP, CNN and ResNet-20 at batch 128 and 512 on 32x32x3 inputs: steps/s of the jitted train
+step fed one cached device batch, and of the loop path (policy -> host gather and padding ->
+device put -> step), with the ratio loop/step (time per step). Target: within 1.15x at 512.
+
+  python benchmarks/train_step.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+from robustdata import config_lib
+from robustdata.data.dataset import Dataset
+from robustdata.models import MLP, CNN, ResNet20
+from robustdata.train import grad_rules, optim, sharding as sharding_lib, step as step_lib
+from robustdata.train.loader import BatchLoader
+from robustdata.train.objectives import ERM
+from robustdata.train.policies import FullData, PolicyContext
+from robustdata.train.state import create_train_state
+
+MODELS = {"mlp": lambda: MLP(10), "cnn": lambda: CNN(10),
+          "resnet20": lambda: ResNet20(10, norm="batch")}
+
+
+def _time(fn, iters: int) -> float:
+  """Seconds per call of fn() (fn returns a value to block on)."""
+  jax.block_until_ready(fn())
+  start = time.perf_counter()
+  out = None
+  for _ in range(iters):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / iters
+
+
+def bench(name: str, batch_size: int, iters: int) -> tuple[float, float]:
+  model = MODELS[name]()
+  mesh = sharding_lib.make_mesh()
+  cfg = config_lib.base_config()
+  tx = optim.make_optimizer(cfg.optim)
+  rng = np.random.default_rng(0)
+  n = batch_size * 8
+  data = Dataset(x=rng.random((n, 32, 32, 3), dtype=np.float32),
+                 y=rng.integers(0, 10, n).astype(np.int32), ids=np.arange(n))
+  repl, bsh = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
+  state = create_train_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(32, 32, 3))
+  state_sh = jax.tree.map(lambda _: repl, state)
+  step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model), objective=ERM(None),
+                                          grad_rule=grad_rules.plain_rule, tx=tx,
+                                          augment=("crop", "flip")),
+                 in_shardings=(state_sh, bsh, repl), out_shardings=(state_sh, repl),
+                 donate_argnums=(0,))
+  loader = BatchLoader(data, batch_size=batch_size, sharding=bsh, with_groups=False)
+  conf = ml_collections.ConfigDict({"policy": {"name": "full"}})
+  policy = FullData(conf, data, batch_size=batch_size, seed=0, num_classes=10)
+  ctx = PolicyContext(step=0, epoch=0, state=None, probe=None)
+  cached = loader.device_batch(*policy.next_batch(ctx))
+  holder = {"state": jax.device_put(state, repl), "epoch": 0}
+  lr = np.float32(0.1)
+
+  def cached_step():
+    holder["state"], m = step(holder["state"], cached, lr)
+    return m["loss"]
+
+  def loop_step():
+    if policy.position >= policy.steps_for(ctx):
+      holder["epoch"] += 1
+      ctx.epoch = holder["epoch"]
+      policy.steps_for(ctx)
+    batch = loader.device_batch(*policy.next_batch(ctx))
+    holder["state"], m = step(holder["state"], batch, lr)
+    return m["loss"]
+
+  t_step = _time(cached_step, iters)
+  t_loop = _time(loop_step, iters)
+  return t_step, t_loop
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--quick", action="store_true", help="fewer iterations")
+  parser.add_argument("--models", default="mlp,cnn,resnet20")
+  parser.add_argument("--batches", default="128,512")
+  args = parser.parse_args()
+  print(f"devices: {jax.devices()}")
+  print(f"{'model':<10} {'batch':>5} {'step/s (cached)':>16} {'step/s (loop)':>14} "
+        f"{'loop/step time':>15}")
+  for name in args.models.split(","):
+    for b in (int(x) for x in args.batches.split(",")):
+      iters = (3 if args.quick else 10) if name == "resnet20" else (10 if args.quick else 50)
+      t_step, t_loop = bench(name, b, iters)
+      print(f"{name:<10} {b:>5} {1 / t_step:>16.2f} {1 / t_loop:>14.2f} {t_loop / t_step:>15.3f}",
+            flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,183 @@
+"""Configs: the base config every experiment starts from, the config hash, and validation.
+
+A config file builds on `base_config()` and changes what its experiment needs, so every run
+has the same sections and a field that exists nowhere is an error. The config hash is the
+sha256 of the canonical JSON of the resolved config (first 12 hex characters); the run
+directory is `<workdir>/<config.name>-<hash>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+import ml_collections
+
+from robustdata.registry import (DATASETS, GRAD_RULES, MODELS, OBJECTIVES, POLICIES,
+                                 ConfigError)
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All sections and fields of a run with their defaults. Comments say what each field does."""
+  c = ml_collections.ConfigDict()
+  c.name = "run"            # names the run directory (<name>-<hash>)
+  c.seed = 0                # the one seed: params init, data order, augmentation, noise
+  c.method = "erm"          # objective: per-example loss coefficients (erm, groupdro, ...)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"    # a registered source (robustdata/data/sources.py)
+  c.data.data_dir = ""      # local tfds data_dir for real datasets; never downloaded
+  c.data.augment = ()       # jit-able train augmentations in order: 'crop', 'flip'
+  c.data.crop_padding = 4
+  c.data.val_fraction = 0.1
+  c.data.test_fraction = 0.2  # used by sources without an official test split
+  c.data.split_seed = 0     # the train/val/test split is fixed by this, not by `seed`
+  c.data.upsample = 1       # digits: integer upsampling of the 8x8 images
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "cnn"      # mlp, cnn, resnet20, resnet18, ...
+  c.model.norm = "none"     # batch, group or none (conv models)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "sgd"      # sgd, adam, adamw
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9    # sgd only; 0 disables
+  c.optim.nesterov = False
+  c.optim.weight_decay = 5e-4  # sgd/adam: L2 added to the gradient; adamw: decoupled
+  c.optim.schedule = "cosine"  # constant, cosine (to 0 at the last epoch), step (milestones)
+  c.optim.warmup_epochs = 0.0  # linear warm-up from 0 over this many epochs
+  c.optim.milestones = ()   # step schedule: epochs (counted after warm-up) where lr *= gamma
+  c.optim.gamma = 0.1
+  c.optim.label_smoothing = 0.0
+  c.optim.grad_clip_norm = 0.0  # global-norm clipping of the batch gradient; 0 disables
+
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 10
+  c.train.batch_size = 128  # global batch; must be divisible by the number of devices
+  c.train.eval_batch_size = 512
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 500  # also at every epoch end and at the end of the run
+  c.train.max_checkpoints_to_keep = 2
+  c.train.eval_every_epochs = 1
+  c.train.max_steps = 0     # stop early after this many steps (0: no limit); for smoke tests
+  c.train.progress = "auto"  # auto (bar on a TTY, log lines otherwise), bar, log, none
+  c.train.distributed = False  # call jax.distributed.initialize() (multi-host)
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.name = "full"    # data policy: full, random_subset, ...
+  c.policy.fraction = 1.0   # random_subset: the fraction drawn fresh each epoch
+
+  c.privacy = ml_collections.ConfigDict()
+  c.privacy.mode = "sgd"    # gradient rule: sgd (plain); DP modes come from robustdata.privacy
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.select_by = ""     # '' reports the final model; else a val metric to pick the best
+                            # epoch by, e.g. 'val_accuracy' or 'val_worst_group_accuracy'
+  return c
+
+
+def to_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
+  """A plain, JSON-ready dict (tuples become lists)."""
+  raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+  return json.loads(json.dumps(raw, sort_keys=True, default=_json_default))
+
+
+def _json_default(obj):
+  if isinstance(obj, (tuple, set)):
+    return list(obj)
+  if hasattr(obj, "tolist"):
+    return obj.tolist()
+  raise TypeError(f"config value {obj!r} of type {type(obj).__name__} is not JSON serialisable")
+
+
+def canonical_json(config) -> str:
+  return json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+
+
+def config_hash(config) -> str:
+  """sha256 of the canonical JSON of the config, first 12 hex characters."""
+  return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
+
+
+def run_id(config) -> str:
+  return f"{config.name}-{config_hash(config)}"
+
+
+def from_dict(d: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A ConfigDict from a dict read from config.json (lists of scalars become tuples)."""
+  def convert(v):
+    if isinstance(v, Mapping):
+      return ml_collections.ConfigDict({k: convert(x) for k, x in v.items()})
+    if isinstance(v, list):
+      return tuple(convert(x) for x in v)
+    return v
+  return convert(d)
+
+
+def check_known_fields(config, reference=None, path: str = "config") -> None:
+  """Raises ConfigError for a field of a core section that the base config does not have.
+
+  Sections `policy`, `privacy` and `method_args`-style sections of method families hold
+  method-specific fields and are checked by their owners.
+  """
+  reference = base_config() if reference is None else reference
+  open_sections = {"policy", "privacy", "data", "model", "eval"}
+  for key in config.keys():
+    if key not in reference:
+      if path == "config":
+        continue  # a method family's own top-level section (validated by that family)
+      raise ConfigError(f"{path}.{key} is not a known field; allowed fields: "
+                        f"{sorted(reference.keys())}")
+    value, ref = config[key], reference[key]
+    if isinstance(ref, ml_collections.ConfigDict) and path == "config" and key not in open_sections:
+      if not isinstance(value, (ml_collections.ConfigDict, Mapping)):
+        raise ConfigError(f"{path}.{key} must be a section, got {value!r}")
+      check_known_fields(value, ref, f"{path}.{key}")
+
+
+def validate(config, *, num_devices: int) -> None:
+  """Stops with one clear ConfigError before anything compiles."""
+  check_known_fields(config)
+  for section in ("data", "model", "optim", "train", "policy", "privacy", "eval"):
+    if section not in config:
+      raise ConfigError(f"config.{section} is missing; start configs from "
+                        "robustdata.config_lib.base_config()")
+  DATASETS.get(config.data.name)
+  MODELS.get(config.model.name)
+  POLICIES.get(config.policy.name)
+  OBJECTIVES.get(config.method)
+  GRAD_RULES.get(config.privacy.mode)
+  if config.optim.name not in OPTIMIZERS:
+    raise ConfigError(f"config.optim.name={config.optim.name!r} is not known; allowed values: "
+                      f"{list(OPTIMIZERS)}")
+  if config.optim.schedule not in SCHEDULES:
+    raise ConfigError(f"config.optim.schedule={config.optim.schedule!r} is not known; allowed "
+                      f"values: {list(SCHEDULES)}")
+  _positive(config, "train.batch_size", int)
+  _positive(config, "train.eval_batch_size", int)
+  _positive(config, "train.epochs", int)
+  _positive(config, "train.log_every_steps", int)
+  _positive(config, "train.checkpoint_every_steps", int)
+  _positive(config, "train.eval_every_epochs", int)
+  if config.optim.learning_rate < 0:
+    raise ConfigError(f"config.optim.learning_rate={config.optim.learning_rate} must be >= 0")
+  for field in ("batch_size", "eval_batch_size"):
+    value = config.train[field]
+    if value % num_devices:
+      raise ConfigError(
+          f"config.train.{field}={value} is not divisible by the number of devices "
+          f"({num_devices}); allowed values: multiples of {num_devices}")
+  if config.train.progress not in ("auto", "bar", "log", "none"):
+    raise ConfigError(f"config.train.progress={config.train.progress!r}; allowed values: "
+                      "['auto', 'bar', 'log', 'none']")
+
+
+def _positive(config, dotted: str, kind: type) -> None:
+  section, field = dotted.split(".")
+  value = config[section][field]
+  if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"config.{dotted}={value!r} must be a positive {kind.__name__}")

@@ -1,0 +1,152 @@
+"""Group-annotated real datasets read from local files (never downloaded).
+
+- `waterbirds_folder`: the Waterbirds release layout (Sagawa et al.; also WILDS and SpuCo's
+  wrapper): a folder with `metadata.csv` (columns img_filename, y, split, place; split 0/1/2 =
+  train/val/test) and the images at the relative paths it names. Group = y * 2 + place.
+- `celeb_a_groups`: tfds `celeb_a` from a prepared `data_dir`, target attribute `Blond_Hair`
+  and spurious attribute `Male` by default. Group = y * 2 + spurious.
+Images are resized (shorter side) to `image_size` and centre-cropped, NHWC float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from typing import Iterable
+
+import numpy as np
+
+from robustdata.data.dataset import DataSplits, Dataset
+from robustdata.registry import DATASETS, ConfigError
+
+WATERBIRDS_SPLITS = {"train": 0, "val": 1, "test": 2}
+CELEB_A_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def load_image(source, image_size: int) -> np.ndarray:
+  """An image (path, bytes, PIL image or uint8 array) as (S, S, 3) float32 in [0, 1]: shorter
+  side resized to S (bilinear), then centre-cropped."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  if isinstance(source, np.ndarray):
+    img = Image.fromarray(source.squeeze() if source.shape[-1] == 1 else source)
+  elif isinstance(source, (bytes, bytearray)):
+    img = Image.open(io.BytesIO(source))
+  elif isinstance(source, Image.Image):
+    img = source
+  else:
+    img = Image.open(source)
+  img = img.convert("RGB")
+  w, h = img.size
+  scale = image_size / min(w, h)
+  new_w, new_h = max(image_size, round(w * scale)), max(image_size, round(h * scale))
+  img = img.resize((new_w, new_h), Image.BILINEAR)
+  left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+  img = img.crop((left, top, left + image_size, top + image_size))
+  return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _limit(indices: np.ndarray, max_per_split: int, seed: int, split: str) -> np.ndarray:
+  """At most max_per_split indices (a seeded random subset, kept in order); 0 keeps all."""
+  if max_per_split <= 0 or len(indices) <= max_per_split:
+    return indices
+  rng = np.random.default_rng([seed, sorted(WATERBIRDS_SPLITS).index(split)])
+  return np.sort(rng.choice(indices, size=max_per_split, replace=False))
+
+
+def _group_dataset(images: Iterable[np.ndarray], y: np.ndarray, spurious: np.ndarray,
+                   ids: np.ndarray, image_size: int) -> Dataset:
+  x = np.stack(list(images)) if len(y) else np.zeros((0, image_size, image_size, 3), np.float32)
+  y = np.asarray(y, np.int32)
+  spurious = np.asarray(spurious, np.int32)
+  return Dataset(x=x.astype(np.float32), y=y, ids=np.asarray(ids, np.int64),
+                 groups=(y * 2 + spurious).astype(np.int32), spurious=spurious)
+
+
+def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "metadata.csv",
+                           max_per_split: int = 0, seed: int = 0) -> DataSplits:
+  """The Waterbirds-style folder at `root` as DataSplits with 4 (y, place) groups."""
+  path = os.path.join(root, metadata)
+  if not os.path.isfile(path):
+    raise ConfigError(f"config.data.data_dir={root!r} has no {metadata} (Waterbirds layout: "
+                      "img_filename, y, split, place columns)")
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  needed = {"img_filename", "y", "split", "place"}
+  if not rows or not needed <= set(rows[0]):
+    raise ConfigError(f"config.data.data_dir={root!r}: {metadata} needs columns {sorted(needed)}")
+  y = np.array([int(r["y"]) for r in rows])
+  place = np.array([int(r["place"]) for r in rows])
+  split = np.array([int(r["split"]) for r in rows])
+  ids = np.array([int(r.get("img_id", i)) for i, r in enumerate(rows)])
+  parts = {}
+  for name, code in WATERBIRDS_SPLITS.items():
+    idx = _limit(np.flatnonzero(split == code), max_per_split, seed, name)
+    images = (load_image(os.path.join(root, rows[i]["img_filename"]), image_size) for i in idx)
+    parts[name] = _group_dataset(images, y[idx], place[idx], ids[idx], image_size)
+  return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,
+                    num_groups=4,
+                    group_names=("y=0,place=0", "y=0,place=1", "y=1,place=0", "y=1,place=1"),
+                    info={"source": "waterbirds_folder", "root": root, "classes":
+                          ["landbird", "waterbird"], "places": ["land", "water"]})
+
+
+@DATASETS.register("waterbirds_folder")
+def load_waterbirds_folder(cfg) -> DataSplits:
+  """Fields: data_dir (the folder), image_size 64, metadata 'metadata.csv', max_per_split 0
+  (all), seed 0 (which examples `max_per_split` keeps)."""
+  data_dir = cfg.get("data_dir", "") or ""
+  if not data_dir or not os.path.isdir(data_dir):
+    raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory")
+  return read_waterbirds_folder(
+      data_dir, image_size=int(cfg.get("image_size", 64)),
+      metadata=cfg.get("metadata", "metadata.csv"),
+      max_per_split=int(cfg.get("max_per_split", 0)), seed=int(cfg.get("seed", 0)))
+
+
+def read_celeb_a_groups(data_dir: str, *, target: str = "Blond_Hair", spurious: str = "Male",
+                        image_size: int = 64, max_per_split: int = 0, seed: int = 0,
+                        chunk: int = 1024) -> DataSplits:
+  """tfds celeb_a (ArrayRecord) with y = `target` attribute and the `spurious` attribute."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  parts = {}
+  offset = 0
+  for name, tfds_split in CELEB_A_SPLITS.items():
+    try:
+      source = tfds.data_source("celeb_a", split=tfds_split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several types for a missing or unprepared dataset
+      raise ConfigError(
+          f"config.data.data_dir={data_dir!r} holds no prepared 'celeb_a' split '{tfds_split}' "
+          f"readable as ArrayRecord ({type(e).__name__}); robustdata never downloads") from None
+    idx = _limit(np.arange(len(source)), max_per_split, seed, name)
+    images, ys, spur = [], [], []
+    for start in range(0, len(idx), chunk):
+      for record in source.__getitems__([int(i) for i in idx[start:start + chunk]]):
+        attributes = record["attributes"]
+        for field, attr in (("target", target), ("spurious", spurious)):
+          if attr not in attributes:
+            raise ConfigError(f"config.data.{field}={attr!r} is not a celeb_a attribute; "
+                              f"allowed: {sorted(attributes)}")
+        ys.append(int(bool(attributes[target])))
+        spur.append(int(bool(attributes[spurious])))
+        images.append(load_image(np.asarray(record["image"]), image_size))
+    parts[name] = _group_dataset(images, np.array(ys), np.array(spur), offset + idx, image_size)
+    offset += len(source)
+  names = tuple(f"{target}={g // 2},{spurious}={g % 2}" for g in range(4))
+  return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,
+                    num_groups=4, group_names=names,
+                    info={"source": "celeb_a", "target": target, "spurious": spurious})
+
+
+@DATASETS.register("celeb_a_groups")
+def load_celeb_a_groups(cfg) -> DataSplits:
+  """Fields: data_dir (a prepared tfds dir), target 'Blond_Hair', spurious 'Male',
+  image_size 64, max_per_split 0 (all), seed 0."""
+  data_dir = cfg.get("data_dir", "") or ""
+  if not data_dir or not os.path.isdir(data_dir):
+    raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory; celeb_a is read "
+                      "from a prepared local tfds data_dir (robustdata never downloads)")
+  return read_celeb_a_groups(
+      data_dir, target=cfg.get("target", "Blond_Hair"), spurious=cfg.get("spurious", "Male"),
+      image_size=int(cfg.get("image_size", 64)), max_per_split=int(cfg.get("max_per_split", 0)),
+      seed=int(cfg.get("seed", 0)))

@@ -1,0 +1,119 @@
+"""The dataset sources, registered by `config.data.name`. None of them downloads.
+
+- `digits`: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside scikit-learn),
+  with a deterministic train/val/test split and optional integer upsampling.
+- `mnist`, `cifar10`, `cifar100`, `svhn_cropped`: tensorflow-datasets read from a prepared local
+  `config.data.data_dir` through `tfds.data_source` (ArrayRecord; no TensorFlow needed).
+Other families register their sources from their own modules (see `_FAMILY_MODULES`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from robustdata.data.dataset import DataSplits, Dataset, split_indices
+from robustdata.registry import DATASETS, ConfigError
+
+
+def _split_fractions(cfg) -> tuple[float, float, float]:
+  val = float(cfg.get("val_fraction", 0.1))
+  test = float(cfg.get("test_fraction", 0.2))
+  if not 0.0 <= val < 1.0 or not 0.0 < test < 1.0 or val + test >= 1.0:
+    raise ConfigError(f"config.data.val_fraction={val} and config.data.test_fraction={test} "
+                      "must be in [0, 1) and (0, 1) with a sum below 1")
+  return (1.0 - val - test, val, test)
+
+
+@DATASETS.register("digits")
+def load_digits(cfg) -> DataSplits:
+  """scikit-learn's 8x8 digits as (N, 8u, 8u, 1) float32 in [0, 1], u = config.data.upsample."""
+  from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
+  raw = sk_load_digits()
+  x = (raw.images.astype(np.float32) / 16.0)[..., None]
+  upsample = int(cfg.get("upsample", 1))
+  if upsample < 1:
+    raise ConfigError(f"config.data.upsample={upsample} must be an integer >= 1")
+  if upsample > 1:
+    x = np.repeat(np.repeat(x, upsample, axis=1), upsample, axis=2)
+  y = raw.target.astype(np.int32)
+  ids = np.arange(len(y), dtype=np.int64)
+  train, val, test = split_indices(len(y), _split_fractions(cfg), int(cfg.get("split_seed", 0)))
+  full = Dataset(x=x, y=y, ids=ids)
+  return DataSplits(train=full.subset(train), val=full.subset(val), test=full.subset(test),
+                    num_classes=10, info={"source": "sklearn.datasets.load_digits"})
+
+
+# name -> (number of classes, label feature)
+TFDS_DATASETS = {
+    "mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "svhn_cropped": 10,
+}
+
+
+def read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """All (image, label) pairs of a prepared tfds split as uint8 NHWC and int32 arrays."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:  # tfds raises several types for a missing or unprepared dataset
+    raise ConfigError(
+        f"config.data.data_dir={data_dir!r} holds no prepared '{name}' split '{split}' "
+        f"readable as ArrayRecord ({type(e).__name__}: {str(e).splitlines()[0]}). Prepare it "
+        f"with `tfds build {name} --data_dir=... --file_format=array_record` on a machine with "
+        "internet; robustdata never downloads.") from None
+  records = source.__getitems__(list(range(len(source))))
+  images = np.stack([r["image"] for r in records]).astype(np.uint8)
+  labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+  return images, labels
+
+
+def _load_tfds(name: str, cfg) -> DataSplits:
+  data_dir = cfg.get("data_dir", "")
+  if not data_dir or not os.path.isdir(data_dir):
+    raise ConfigError(
+        f"config.data.data_dir={data_dir!r} is not a directory; dataset '{name}' is read from a "
+        "prepared local tfds data_dir (robustdata never downloads)")
+  x_train, y_train = read_tfds_split(name, "train", data_dir)
+  x_test, y_test = read_tfds_split(name, "test", data_dir)
+  val_fraction = float(cfg.get("val_fraction", 0.1))
+  if not 0.0 <= val_fraction < 1.0:
+    raise ConfigError(f"config.data.val_fraction={val_fraction} must be in [0, 1)")
+  perm = np.random.default_rng(int(cfg.get("split_seed", 0))).permutation(len(y_train))
+  n_val = int(round(val_fraction * len(y_train)))
+  to_float = lambda a: a.astype(np.float32) / 255.0
+  full = Dataset(x=to_float(x_train), y=y_train, ids=np.arange(len(y_train), dtype=np.int64))
+  test = Dataset(x=to_float(x_test), y=y_test,
+                 ids=np.arange(len(y_test), dtype=np.int64) + 10**9)  # test ids never collide
+  return DataSplits(train=full.subset(np.sort(perm[n_val:])), val=full.subset(np.sort(perm[:n_val])),
+                    test=test, num_classes=TFDS_DATASETS[name],
+                    info={"source": f"tfds:{name}", "data_dir": data_dir})
+
+
+for _name in TFDS_DATASETS:
+  DATASETS.register(_name)(lambda cfg, _name=_name: _load_tfds(_name, cfg))
+
+
+def load(cfg) -> DataSplits:
+  """The splits named by `cfg.name` (a `config.data` section)."""
+  return DATASETS.get(cfg.name)(cfg)
+
+
+# Modules of the method families that register further sources on import.
+_FAMILY_MODULES = (
+    "robustdata.data.spuco_digits",
+    "robustdata.data.pde_synthetic",
+    "robustdata.data.group_folders",
+    "robustdata.data.captioned_shapes",
+    "robustdata.data.caption_csv",
+)
+for _module in _FAMILY_MODULES:
+  try:
+    importlib.import_module(_module)
+  except ModuleNotFoundError as e:
+    if e.name != _module:
+      raise

@@ -1,0 +1,1 @@
+"""Evaluations: classification, worst-group, attack success, zero-shot, linear probe."""

@@ -1,0 +1,27 @@
+"""Classification metrics from host arrays of logits and labels."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+  z = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def classification_metrics(logits: np.ndarray, y: np.ndarray, *,
+                           num_classes: int) -> dict[str, Any]:
+  """accuracy, mean cross-entropy loss and per-class accuracy (None for absent classes)."""
+  pred = logits.argmax(-1)
+  correct = pred == y
+  loss = -log_softmax(logits)[np.arange(len(y)), y]
+  per_class: dict[str, Optional[float]] = {}
+  for c in range(num_classes):
+    sel = y == c
+    per_class[str(c)] = float(correct[sel].mean()) if sel.any() else None
+  return {"accuracy": float(correct.mean()) if len(y) else float("nan"),
+          "loss": float(loss.mean()) if len(y) else float("nan"),
+          "per_class_accuracy": per_class}

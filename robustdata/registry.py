@@ -1,0 +1,80 @@
+"""Small name -> factory registries, so configs choose components by name.
+
+Every registry raises one clear error naming the config field, the bad value and the allowed
+values, so a typo in a config stops before anything compiles.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+  """A config (or an input derived from it) is invalid. The message names the field."""
+
+
+class Registry(Generic[T]):
+  """A registry of factories keyed by name, tied to the config field that selects them."""
+
+  def __init__(self, field: str):
+    self.field = field
+    self._entries: dict[str, T] = {}
+
+  def register(self, name: str) -> Callable[[T], T]:
+    def decorator(obj: T) -> T:
+      if name in self._entries and self._entries[name] is not obj:
+        raise ValueError(f"'{name}' is already registered for {self.field}")
+      self._entries[name] = obj
+      return obj
+    return decorator
+
+  def get(self, name: str) -> T:
+    _import_plugins()
+    if name not in self._entries:
+      raise ConfigError(
+          f"{self.field}={name!r} is not known; allowed values: {sorted(self._entries)}")
+    return self._entries[name]
+
+  def names(self) -> list[str]:
+    _import_plugins()
+    return sorted(self._entries)
+
+  def __contains__(self, name: str) -> bool:
+    _import_plugins()
+    return name in self._entries
+
+
+_PLUGINS_IMPORTED = False
+
+
+def _import_plugins() -> None:
+  """Imports the modules that register components (once), so lookups see all of them."""
+  global _PLUGINS_IMPORTED
+  if _PLUGINS_IMPORTED:
+    return
+  _PLUGINS_IMPORTED = True
+  import importlib
+  for module in PLUGIN_MODULES:
+    importlib.import_module(module)
+
+
+# Modules whose import registers datasets, models, policies, objectives and gradient rules.
+# A new family adds its module here.
+PLUGIN_MODULES = [
+    "robustdata.data.sources",
+    "robustdata.models",
+    "robustdata.train.policies",
+    "robustdata.train.objectives",
+    "robustdata.train.grad_rules",
+    "robustdata.spurious.policies",
+    "robustdata.spurious.objectives",
+]
+
+# The registries. Components register with e.g. `@DATASETS.register("digits")`.
+DATASETS: Registry = Registry("config.data.name")
+MODELS: Registry = Registry("config.model.name")
+POLICIES: Registry = Registry("config.policy.name")
+OBJECTIVES: Registry = Registry("config.method")
+GRAD_RULES: Registry = Registry("config.privacy.mode")

@@ -1,0 +1,1 @@
+"""Training: state, step builders, gradient rules, objectives, policies, loop, checkpoints."""

@@ -1,0 +1,56 @@
+"""Shared test setup: CPU only, absl flags marked parsed, small-config helpers."""
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+flags.FLAGS.mark_as_parsed()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: bool = True,
+               env_extra=None) -> subprocess.CompletedProcess:
+  """Runs Python in a fresh process (e.g. with N fake CPU devices) from the repo root."""
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env.update(env_extra or {})
+  args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
+  proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                         f"{proc.stderr[-6000:]}")
+  return proc
+
+
+@pytest.fixture
+def tiny_config():
+  """A seconds-long digits run: tiny MLP, 2 epochs."""
+  from robustdata import config_lib  # pylint: disable=g-import-not-at-top
+
+  def make(**overrides):
+    c = config_lib.base_config()
+    c.name = "tiny"
+    c.model.name = "mlp"
+    c.model.hidden = (32,)
+    c.train.epochs = 2
+    c.train.batch_size = 64
+    c.train.eval_batch_size = 256
+    c.train.log_every_steps = 5
+    c.train.checkpoint_every_steps = 7
+    c.train.progress = "none"
+    c.optim.learning_rate = 0.1
+    for dotted, value in overrides.items():
+      section, _, field = dotted.rpartition("__")
+      (c[section] if section else c)[field] = value
+    return c
+
+  return make

@@ -1,0 +1,95 @@
+"""The embedded digits source and the tfds path, on a dataset written in tfds format here."""
+
+import os
+import sys
+import textwrap
+
+import ml_collections
+import numpy as np
+import pytest
+
+from robustdata.data import sources
+from robustdata.registry import ConfigError
+
+
+def test_digits_split_is_deterministic_and_disjoint():
+  cfg = ml_collections.ConfigDict({"name": "digits"})
+  a, b = sources.load(cfg), sources.load(cfg)
+  assert (len(a.train), len(a.val), len(a.test)) == (1258, 180, 359)
+  assert sum(len(s) for s in a.splits().values()) == 1797
+  np.testing.assert_array_equal(a.test.ids, b.test.ids)
+  ids = [set(s.ids.tolist()) for s in a.splits().values()]
+  assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+  assert a.train.x.shape[1:] == (8, 8, 1) and a.train.x.dtype == np.float32
+  assert 0.0 <= a.train.x.min() and a.train.x.max() <= 1.0
+  assert a.num_classes == 10 and set(np.unique(a.train.y)) == set(range(10))
+
+
+def test_digits_upsample():
+  d = sources.load(ml_collections.ConfigDict({"name": "digits", "upsample": 2}))
+  assert d.train.x.shape[1:] == (16, 16, 1)
+  np.testing.assert_array_equal(d.train.x[:, ::2, ::2], d.train.x[:, 1::2, 1::2])
+
+
+def _write_fake_tfds(data_dir, name, n_train, n_test, shape, num_classes):
+  """Writes an ArrayRecord tfds dataset called `name` into data_dir (no TensorFlow needed)."""
+  pkg = os.path.join(str(data_dir), "_builder_pkg", f"fake_{name}")
+  os.makedirs(pkg, exist_ok=True)
+  version = {"mnist": "3.0.1", "cifar10": "3.0.2"}[name]
+  code = textwrap.dedent(f'''
+      import numpy as np
+      import PIL.Image
+      import tensorflow_datasets as tfds
+
+      class Builder(tfds.core.GeneratorBasedBuilder):
+        name = {name!r}
+        VERSION = tfds.core.Version({version!r})
+
+        def _info(self):
+          return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({{
+              "image": tfds.features.Image(shape={shape!r}),
+              "label": tfds.features.ClassLabel(num_classes={num_classes})}}))
+
+        def _split_generators(self, dl_manager):
+          return {{"train": self._generate_examples({n_train}, 0),
+                   "test": self._generate_examples({n_test}, 1)}}
+
+        def _generate_examples(self, n, seed):
+          rng = np.random.default_rng(seed)
+          for i in range(n):
+            img = rng.integers(0, 256, {shape!r}, dtype=np.uint8)
+            pil = PIL.Image.fromarray(img[..., 0] if {shape[-1]} == 1 else img)
+            yield i, {{"image": pil, "label": i % {num_classes}}}
+      ''')
+  with open(os.path.join(pkg, "__init__.py"), "w") as f:
+    f.write(code)
+  sys.path.insert(0, os.path.dirname(pkg))
+  try:
+    module = __import__(f"fake_{name}")
+    module.Builder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  finally:
+    sys.path.pop(0)
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
+def test_tfds_source_reads_prepared_data_dir(tmp_path, name, shape):
+  _write_fake_tfds(tmp_path, name, 50, 20, shape, 10)
+  cfg = ml_collections.ConfigDict({"name": name, "data_dir": str(tmp_path), "val_fraction": 0.2})
+  d = sources.load(cfg)
+  assert (len(d.train), len(d.val), len(d.test)) == (40, 10, 20)
+  assert d.train.x.shape[1:] == shape and d.train.x.dtype == np.float32
+  assert d.num_classes == 10
+  # Every (image, label) pair survives exactly (PNG is lossless); tfds shuffles record order.
+  rng = np.random.default_rng(1)
+  written = {rng.integers(0, 256, shape, dtype=np.uint8).tobytes(): i % 10 for i in range(20)}
+  read = {np.round(x * 255).astype(np.uint8).tobytes(): int(y) for x, y in zip(d.test.x, d.test.y)}
+  assert read == written
+
+
+def test_tfds_missing_data_dir_is_a_clear_error(tmp_path):
+  cfg = ml_collections.ConfigDict({"name": "cifar10", "data_dir": str(tmp_path / "nowhere")})
+  with pytest.raises(ConfigError, match="config.data.data_dir=.*nowhere.* is not a directory"):
+    sources.load(cfg)
+  cfg = ml_collections.ConfigDict({"name": "svhn_cropped", "data_dir": str(tmp_path)})
+  with pytest.raises(ConfigError, match="holds no prepared 'svhn_cropped'"):
+    sources.load(cfg)

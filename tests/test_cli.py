@@ -1,0 +1,66 @@
+"""The entrypoint: overrides, bad input messages (no tracebacks), the run directory contract,
+and --reproduce."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_python
+
+CFG = "configs/baselines/erm_digits.py:smoke"
+
+
+def _main(*args, check=False):
+  return run_python(["-m", "experiments.main", *args], check=check, timeout=300)
+
+
+def test_unknown_override_is_one_clear_error(tmp_path):
+  proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", "--config.train.batch_sizee=3")
+  assert proc.returncode != 0
+  assert "batch_sizee" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+def test_wrong_type_override(tmp_path):
+  proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", "--config.train.epochs=abc")
+  assert proc.returncode != 0
+  assert "epochs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.model.name=resnet99", "config.model.name='resnet99' is not known"),
+    ("--config.data.name=mnist", "config.data.data_dir=''"),
+    ("--config.policy.name=nope", "config.policy.name='nope' is not known"),
+])
+def test_bad_names_stop_before_compiling(tmp_path, override, message):
+  proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", override)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert message in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_run_directory_contract_and_reproduce(tmp_path):
+  proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", "--config.train.epochs=1",
+               "--config.model.name=mlp", check=True)
+  assert "test_accuracy" in proc.stdout
+  (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+  assert run_dir.name.startswith("erm_digits_smoke-") and len(run_dir.name.split("-")[-1]) == 12
+  names = set(os.listdir(run_dir))
+  assert {"config.json", "meta.json", "metrics.jsonl", "checkpoints", "results.json",
+          "tensorboard"} <= names
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir / "tensorboard"))
+  meta = json.loads((run_dir / "meta.json").read_text())
+  assert {"versions", "git", "devices", "command"} <= set(meta)
+  assert meta["versions"]["jax"] and "dirty" in meta["git"]
+  results = json.loads((run_dir / "results.json").read_text())
+  for key in ("config_hash", "config_name", "seed", "method", "dataset", "steps", "wall_time_s",
+              "test_accuracy", "test_loss", "val_accuracy", "examples_seen"):
+    assert key in results
+  assert run_dir.name.endswith(results["config_hash"])
+  records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+  assert {"train", "val", "results"} <= {r["split"] for r in records}
+
+  proc = _main(f"--reproduce={run_dir}", check=True)
+  assert "reproduced: all results match" in proc.stdout

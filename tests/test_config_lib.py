@@ -1,0 +1,80 @@
+"""Config hash stability, validation and the bad-input messages."""
+
+import json
+
+import ml_collections
+import pytest
+
+from robustdata import config_lib
+from robustdata.registry import ConfigError
+
+
+def test_hash_is_stable_and_canonical():
+  a = config_lib.base_config()
+  b = config_lib.base_config()
+  assert config_lib.config_hash(a) == config_lib.config_hash(b)
+  assert len(config_lib.config_hash(a)) == 12
+  # Field order does not matter; a dict built in another order hashes the same.
+  reordered = ml_collections.ConfigDict(dict(reversed(list(a.to_dict().items()))))
+  assert config_lib.config_hash(reordered) == config_lib.config_hash(a)
+  # A round trip through config.json keeps the hash (tuples -> lists -> tuples).
+  a.data.augment = ("crop", "flip")
+  back = config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(a))))
+  assert config_lib.config_hash(back) == config_lib.config_hash(a)
+
+
+def test_hash_matches_independent_sha256():
+  import hashlib
+  c = config_lib.base_config()
+  text = json.dumps(json.loads(json.dumps(c.to_dict(), default=list)), sort_keys=True,
+                    separators=(",", ":"))
+  assert config_lib.config_hash(c) == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_changed_field_changes_hash():
+  a = config_lib.base_config()
+  b = config_lib.base_config()
+  b.seed = 1
+  c = config_lib.base_config()
+  c.optim.learning_rate = 0.1 + 1e-9
+  hashes = {config_lib.config_hash(x) for x in (a, b, c)}
+  assert len(hashes) == 3
+  assert config_lib.run_id(a).startswith("run-")
+
+
+@pytest.mark.parametrize("section,field,value,match", [
+    ("model", "name", "resnet99", "config.model.name='resnet99' is not known; allowed values"),
+    ("data", "name", "imagenet_zzz", "config.data.name='imagenet_zzz' is not known"),
+    ("policy", "name", "nope", "config.policy.name='nope' is not known"),
+    ("privacy", "mode", "nope", "config.privacy.mode='nope' is not known"),
+    ("optim", "name", "lbfgs", "config.optim.name='lbfgs' is not known"),
+    ("optim", "schedule", "linear", "config.optim.schedule='linear' is not known"),
+    ("train", "epochs", 0, "config.train.epochs=0 must be a positive int"),
+    ("train", "batch_size", -4, "config.train.batch_size=-4 must be a positive int"),
+])
+def test_validate_names_the_field(section, field, value, match):
+  c = config_lib.base_config()
+  c[section][field] = value
+  with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace("[", r"\[")):
+    config_lib.validate(c, num_devices=1)
+
+
+def test_unknown_method_and_field():
+  c = config_lib.base_config()
+  c.method = "magic"
+  with pytest.raises(ConfigError, match="config.method='magic' is not known"):
+    config_lib.validate(c, num_devices=1)
+  c = config_lib.base_config()
+  c.train.unlocked_typo = 3
+  with pytest.raises(ConfigError, match="config.train.unlocked_typo is not a known field"):
+    config_lib.validate(c, num_devices=1)
+
+
+def test_batch_size_must_divide_devices():
+  c = config_lib.base_config()
+  c.train.batch_size = 100
+  with pytest.raises(ConfigError, match=r"config.train.batch_size=100 is not divisible by the "
+                     r"number of devices \(8\); allowed values: multiples of 8"):
+    config_lib.validate(c, num_devices=8)
+  c.train.batch_size = 96
+  config_lib.validate(c, num_devices=8)
