@@ -29,5 +29,17 @@ def main(argv):
   return runner.run_cli(_CONFIG.value, _WORKDIR.value)
 
 
+def parse_flags(argv):
+  """absl's parser, with a config override naming no field reported in one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    message = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    raise SystemExit(f"error: unknown config field in {overrides}: {message}") from None
+  except flags.Error as e:
+    raise SystemExit(f"error: {e}") from None
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

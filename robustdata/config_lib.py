@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from robustdata.registry import (DATASETS, GRAD_RULES, MODELS, OBJECTIVES, POLICIES,
-                                 ConfigError)
+                                 TRAINERS, ConfigError)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -27,6 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.name = "run"            # names the run directory (<name>-<hash>)
   c.seed = 0                # the one seed: params init, data order, augmentation, noise
   c.method = "erm"          # objective: per-example loss coefficients (erm, groupdro, ...)
+  c.trainer = "supervised"  # the loop: supervised (classification) or a family's own trainer
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"    # a registered source (robustdata/data/sources.py)
@@ -142,6 +143,7 @@ def check_known_fields(config, reference=None, path: str = "config") -> None:
 def validate(config, *, num_devices: int) -> None:
   """Stops with one clear ConfigError before anything compiles."""
   check_known_fields(config)
+  TRAINERS.get(config.get("trainer", "supervised"))
   for section in ("data", "model", "optim", "train", "policy", "privacy", "eval"):
     if section not in config:
       raise ConfigError(f"config.{section} is missing; start configs from "

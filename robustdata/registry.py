@@ -68,6 +68,7 @@ PLUGIN_MODULES = [
     "robustdata.train.policies",
     "robustdata.train.objectives",
     "robustdata.train.grad_rules",
+    "robustdata.train.loop",
     "robustdata.spurious.policies",
     "robustdata.spurious.objectives",
 ]
@@ -78,3 +79,5 @@ MODELS: Registry = Registry("config.model.name")
 POLICIES: Registry = Registry("config.policy.name")
 OBJECTIVES: Registry = Registry("config.method")
 GRAD_RULES: Registry = Registry("config.privacy.mode")
+# `fn(config, run_dir) -> results dict`: the supervised loop, or e.g. contrastive pre-training.
+TRAINERS: Registry = Registry("config.trainer")

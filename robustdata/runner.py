@@ -11,7 +11,7 @@ import tempfile
 from typing import Any
 
 from robustdata import config_lib
-from robustdata.registry import ConfigError
+from robustdata.registry import TRAINERS, ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import loop
 from robustdata.train import run_dir as run_dir_lib
@@ -22,8 +22,9 @@ NONDETERMINISTIC = ("wall_time_s", "selection_time_s", "examples_per_sec")
 
 def run(config, workdir: str) -> tuple[str, dict[str, Any]]:
   """Creates (or resumes) the run directory of `config` under `workdir` and trains."""
+  trainer = TRAINERS.get(config.get("trainer", "supervised"))  # a bad name fails here
   run_dir = run_dir_lib.prepare(config, workdir)
-  return run_dir, loop.train_and_evaluate(config, run_dir)
+  return run_dir, trainer(config, run_dir)
 
 
 def format_results(results: dict[str, Any]) -> str:

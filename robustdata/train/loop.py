@@ -25,7 +25,8 @@ from robustdata.data import sources
 from robustdata.data.dataset import Dataset
 from robustdata.evals import classification
 from robustdata.evals import groups as group_evals
-from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, ConfigError)
+from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAINERS,
+                                 ConfigError)
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import metrics as metrics_lib
 from robustdata.train import optim as optim_lib
@@ -136,6 +137,7 @@ def _mean_metrics(pending: list[dict]) -> dict[str, float]:
   return {k: float(np.mean([m[k] for m in host])) for k in keys}
 
 
+@TRAINERS.register("supervised")
 def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   """Trains per `config`, writing metrics, checkpoints and results.json into `run_dir`.
 

@@ -58,6 +58,7 @@ def prepare(config, workdir: str) -> str:
       "devices": [str(d) for d in jax.devices()],
       "platform": jax.default_backend(),
       "process_count": jax.process_count(),
+      "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
       "command": sys.argv,
       "host": socket.gethostname(),
       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
