@@ -69,8 +69,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.distributed = False  # call jax.distributed.initialize() (multi-host)
 
   c.policy = ml_collections.ConfigDict()
-  c.policy.name = "full"    # data policy: full, random_subset, ...
-  c.policy.fraction = 1.0   # random_subset: the fraction drawn fresh each epoch
+  c.policy.name = "full"    # data policy: full, random_subset, ...; its own fields are added
+                            # here by configs (e.g. policy.fraction for random_subset)
 
   c.privacy = ml_collections.ConfigDict()
   c.privacy.mode = "sgd"    # gradient rule: sgd (plain); DP modes come from robustdata.privacy

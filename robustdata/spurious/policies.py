@@ -8,6 +8,7 @@ reports the PDE paper's filter alignment on `pde_synthetic` (see `alignment.py`)
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Any, Optional
 
@@ -74,8 +75,9 @@ class _BalancedBatches(ReportsAlignment, EpochPolicy):
   """len(train) / batch_size batches per epoch, drawn with replacement so that each label value
   is equally likely."""
 
+  @abc.abstractmethod
   def labels(self) -> tuple[np.ndarray, int]:
-    raise NotImplementedError
+    """The per-example label to balance (class or group) and its number of values."""
 
   def plan_epoch(self, ctx):
     labels, num_labels = self.labels()

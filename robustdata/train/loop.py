@@ -290,6 +290,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         fresh = jax.jit(lambda k: init(rng=k), out_shardings=state_sharding)(
             jax.random.fold_in(rng, host["epoch"] + 1))
         state = fresh.replace(step=state.step, rng=state.rng)
+        host["best"] = None  # model selection restarts with the new model
       host["epoch"] += 1
       host["step_in_epoch"] = 0
       if host["epoch"] % config.train.eval_every_epochs == 0 or host["epoch"] == config.train.epochs:

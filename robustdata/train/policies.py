@@ -194,8 +194,6 @@ class RandomSubset(EpochPolicy):
     return math.ceil(self.size / self.batch_size)
 
 
-FullData.DEFAULTS = {"fraction": 1.0}  # accepted (and ignored) so `full` runs share the base config
-
 
 def to_json(state: Any) -> Any:
   """Policy state to JSON-ready values (NumPy scalars and arrays become Python ones)."""

@@ -1,0 +1,23 @@
+"""ERM on SpuCo digits: empirical risk on all data (SpuCo's ERM baseline).
+
+Command:   python -m experiments.main --config=configs/spuco/erm_digits.py
+           (sweep: configs/spuco/common.py `sweep()`; table: python benchmarks/spurious_table.py)
+Variants:  `smoke` (a few epochs, for tests), default.
+Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
+           (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.
+Hardware:  2 shared CPU cores. Time: ~15 s of training (+~20 s start-up).
+Expected:  test worst_group_accuracy 0.360 ± 0.110, average_accuracy
+           0.966 ± 0.004 (seeds 0-2, measured; WORKSPACE.md)
+"""
+
+from configs.spuco import common
+
+
+def get_config(arg=None):
+  config = common.spuco_digits("erm", arg)
+  return config.lock()
+
+
+def get_sweep():
+  """Difficulty x correlation strength x 3 seeds (dotted overrides, one run each)."""
+  return common.sweep()
