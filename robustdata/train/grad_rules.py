@@ -4,15 +4,79 @@ A rule is `rule(loss_fn, params, model_state, batch, rng, coef_fn) ->
 (grads, new_model_state, aux)`, where `loss_fn(params, model_state, batch, rng, train) ->
 (losses[B], (new_model_state, logits))` and `coef_fn(losses, batch) -> coef[B]`. A rule is
 built from `config.privacy` by a registered builder
-`build(privacy_config, *, expected_batch_size, dataset_size) -> rule`.
+`build(privacy_config, *, expected_batch_size, dataset_size, steps=None, epochs=None)` that
+returns either a rule or a `RulePlan` (a rule that may change during training).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Hashable, Optional
 
 import jax
 import jax.numpy as jnp
 
 from robustdata.registry import GRAD_RULES
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class RuleChoice:
+  """The rule in force for an epoch.
+
+  key: the loop re-jits the step only when this changes.
+  rule: the gradient rule.
+  project: optional `params -> params` applied after every optimizer update and once when the
+    choice comes into force (e.g. a pruning mask); must be idempotent.
+  """
+
+  key: Hashable
+  rule: Callable
+  project: Optional[Callable[[PyTree], PyTree]] = None
+
+
+class RulePlan:
+  """A gradient rule over a whole run; the base class serves one fixed rule.
+
+  The loop calls `setup` once before compiling (to refuse unsuitable models), `choose` at
+  every epoch start (and after a restore), `epoch_metrics` after each epoch and `results` at
+  the end; `state_dict` / `load_state_dict` ride along in the checkpoint's host state.
+  """
+
+  def __init__(self, rule: Callable):
+    self.rule = rule
+
+  def setup(self, params: PyTree, model_state: PyTree, *, config: Any = None) -> None:
+    """Checks the run's config and (abstract) params and model state; raises ConfigError
+    before anything compiles."""
+    del params, model_state, config
+
+  def choose(self, epoch: int, params: PyTree) -> RuleChoice:
+    """The rule for `epoch`, given the parameters at its start (host-side decision)."""
+    del epoch, params
+    return RuleChoice(key=0, rule=self.rule)
+
+  def epoch_metrics(self, *, epoch: int, steps: int) -> dict[str, Any]:
+    """Scalars to log after `epoch` (e.g. epsilon spent over `steps` steps so far)."""
+    del epoch, steps
+    return {}
+
+  def results(self, *, epoch: int, steps: int) -> dict[str, Any]:
+    """Keys merged into results.json."""
+    del epoch, steps
+    return {}
+
+  def state_dict(self) -> dict[str, Any]:
+    return {}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    del state
+
+
+def as_plan(built: Any) -> RulePlan:
+  """A builder's return value as a RulePlan (a bare rule becomes a fixed plan)."""
+  return built if isinstance(built, RulePlan) else RulePlan(built)
 
 
 def plain_rule(loss_fn, params, model_state, batch, rng, coef_fn):
@@ -28,7 +92,19 @@ def plain_rule(loss_fn, params, model_state, batch, rng, coef_fn):
   return grads, new_model_state, {"losses": losses, "logits": logits}
 
 
+def _field(section: Any, name: str, default: Any) -> Any:
+  value = section.get(name, default) if hasattr(section, "get") else default
+  return default if value is None else value
+
+
 @GRAD_RULES.register("sgd")
-def build_plain(privacy_config, *, expected_batch_size: int, dataset_size: int):
-  del privacy_config, expected_batch_size, dataset_size
+def build_plain(privacy_config, *, expected_batch_size: int, dataset_size: int,
+                steps: Optional[int] = None, epochs: Optional[int] = None):
+  """The plain rule. A section that schedules rules (a switch to another mode, pruning) is a
+  plan: the builder of the DP modes owns it and starts it in `config.privacy.mode`."""
+  switch_to = _field(privacy_config, "switch_to_mode", "")
+  switching = _field(privacy_config, "switch_epoch", -1) >= 0 and switch_to
+  if switching or _field(privacy_config, "prune_sparsity", 0.0) > 0:
+    return GRAD_RULES.get("dp_sgd")(privacy_config, expected_batch_size=expected_batch_size,
+                                 dataset_size=dataset_size, steps=steps, epochs=epochs)
   return plain_rule

@@ -8,7 +8,7 @@ them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +41,10 @@ def make_loss_fn(model, *, label_smoothing: float = 0.0) -> Callable:
 
 def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Callable,
                     tx: optax.GradientTransformation, augment: Sequence[str] = (),
-                    crop_padding: int = 4) -> Callable:
-  """step(state, batch, lr) -> (state, metrics): augment, gradient rule, optimizer update."""
+                    crop_padding: int = 4,
+                    project: Optional[Callable[[Any], Any]] = None) -> Callable:
+  """step(state, batch, lr) -> (state, metrics): augment, gradient rule, optimizer update,
+  then `project(params)` when given (e.g. re-applying a pruning mask after momentum)."""
 
   def step(state: TrainState, batch: dict, lr: jnp.ndarray):
     key = jax.random.fold_in(state.rng, state.step)
@@ -64,6 +66,8 @@ def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Calla
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if project is not None:
+      params = project(params)
 
     mask = batch["mask"]
     n = jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,133 @@
+"""DP-SGD step speed: non-private vs vmap-clipped vs ghost-clipped, CNN and ResNet-20 (GroupNorm).
+
+Prints samples/s, the DP/non-private ratios and the compiled peak memory per step, on 32x32x3
+inputs at batch 64 and 256. The rules of one (model, batch) are compiled first, then timed in
+interleaved rounds (one step of each rule per round) and the median is reported, so machine
+load drifts hit every rule alike. With `--opacus` it also runs third_party/opacus_bench.py
+(needs torch and opacus) and prints our samples/s over theirs.
+
+  JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--opacus]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from robustdata.models.cnn import CNN  # pylint: disable=g-import-not-at-top
+from robustdata.models.resnet import ResNet20  # pylint: disable=g-import-not-at-top
+from robustdata.privacy import rules  # pylint: disable=g-import-not-at-top
+
+
+def _loss_fn(model):
+  def loss_fn(params, model_state, batch, rng, train=True):
+    logits = model.apply({"params": params, **model_state}, batch["x"], train=train)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+    return losses, (model_state, logits)
+  return loss_fn
+
+
+def _plain_rule(loss_fn, params, model_state, batch, rng, coef_fn):
+  """The non-private reference: grad(sum(mask * coef * loss) / sum(mask))."""
+  def objective(p):
+    losses, (state, _) = loss_fn(p, model_state, batch, rng, train=True)
+    coef = coef_fn(jax.lax.stop_gradient(losses), batch)
+    return jnp.sum(batch["mask"] * coef * losses) / jnp.sum(batch["mask"]), state
+  grads, state = jax.grad(objective, has_aux=True)(params)
+  return grads, state, {}
+
+
+def _compile(rule, loss_fn, params, batch):
+  """(compiled step, its arguments, peak temp+output MiB) of one jitted SGD step with `rule`."""
+  tx = optax.sgd(0.1)
+  opt_state = tx.init(params)
+
+  def step(params, opt_state, batch, key):
+    grads, _, _ = rule(loss_fn, params, {}, batch, key, lambda l, b: b["weight"])
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  args = (params, opt_state, batch, jax.random.PRNGKey(0))
+  compiled = jax.jit(step).lower(*args).compile()
+  mem = compiled.memory_analysis()
+  peak = (mem.temp_size_in_bytes + mem.output_size_in_bytes) / 2**20 if mem else float("nan")
+  jax.block_until_ready(compiled(*args))  # warm-up
+  return compiled, args, peak
+
+
+def time_interleaved(steps: dict, *, rounds: int) -> dict[str, float]:
+  """Median seconds per call of each compiled step, timed round-robin over `rounds` rounds."""
+  times = {name: [] for name in steps}
+  for _ in range(rounds):
+    for name, (compiled, args) in steps.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--quick", action="store_true", help="fewer iterations")
+  parser.add_argument("--batches", default="64,256")
+  parser.add_argument("--models", default="cnn,resnet20")
+  parser.add_argument("--methods", default="vmap,ghost")
+  parser.add_argument("--opacus", action="store_true", help="also run third_party Opacus")
+  args = parser.parse_args()
+  iters = 3 if args.quick else 11
+  models = {"cnn": lambda: CNN(num_classes=10, norm="group"),
+            "resnet20": lambda: ResNet20(num_classes=10, norm="group")}
+  print(f"device: {jax.devices()[0].device_kind}, {iters} interleaved rounds, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+  print(f"{'model':10s} {'batch':>5s} {'rule':>8s} {'samples/s':>10s} {'ratio':>6s} "
+        f"{'peak MiB':>9s}")
+  results = {}
+  for name in args.models.split(","):
+    model = models[name]()
+    loss_fn = _loss_fn(model)
+    for b in [int(v) for v in args.batches.split(",")]:
+      rng = np.random.default_rng(0)
+      batch = {"x": jnp.asarray(rng.normal(size=(b, 32, 32, 3)).astype(np.float32)),
+               "y": jnp.asarray(rng.integers(0, 10, b).astype(np.int32)),
+               "weight": jnp.ones(b), "mask": jnp.ones(b), "index": jnp.arange(b)}
+      params = model.init(jax.random.PRNGKey(0), batch["x"][:1], train=True)["params"]
+      rule_of = {"sgd": _plain_rule}
+      for method in args.methods.split(","):
+        rule_of[method] = rules.make_dp_rule(mode="dp_sgd", clip_norm=1.0, noise_multiplier=1.0,
+                                             expected_batch_size=b, method=method)
+      steps, peaks = {}, {}
+      for rule_name, rule in rule_of.items():
+        compiled, step_args, peaks[rule_name] = _compile(rule, loss_fn, params, batch)
+        steps[rule_name] = (compiled, step_args)
+      seconds = time_interleaved(steps, rounds=iters)
+      for rule_name in rule_of:
+        sps = b / seconds[rule_name]
+        results[(name, b, rule_name)] = sps
+        print(f"{name:10s} {b:5d} {rule_name:>8s} {sps:10.1f} "
+              f"{seconds[rule_name] / seconds['sgd']:6.2f} {peaks[rule_name]:9.1f}", flush=True)
+  print("ratio = non-private samples/s / DP samples/s (time DP / time non-private)")
+  if args.opacus:
+    try:
+      import third_party.opacus_bench as opacus_bench  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      print(f"opacus comparison skipped: {e}")
+      return
+    theirs = opacus_bench.run(models=args.models.split(","),
+                              batches=[int(v) for v in args.batches.split(",")], iters=iters)
+    for (name, b, mode), sps in theirs.items():
+      ours = results.get((name, b, "ghost" if mode == "ghost" else "vmap"))
+      if ours:
+        print(f"{name:10s} {b:5d} ours/opacus-{mode}: {ours / sps:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
