@@ -1,0 +1,43 @@
+"""Coresets for data-efficient augmentation (Liu & Mirzasoleiman, NeurIPS'22; spec §3) on a
+small embedded digits split (30% train = 539 examples, where augmentation matters).
+
+Every R = 5 epochs an FL coreset of 30% of train on un-augmented proxies; each epoch trains on
+M = all train (weight 1) plus A = the coreset strongly augmented (RandAugment, 2 ops at
+magnitude 0.3, redrawn each epoch; robustdata/data/strong_augment.py).
+Variants (comma-separated): `random` (A = a random subset of the same size), `full_aug`
+(A = all train: full-data strong augmentation), `none` (no strong augmentation), `smoke`.
+
+Command:   python -m experiments.main --config=configs/augment_coresets/digits.py[:random]
+Hardware:  2 CPU cores. Time: ~30-60 s each.
+Expected:  coreset augmentation >= random-subset augmentation, close to full augmentation at
+           1.3x instead of 2x the steps of no augmentation; measured numbers in WORKSPACE.md.
+"""
+
+from configs.crest import common
+
+VARIANTS = ("random", "full_aug", "none")
+
+
+def get_config(arg=None):
+  tokens = common.parse(arg, VARIANTS + ("smoke",), "augment_coresets/digits")
+  chosen = tokens & set(VARIANTS)
+  if len(chosen) > 1:
+    raise ValueError(f"choose one of {list(VARIANTS)}; got {sorted(tokens)}")
+  variant = chosen.pop() if chosen else "coreset"
+  config = common.digits(f"augment_{variant}_digits", smoke="smoke" in tokens)
+  config.data.val_fraction = 0.2
+  config.data.test_fraction = 0.5   # 539 train examples
+  config.train.batch_size = 64
+  if variant == "none":
+    config.policy.name = "full"
+    return config.lock()
+  config.policy.name = "augment_coreset"
+  config.policy.fraction = 0.3
+  config.policy.refresh_every = 5
+  config.policy.selection = {"coreset": "coreset", "random": "random", "full_aug": "full"}[variant]
+  config.policy.main = "full"
+  config.policy.augment_weights = False
+  config.policy.kernel = "exp"
+  config.policy.num_ops = 2
+  config.policy.magnitude = 0.3
+  return config.lock()

@@ -1,0 +1,59 @@
+"""CREST on embedded digits with a 20% step budget, and its baselines at the same budget.
+
+Variants (comma-separated tokens of the config arg):
+  (none)   CREST: T_e = ceil(floor(0.2 N)/50) = 6 steps per epoch, 30 epochs (180 steps, 20% of
+           full training); random subsets of rho N / C = 13 per class; coresets of b = 50;
+           learned examples dropped every 10 epochs (pool >= 800 of 1,258).
+  full     full-data training (26 steps per epoch, 780 steps).
+  random   a fresh uniform 20% subset every epoch (the same step budget as CREST).
+  craig    CRAIG: a 20% FL coreset of all train examples every epoch (same budget).
+  hard     the harder task (3x upsampled digits, wider CNN; see common.py).
+  smoke    2 epochs, for tests.
+
+Command:   python -m experiments.main --config=configs/crest/digits.py[:hard,random]
+Hardware:  2 CPU cores. Time: ~15 s (CREST), ~30 s (full); hard: ~1 min / ~3 min.
+Expected:  test_accuracy >= 0.93 for CREST (full data ~0.98); measured numbers in WORKSPACE.md
+           ("Data-efficient training (issue 4)").
+"""
+
+from configs.crest import common
+
+METHODS = ("full", "random", "craig")
+
+
+def get_config(arg=None):
+  tokens = common.parse(arg, METHODS + ("hard", "smoke"), "crest/digits")
+  method = (tokens & set(METHODS) or {"crest"}).pop()
+  if len(tokens & set(METHODS)) > 1:
+    raise ValueError(f"choose one of {list(METHODS)}; got {sorted(tokens)}")
+  config = common.digits(f"{method}_digits", task="hard" if "hard" in tokens else "digits",
+                         smoke="smoke" in tokens)
+  config.policy.name = {"random": "random_subset"}.get(method, method)
+  if method == "random":
+    config.policy.fraction = common.BUDGET
+  elif method == "craig":
+    config.policy.fraction = common.BUDGET
+    config.policy.lag = 1
+    config.policy.kernel = "craig"
+  elif method == "crest":
+    config.policy.train_frac = common.BUDGET
+    config.policy.random_subset_size = 0.1   # 13 per class; each coreset picks 5 per class
+    config.policy.num_minibatch_coreset = 5
+    config.policy.batch_num_mul = 5
+    config.policy.interval_mul = 1.0
+    # τ = 0.1 (the paper's). Measured on digits (seed 0, WORKSPACE.md issue 4): the check's
+    # relative error |L_true - L_approx| / L_true has median 0.09 (losses are tiny, median
+    # 0.07), so 39% of checks fail and CREST reselects 69 times in 180 steps; τ = 0.3 cuts that
+    # to 27 selections (-5 s of ~40 s) at 0.983 vs 0.989 test accuracy (one seed). Selections
+    # are now cheap (FL ~2 ms, QUAD ~0.11 s) and the largest cost is the QUAD pass's one-off
+    # compile (~18 s), so τ stays at the paper's value; override with
+    # config.policy.check_thresh_factor=0.3 for fewer reselections.
+    config.policy.check_thresh_factor = 0.1
+    config.policy.start_epoch = 1
+    config.policy.kernel = "exp"
+    config.policy.drop_learned = True
+    config.policy.watch_interval = 5
+    config.policy.drop_interval = 10
+    config.policy.drop_thresh = 0.1
+    config.policy.min_train_size = 800
+  return config.lock()

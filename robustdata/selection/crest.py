@@ -1,0 +1,364 @@
+"""CREST (spec §1): mini-batch coresets from class-stratified random subsets, kept while a local
+quadratic model of the loss holds, with already-learned examples dropped from the pool.
+
+Reference defects fixed here: the gradient is computed once (no doubled SGD step); the
+displacement δ is read from the parameters (current − at selection) instead of accumulated;
+the check evaluates only the union of the random subsets, not the whole train set; P is an
+int; dropped examples never re-enter the pool; proxies come from un-augmented views.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from robustdata.registry import POLICIES, ConfigError
+from robustdata.selection.facility_location import facility_location, normalize_weights
+from robustdata.train.policies import Policy, PolicyContext
+
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-4  # Adahessian-style moments of the reference
+
+
+_QUAD_CACHE: dict[Callable, Callable] = {}
+
+
+def make_quad_batch(loss_fn: Callable) -> Callable:
+  """Jitted `(params, model_state, x, y, w, mask, key, m, s, k) -> (loss, m, s, gbar, D)`.
+
+  One weighted mini-batch of the quadratic model: the gradient g and a Hutchinson estimate
+  v ⊙ (H v) (v Rademacher) from one forward-over-reverse pass (the gradient is computed once),
+  then Adam-style moments m, s with bias-corrected gbar = m / (1 - 0.9^k) and
+  D = sqrt(s / (1 - 0.999^k)) + 1e-4, all as flat float32 vectors. Eval mode (train=False), so
+  the model matches the unweighted eval-mode losses the check compares against.
+  """
+
+  def quad_batch(params, model_state, x, y, w, mask, key, m, s, k):
+    flat, unravel = ravel_pytree(params)
+
+    def loss(p):
+      losses, _ = loss_fn(unravel(p), model_state, {"x": x, "y": y}, key, False)
+      return jnp.sum(mask * w * losses) / jnp.maximum(jnp.sum(mask), 1.0)
+
+    v = jax.random.rademacher(key, flat.shape, dtype=flat.dtype)
+    (value, grad), (_, hv) = jax.jvp(jax.value_and_grad(loss), (flat,), (v,))
+    m = _BETA1 * m + (1.0 - _BETA1) * grad
+    s = _BETA2 * s + (1.0 - _BETA2) * jnp.square(v * hv)
+    gbar = m / (1.0 - _BETA1 ** k)
+    diag = jnp.sqrt(s / (1.0 - _BETA2 ** k)) + _EPS
+    return value, m, s, gbar, diag
+
+  if loss_fn not in _QUAD_CACHE:  # one compile per loss function (e.g. across a resume)
+    _QUAD_CACHE[loss_fn] = jax.jit(quad_batch)
+  return _QUAD_CACHE[loss_fn]
+
+
+@jax.jit
+def quadratic_approx(params, theta0, gbar, diag, loss0):
+  """L0 + δ·gbar + ½ δᵀ(D ⊙ δ) with δ = ravel(params) − theta0."""
+  delta = ravel_pytree(params)[0] - theta0
+  return loss0 + jnp.dot(delta, gbar) + 0.5 * jnp.dot(delta, diag * delta)
+
+
+def _encode(a: Optional[np.ndarray]) -> Optional[str]:
+  return None if a is None else base64.b64encode(np.asarray(a, np.float32).tobytes()).decode()
+
+
+def _decode(s: Optional[str]) -> Optional[np.ndarray]:
+  return None if s is None else np.frombuffer(base64.b64decode(s), np.float32).copy()
+
+
+def _probe_logits_to_proxy_and_loss(logits: np.ndarray, y: np.ndarray):
+  """softmax − onehot and CE from one forward pass of logits (float64 on the host)."""
+  z = np.asarray(logits, np.float64)
+  z = z - z.max(axis=1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  probs = np.exp(logp)
+  proxy = probs.copy()
+  proxy[np.arange(len(y)), y] -= 1.0
+  return proxy.astype(np.float32), -logp[np.arange(len(y)), y]
+
+
+@POLICIES.register("crest")
+class Crest(Policy):
+  """CREST: T_e = ceil(floor(N train_frac) / b) steps per epoch. Epochs before `start_epoch`
+  train on random batches of the pool; then, at each (re)selection, P class-stratified random
+  subsets of ceil(ρN/C) per class each give one FL coreset of budget b; their weighted union
+  is served in shuffled batches until a check of the quadratic model (every h steps) fails."""
+
+  DEFAULTS = {
+      "train_frac": 0.1,            # step budget: T_e = ceil(floor(N train_frac) / b) per epoch
+      "random_subset_size": 0.01,   # ρ: each random subset holds ceil(ρN/C) per class
+      "num_minibatch_coreset": 5,   # P0: coresets (random subsets) per selection
+      "batch_num_mul": 5,           # P <- min(h batch_num_mul, T_e) after each selection
+      "interval_mul": 1.0,          # h <- ceil(κ0/κ interval_mul)
+      "check_thresh_factor": 0.1,   # τ: reselect when |L_true − L_approx| > τ L_true
+      "start_epoch": 1,             # epochs of random full-data batches before the first selection
+      "kernel": "exp",              # FL similarity: 'exp' (submodlib, CREST's) or 'craig'
+      "equal_num": True,            # equal per-class budgets inside each subset
+      "method": "auto",             # FL greedy (see facility_location)
+      "drop_learned": False,        # drop examples whose recorded losses are all <= drop_thresh
+      "watch_interval": 5,          # epochs of recorded losses per example (ring buffer rows)
+      "drop_interval": 20,          # try dropping at the end of every drop_interval-th epoch
+      "drop_thresh": 0.1,           # "learned": every recorded loss <= drop_thresh
+      "min_train_size": 40000,      # the pool never shrinks below this many examples
+  }
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    cfg, n = self.cfg, len(self.train)
+    if not 0.0 < cfg.train_frac <= 1.0:
+      raise ConfigError(f"config.policy.train_frac={cfg.train_frac} must be in (0, 1]")
+    if not 0.0 < cfg.random_subset_size <= 1.0:
+      raise ConfigError(f"config.policy.random_subset_size={cfg.random_subset_size} must be in "
+                        "(0, 1]")
+    for field in ("num_minibatch_coreset", "batch_num_mul", "watch_interval", "drop_interval"):
+      value = cfg[field]
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ConfigError(f"config.policy.{field}={value!r} must be a positive integer")
+    if cfg.interval_mul <= 0 or cfg.check_thresh_factor <= 0:
+      raise ConfigError("config.policy.interval_mul and check_thresh_factor must be > 0; got "
+                        f"{cfg.interval_mul}, {cfg.check_thresh_factor}")
+    if cfg.start_epoch < 0 or cfg.min_train_size < 0:
+      raise ConfigError(f"config.policy.start_epoch={cfg.start_epoch} and min_train_size="
+                        f"{cfg.min_train_size} must be >= 0")
+    counts = np.bincount(np.asarray(self.train.y), minlength=self.num_classes)
+    self.per_class = math.ceil(cfg.random_subset_size * n / self.num_classes)
+    subset_size = int(np.minimum(counts, self.per_class).sum())
+    if subset_size < self.batch_size:
+      raise ConfigError(
+          f"config.policy.random_subset_size={cfg.random_subset_size} gives random subsets of "
+          f"{subset_size} examples, fewer than the coreset budget config.train.batch_size="
+          f"{self.batch_size}; raise random_subset_size to at least "
+          f"{self.batch_size * self.num_classes / n:.3g}")
+    self.steps_per_epoch = math.ceil(math.floor(n * cfg.train_frac) / self.batch_size)
+    if self.steps_per_epoch <= 0:
+      raise ConfigError(f"config.policy.train_frac={cfg.train_frac} leaves no step per epoch")
+    self.quad_seed = int(self.rng.integers(2**31))
+    self._quad_fn = None
+    self.pool = np.ones(n, bool)
+    self.reset_step = int(cfg.start_epoch) * self.steps_per_epoch
+    self.num_coresets = int(cfg.num_minibatch_coreset)
+    self.interval = 1
+    self.union = np.zeros(0, np.int64)        # ∪ R_p of the last selection
+    self.coreset = np.zeros(0, np.int64)      # U = ∪ S_p
+    self.coreset_weights = np.zeros(0, np.float32)
+    self.queue = np.zeros(0, np.int64)        # served indices and weights, in order
+    self.queue_weights = np.zeros(0, np.float32)
+    self.queue_pos = 0
+    self.serving = "pool"                     # 'pool' before the first selection, then 'coreset'
+    self.theta0 = self.gbar = self.diag = self.m = self.s = None
+    self.loss0, self.moment_steps, self.kappa0 = 0.0, 0, None
+    self.watch = np.full((int(cfg.watch_interval), n), -1.0, np.float32)
+    self.selections, self.checks, self.triggers, self.dropped = 0, 0, 0, 0
+    self.selection_time_s = 0.0
+    self.last_check: dict[str, float] = {}
+
+  # --- The loop's interface. ---------------------------------------------------------------------
+  def steps_for(self, ctx: PolicyContext) -> int:
+    return self.steps_per_epoch
+
+  def expected_steps_per_epoch(self) -> int:
+    return self.steps_per_epoch
+
+  def next_batch(self, ctx: PolicyContext) -> tuple[np.ndarray, np.ndarray]:
+    t = ctx.step
+    if self.serving == "coreset" and t > self.reset_step and (
+        (t - self.reset_step) % self.interval == 0):
+      if self.check(ctx):
+        self.reset_step = t
+    if t >= self.reset_step and (t == self.reset_step or self.serving == "pool"):
+      self.reset_step = t
+      self.select(ctx)
+      self.quadratic_model(ctx)
+    if self.queue_pos >= len(self.queue):
+      self._refill()
+    end = min(self.queue_pos + self.batch_size, len(self.queue))
+    indices = self.queue[self.queue_pos:end]
+    weights = self.queue_weights[self.queue_pos:end]
+    self.queue_pos = end
+    return indices, weights
+
+  def on_epoch_end(self, ctx: PolicyContext) -> None:
+    cfg = self.cfg
+    if cfg.drop_learned and (ctx.epoch + 1) % cfg.drop_interval == 0:
+      self.drop_learned()
+
+  # --- Serving. ----------------------------------------------------------------------------------
+  def _refill(self) -> None:
+    """A fresh shuffle of the served set (the pool before the first selection, else U)."""
+    if self.serving == "pool":
+      self.queue = self.rng.permutation(np.flatnonzero(self.pool))
+      self.queue_weights = np.ones(len(self.queue), np.float32)
+    else:
+      order = self.rng.permutation(len(self.coreset))
+      self.queue, self.queue_weights = self.coreset[order], self.coreset_weights[order]
+    self.queue_pos = 0
+
+  # --- SELECT, QUAD, CHECK, DROP. ----------------------------------------------------------------
+  def random_subsets(self) -> list[np.ndarray]:
+    """P class-stratified uniform samples of the pool, ceil(ρN/C) per class (fewer if a class
+    has fewer left); classes with no examples are skipped."""
+    y = np.asarray(self.train.y)
+    members = [np.flatnonzero(self.pool & (y == c)) for c in range(self.num_classes)]
+    subsets = []
+    for _ in range(self.num_coresets):
+      parts = [self.rng.choice(m, size=min(self.per_class, len(m)), replace=False)
+               for m in members if len(m)]
+      subsets.append(np.sort(np.concatenate(parts)))
+    return subsets
+
+  def select(self, ctx: PolicyContext) -> None:
+    """P random subsets -> one forward pass on their union -> one FL coreset per subset."""
+    start = time.perf_counter()
+    subsets = self.random_subsets()
+    self.union = np.unique(np.concatenate(subsets))
+    y = np.asarray(self.train.y)
+    logits = np.asarray(ctx.probe("logits", self.union))
+    self.examples_probed += len(self.union)
+    proxy, losses = _probe_logits_to_proxy_and_loss(logits, y[self.union])
+    if not np.all(np.isfinite(proxy)):
+      raise FloatingPointError(f"CREST at step {ctx.step}: the gradient proxies are not finite "
+                               "(the model diverged); lower config.optim.learning_rate")
+    self.watch[ctx.epoch % self.cfg.watch_interval, self.union] = losses
+    picks, weights = [], []
+    for subset in subsets:
+      rows = np.searchsorted(self.union, subset)
+      idx, w = facility_location(proxy[rows], y[subset], budget=self.batch_size,
+                                 kernel=self.cfg.kernel, equal_num=self.cfg.equal_num,
+                                 method=self.cfg.method, seed=int(self.rng.integers(2**31)))
+      picks.append(subset[idx])
+      weights.append(w)
+    self.coreset = np.concatenate(picks)
+    self.coreset_weights = normalize_weights(np.concatenate(weights))
+    self.serving = "coreset"
+    self._refill()
+    self.selections += 1
+    self.selection_time_s += time.perf_counter() - start
+
+  def quadratic_model(self, ctx: PolicyContext) -> None:
+    """QUAD on U in the served batch order: weighted loss L0, moment-averaged gradient gbar and
+    Hessian diagonal D at the current parameters; adapts h and P from κ = mean ||D_batch||."""
+    start = time.perf_counter()
+    if self._quad_fn is None:
+      self._quad_fn = make_quad_batch(ctx.loss_fn)
+    params, model_state = ctx.state.params, ctx.state.model_state
+    theta0 = ravel_pytree(params)[0]
+    if self.m is None:
+      self.m = np.zeros(theta0.shape, np.float32)
+      self.s = np.zeros(theta0.shape, np.float32)
+    m, s = jnp.asarray(self.m), jnp.asarray(self.s)
+    b = self.batch_size
+    total, loss_sum, gsum, dsum, norms = 0, 0.0, 0.0, 0.0, []
+    for lo in range(0, len(self.queue), b):
+      idx, w = self.queue[lo:lo + b], self.queue_weights[lo:lo + b]
+      n = len(idx)
+      rows = np.concatenate([idx, idx[np.arange(b - n) % n]])
+      mask = np.zeros(b, np.float32)
+      mask[:n] = 1.0
+      wpad = np.zeros(b, np.float32)
+      wpad[:n] = w
+      self.moment_steps += 1
+      key = jax.random.fold_in(jax.random.PRNGKey(self.quad_seed), self.moment_steps)
+      value, m, s, gbar, diag = self._quad_fn(
+          params, model_state, self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32),
+          wpad, mask, key, m, s, np.float32(self.moment_steps))
+      total += n
+      loss_sum = loss_sum + n * value
+      gsum = gsum + n * gbar
+      dsum = dsum + n * diag
+      norms.append(jnp.linalg.norm(diag))
+    self.m, self.s = np.asarray(m), np.asarray(s)
+    self.theta0 = np.asarray(theta0)
+    self.gbar, self.diag = np.asarray(gsum / total), np.asarray(dsum / total)
+    self.loss0 = float(loss_sum / total)
+    kappa = float(np.mean(np.asarray(norms)))
+    if self.kappa0 is None:
+      self.kappa0 = kappa
+    else:
+      self.interval = max(1, math.ceil(self.kappa0 / max(kappa, 1e-12) * self.cfg.interval_mul))
+      self.num_coresets = int(max(1, min(self.interval * self.cfg.batch_num_mul,
+                                         self.steps_per_epoch)))
+    self.selection_time_s += time.perf_counter() - start
+
+  def check(self, ctx: PolicyContext) -> bool:
+    """True when the quadratic model is off: |L_true − L_approx| > τ L_true, with L_true the
+    unweighted eval-mode loss on the union of the last random subsets only."""
+    start = time.perf_counter()
+    losses = np.asarray(ctx.probe("loss", self.union), np.float64)
+    self.examples_probed += len(self.union)
+    true = float(np.mean(losses))
+    approx = float(quadratic_approx(ctx.state.params, jnp.asarray(self.theta0),
+                                    jnp.asarray(self.gbar), jnp.asarray(self.diag),
+                                    jnp.float32(self.loss0)))
+    failed = not (abs(true - approx) <= self.cfg.check_thresh_factor * true)  # NaN fails too
+    self.checks += 1
+    self.triggers += int(failed)
+    self.last_check = {"step": ctx.step, "true": true, "approx": approx}
+    self.selection_time_s += time.perf_counter() - start
+    return failed
+
+  def drop_learned(self) -> None:
+    """Removes learned examples (every recorded loss <= drop_thresh) from the pool, per class
+    only where more than ceil(ρN/C) would stay, and only if the pool keeps >= min_train_size.
+    Never-observed examples stay; dropped ones never re-enter."""
+    cfg, y = self.cfg, np.asarray(self.train.y)
+    never = np.all(self.watch == -1.0, axis=0)
+    keep = (np.any(self.watch > cfg.drop_thresh, axis=0) | never) & self.pool
+    new_pool = self.pool.copy()
+    for c in range(self.num_classes):
+      cls = y == c
+      if keep[cls].sum() > self.per_class:
+        new_pool[cls] = keep[cls]
+    if new_pool.sum() >= cfg.min_train_size and new_pool.sum() < self.pool.sum():
+      self.dropped += int(self.pool.sum() - new_pool.sum())
+      self.pool = new_pool
+
+  # --- Resume and results. -----------------------------------------------------------------------
+  def state_dict(self) -> dict[str, Any]:
+    return {**super().state_dict(),
+            "pool": np.flatnonzero(self.pool).tolist(), "reset_step": self.reset_step,
+            "num_coresets": self.num_coresets, "interval": self.interval,
+            "union": self.union.tolist(), "coreset": self.coreset.tolist(),
+            "coreset_weights": _encode(self.coreset_weights), "queue": self.queue.tolist(),
+            "queue_weights": _encode(self.queue_weights), "queue_pos": self.queue_pos,
+            "serving": self.serving, "theta0": _encode(self.theta0), "gbar": _encode(self.gbar),
+            "diag": _encode(self.diag), "m": _encode(self.m), "s": _encode(self.s),
+            "loss0": self.loss0, "moment_steps": self.moment_steps, "kappa0": self.kappa0,
+            "watch": _encode(self.watch), "selections": self.selections,
+            "checks": self.checks, "triggers": self.triggers, "dropped": self.dropped,
+            "selection_time_s": self.selection_time_s, "last_check": self.last_check}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    super().load_state_dict(state)
+    self.pool[:] = False
+    self.pool[np.asarray(state["pool"], np.int64)] = True
+    self.reset_step, self.queue_pos = int(state["reset_step"]), int(state["queue_pos"])
+    self.num_coresets, self.interval = int(state["num_coresets"]), int(state["interval"])
+    self.union = np.asarray(state["union"], np.int64)
+    self.coreset = np.asarray(state["coreset"], np.int64)
+    self.coreset_weights = _decode(state["coreset_weights"])
+    self.queue = np.asarray(state["queue"], np.int64)
+    self.queue_weights = _decode(state["queue_weights"])
+    self.serving = state["serving"]
+    for name in ("theta0", "gbar", "diag", "m", "s"):
+      setattr(self, name, _decode(state[name]))
+    self.loss0, self.moment_steps = float(state["loss0"]), int(state["moment_steps"])
+    self.kappa0 = None if state["kappa0"] is None else float(state["kappa0"])
+    self.watch = _decode(state["watch"]).reshape(self.watch.shape)
+    self.selections, self.checks = int(state["selections"]), int(state["checks"])
+    self.triggers, self.dropped = int(state["triggers"]), int(state["dropped"])
+    self.selection_time_s = float(state["selection_time_s"])
+    self.last_check = dict(state["last_check"])
+
+  def results(self) -> dict[str, Any]:
+    return {"selection_time_s": self.selection_time_s, "crest_selections": self.selections,
+            "crest_checks": self.checks, "crest_check_triggers": self.triggers,
+            "crest_pool_size": int(self.pool.sum()), "crest_dropped": self.dropped,
+            "crest_check_interval": self.interval, "crest_num_coresets": self.num_coresets}

@@ -1,0 +1,150 @@
+"""Selection data policies: CRAIG weighted coresets (spec §2) and proxy-norm ordering (spec §7);
+importing this module also registers CREST (`crest.py`) and augmentation coresets
+(`augment_coreset.py`).
+
+Both see the model only through `ctx.probe('proxy' | 'proxy_linear', indices)` (softmax - onehot,
+un-augmented, eval mode), which fixes the reference code's use of augmented views.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from robustdata.registry import POLICIES, ConfigError
+from robustdata.selection.facility_location import facility_location, normalize_weights
+from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
+
+
+@POLICIES.register("craig")
+class Craig(EpochPolicy):
+  """CRAIG: every `lag` epochs from `start_epoch`, a per-class weighted FL coreset of
+  `fraction` * N examples on gradient proxies; epochs train on it with mean-1 weights
+  (shuffled, or in greedy round-robin order with shuffle=False as in CRAIG's MNIST code).
+  Before `start_epoch` epochs use all data with weight 1."""
+
+  DEFAULTS = {
+      "fraction": 0.1,       # coreset size as a fraction of the train split
+      "lag": 1,              # reselect every `lag` epochs
+      "start_epoch": 0,      # first epoch trained on a coreset
+      "kernel": "craig",     # 'craig' (max d - d_ij) or 'exp' (exp(-d_ij / D), submodlib)
+      "equal_num": True,     # equal per-class budgets (else class-proportional)
+      "method": "auto",      # FL greedy: auto/dense/lazy_dense/lazy/stochastic/greedi
+      "use_linear": False,   # proxy (softmax - onehot) ⊗ features (DEA's --use_linear)
+      "shuffle": True,       # shuffle the coreset each epoch
+  }
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    if not 0.0 < self.cfg.fraction <= 1.0:
+      raise ConfigError(f"config.policy.fraction={self.cfg.fraction} must be in (0, 1]")
+    if not isinstance(self.cfg.lag, int) or self.cfg.lag <= 0:
+      raise ConfigError(f"config.policy.lag={self.cfg.lag!r} must be a positive integer")
+    if self.cfg.start_epoch < 0:
+      raise ConfigError(f"config.policy.start_epoch={self.cfg.start_epoch} must be >= 0")
+    self.size = max(1, int(round(self.cfg.fraction * len(self.train))))
+    self.subset = np.zeros(0, np.int64)
+    self.subset_weights = np.zeros(0, np.float32)
+    self.selected_epoch = -1
+    self.ever_selected = np.zeros(len(self.train), bool)
+    self.selection_time_s = 0.0
+
+  def _due(self, epoch: int) -> bool:
+    return epoch >= self.cfg.start_epoch and (epoch - self.cfg.start_epoch) % self.cfg.lag == 0
+
+  def select(self, ctx: PolicyContext) -> None:
+    """Probes proxies on the whole train split and selects the weighted coreset."""
+    start = time.perf_counter()
+    everything = np.arange(len(self.train))
+    proxies = ctx.probe("proxy_linear" if self.cfg.use_linear else "proxy", everything)
+    self.examples_probed += len(everything)
+    check_finite(proxies, f"craig at epoch {ctx.epoch}")
+    indices, weights = facility_location(
+        np.asarray(proxies), np.asarray(self.train.y), budget=self.size, kernel=self.cfg.kernel,
+        equal_num=self.cfg.equal_num, method=self.cfg.method,
+        seed=int(self.rng.integers(2**31)))
+    self.subset, self.subset_weights = indices, normalize_weights(weights)
+    self.selected_epoch = ctx.epoch
+    self.ever_selected[indices] = True
+    self.selection_time_s += time.perf_counter() - start
+
+  def plan_epoch(self, ctx: PolicyContext) -> list[tuple[np.ndarray, np.ndarray]]:
+    if ctx.epoch < self.cfg.start_epoch:
+      return batches_of(self.rng.permutation(len(self.train)), self.batch_size)
+    if self._due(ctx.epoch) or self.selected_epoch < 0:
+      self.select(ctx)
+    order = self.rng.permutation(len(self.subset)) if self.cfg.shuffle else np.arange(
+        len(self.subset))
+    return batches_of(self.subset[order], self.batch_size, self.subset_weights[order])
+
+  def expected_steps_per_epoch(self) -> int:
+    return math.ceil(self.size / self.batch_size)
+
+  def state_dict(self) -> dict[str, Any]:
+    return {**super().state_dict(), "subset": self.subset.tolist(),
+            "subset_weights": self.subset_weights.tolist(), "selected_epoch": self.selected_epoch,
+            "ever_selected": np.flatnonzero(self.ever_selected).tolist(),
+            "selection_time_s": self.selection_time_s}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    super().load_state_dict(state)
+    self.subset = np.asarray(state["subset"], np.int64)
+    self.subset_weights = np.asarray(state["subset_weights"], np.float32)
+    self.selected_epoch = int(state["selected_epoch"])
+    self.ever_selected[:] = False
+    self.ever_selected[np.asarray(state["ever_selected"], np.int64)] = True
+    self.selection_time_s = float(state["selection_time_s"])
+
+  def results(self) -> dict[str, Any]:
+    return {"selection_time_s": self.selection_time_s,
+            "never_selected_fraction": float(1.0 - self.ever_selected.mean())}
+
+
+@POLICIES.register("ordering")
+class ProxyNormOrdering(EpochPolicy):
+  """Without-replacement epochs ordered by the start-of-epoch gradient-proxy norm ||g_i||
+  (spec §7): ascending or descending (ties: lower index first), cut into consecutive batches."""
+
+  DEFAULTS = {
+      "ascending": True,     # smallest proxy norm first (False: largest first)
+      "use_linear": False,   # norm of the last-linear-layer gradient instead of softmax - onehot
+  }
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.selection_time_s = 0.0
+
+  def plan_epoch(self, ctx: PolicyContext) -> list[tuple[np.ndarray, np.ndarray]]:
+    start = time.perf_counter()
+    everything = np.arange(len(self.train))
+    proxies = ctx.probe("proxy_linear" if self.cfg.use_linear else "proxy", everything)
+    self.examples_probed += len(everything)
+    check_finite(proxies, f"ordering at epoch {ctx.epoch}")
+    norms = np.linalg.norm(np.asarray(proxies, np.float64), axis=1)
+    order = np.argsort(norms if self.cfg.ascending else -norms, kind="stable")
+    self.selection_time_s += time.perf_counter() - start
+    return batches_of(order, self.batch_size)
+
+  def state_dict(self) -> dict[str, Any]:
+    return {**super().state_dict(), "selection_time_s": self.selection_time_s}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    super().load_state_dict(state)
+    self.selection_time_s = float(state.get("selection_time_s", 0.0))
+
+  def results(self) -> dict[str, Any]:
+    return {"selection_time_s": self.selection_time_s}
+
+
+def check_finite(proxies: np.ndarray, where: str) -> None:
+  """Raises FloatingPointError (naming the caller) when gradient proxies hold NaN or inf."""
+  if not np.all(np.isfinite(np.asarray(proxies))):
+    raise FloatingPointError(f"{where}: the gradient proxies are not finite (the model "
+                             "diverged); lower config.optim.learning_rate")
+
+
+# The other selection policies register on import of this module (listed in PLUGIN_MODULES).
+from robustdata.selection import augment_coreset, crest, synthetic  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
