@@ -1,0 +1,94 @@
+"""Real image-caption pairs from a local CSV/TSV (the CC3M format of the CLIP-poisoning repos).
+
+The file has a header with an image-path column and a caption column (defaults `image`,
+`caption`, as in the CyCLIP/RoCLIP/CleanCLIP `train.csv`); relative paths are resolved against
+the file's directory. Images are loaded with PIL, converted to RGB, resized to a square
+`image_size` (bicubic) and scaled to [0, 1]. The source registered as `caption_csv` builds the
+tokenizer from the training captions. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, Optional
+
+import numpy as np
+
+from robustdata.data.dataset import Dataset, DataSplits
+from robustdata.data.tokenizer import Tokenizer
+from robustdata.registry import DATASETS, ConfigError
+
+
+def read_caption_table(path: str, *, image_key: str = "image", caption_key: str = "caption",
+                       delimiter: Optional[str] = None) -> tuple[list[str], list[str]]:
+  """(image paths, captions) of a CSV/TSV; the delimiter defaults to tab for .tsv, else comma."""
+  if delimiter is None:
+    delimiter = "\t" if path.endswith((".tsv", ".tsv.txt")) else ","
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f, delimiter=delimiter)
+    fields = reader.fieldnames or []
+    for key, field in ((image_key, "image_key"), (caption_key, "caption_key")):
+      if key not in fields:
+        raise ConfigError(f"config.data.{field}={key!r} is not a column of {path}; columns: {fields}")
+    rows = [(r[image_key], r[caption_key]) for r in reader]
+  root = os.path.dirname(os.path.abspath(path))
+  images = [p if os.path.isabs(p) else os.path.join(root, p) for p, _ in rows]
+  return images, [c for _, c in rows]
+
+
+def load_images(paths: list[str], *, image_size: int) -> np.ndarray:
+  """Images as (N, S, S, 3) float32 in [0, 1] (RGB, bicubic resize, aspect not kept)."""
+  from PIL import Image
+
+  out = np.empty((len(paths), image_size, image_size, 3), np.float32)
+  for i, p in enumerate(paths):
+    with Image.open(p) as im:
+      im = im.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+      out[i] = np.asarray(im, np.float32) / 255.0
+  return out
+
+
+def read_caption_csv(path: str, *, tokenizer: Tokenizer, image_size: int = 32,
+                     image_key: str = "image", caption_key: str = "caption",
+                     delimiter: Optional[str] = None, id_offset: int = 0) -> Dataset:
+  """One split as a Dataset: `x` images, `y` zeros, `extras['tokens']` and `extras['caption']`."""
+  paths, captions = read_caption_table(path, image_key=image_key, caption_key=caption_key,
+                                       delimiter=delimiter)
+  n = len(paths)
+  return Dataset(
+      x=load_images(paths, image_size=image_size), y=np.zeros((n,), np.int32),
+      ids=np.arange(id_offset, id_offset + n, dtype=np.int64),
+      extras={"tokens": tokenizer.encode_batch(captions), "caption": np.asarray(captions, dtype=str),
+              "image_path": np.asarray(paths, dtype=str)})
+
+
+@DATASETS.register("caption_csv")
+def load_caption_csv(data_config: Any) -> DataSplits:
+  """Splits from `train_file` (required), `val_file`, `test_file`; vocabulary from train."""
+  train_file = data_config.get("train_file", None)
+  if not train_file:
+    raise ConfigError("config.data.train_file must name a local CSV/TSV of (image, caption)")
+  kwargs = dict(image_key=data_config.get("image_key", "image"),
+                caption_key=data_config.get("caption_key", "caption"),
+                delimiter=data_config.get("delimiter", None))
+  _, train_captions = read_caption_table(train_file, **kwargs)
+  tokenizer = Tokenizer.build(train_captions, context_length=int(data_config.get("context_length", 32)),
+                              min_count=int(data_config.get("min_count", 1)))
+  image_size = int(data_config.get("image_size", 32))
+  splits = {}
+  for k, offset in (("train", 0), ("val", 1_000_000_000), ("test", 2_000_000_000)):
+    f = data_config.get(f"{k}_file", None)
+    if f:
+      splits[k] = read_caption_csv(f, tokenizer=tokenizer, image_size=image_size,
+                                   id_offset=offset, **kwargs)
+    else:
+      empty = np.zeros((0,), np.int64)
+      splits[k] = Dataset(x=np.zeros((0, image_size, image_size, 3), np.float32),
+                          y=empty.astype(np.int32), ids=empty,
+                          extras={"tokens": np.zeros((0, tokenizer.context_length), np.int32),
+                                  "caption": np.zeros((0,), dtype=str),
+                                  "image_path": np.zeros((0,), dtype=str)})
+  return DataSplits(train=splits["train"], val=splits["val"], test=splits["test"], num_classes=0,
+                    info={"tokenizer": tokenizer, "vocab_size": tokenizer.vocab_size,
+                          "context_length": tokenizer.context_length})

@@ -1,0 +1,1 @@
+"""Poisoning attacks: backdoor triggers and targeted/backdoor caption poisoning for CLIP."""

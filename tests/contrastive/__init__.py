@@ -1,0 +1,1 @@
+"""Tests of the contrastive (CLIP poisoning/defense) kernels."""

@@ -1,0 +1,173 @@
+"""The 'contrastive' trainer end to end: every method's smoke config runs through
+`runner.run` and writes the results contract; the attack puts exactly N poisons in the
+training data; an interrupted SafeCLIP run resumes to the same results; bad configs fail
+with a ConfigError naming the field."""
+
+import importlib
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from robustdata import runner
+from robustdata.contrastive import experiment
+from robustdata.contrastive.trainer import train_and_evaluate_contrastive
+from robustdata.data import sources
+from robustdata.registry import ConfigError
+
+CONTRACT = ("config_hash", "config_name", "seed", "method", "dataset", "steps", "wall_time_s",
+            "examples_seen", "zero_shot_accuracy", "linear_probe_accuracy", "targeted_asr",
+            "backdoor_asr", "poison_count")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """The runs here share one tiny model, so they share compiled programs through JAX's
+  persistent cache (a fresh directory, restored afterwards): each program compiles once."""
+  from jax._src import compilation_cache  # reset_cache(): the cache is checked once per process
+
+  keys = {"jax_compilation_cache_dir": str(tmp_path_factory.mktemp("jax_cache")),
+          "jax_persistent_cache_min_compile_time_secs": 0.0,
+          "jax_persistent_cache_min_entry_size_bytes": 0}
+  old = {k: getattr(jax.config, k) for k in keys}
+  compilation_cache.reset_cache()
+  for k, v in keys.items():
+    jax.config.update(k, v)
+  yield
+  for k, v in old.items():
+    jax.config.update(k, v)
+  compilation_cache.reset_cache()
+
+
+def _tiny(method: str):
+  """The method's smoke config made smaller still (seconds of compute, mostly compiles)."""
+  config = importlib.import_module(f"configs.{method}.shapes").get_config("smoke")
+  with config.unlocked():
+    config.data.num_train = 128
+    config.data.image_size = 16
+    config.data.context_length = 12
+    config.model.cnn_widths = (8,)
+    config.model.embed_dim = 16
+    config.model.text_width = 16
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 32
+    config.poison.count = 6
+    config.poison.num_targets = 2
+    config.poison.patch_size = 4
+    c = config.contrastive
+    for field in ("pool_size", "unimodal_pool_size"):
+      if field in c:
+        c[field] = 48
+    if "clean_subset_size" in c:
+      c.clean_subset_size = 64
+  return config
+
+
+@pytest.fixture(scope="module")
+def safeclip_run(tmp_path_factory):
+  """One uninterrupted SafeCLIP smoke run (3 epochs: unimodal, filter, safe/risky split)."""
+  return runner.run(_tiny("safeclip"), str(tmp_path_factory.mktemp("safeclip")))
+
+
+# RoCLIP and CleanCLIP smoke runs are slow-marked to keep tests/contrastive within ~3 minutes;
+# `pytest -m slow tests/contrastive` runs them.
+@pytest.mark.parametrize("method", [
+    "clip", "safeclip", pytest.param("roclip", marks=pytest.mark.slow),
+    pytest.param("cleanclip", marks=pytest.mark.slow)])
+def test_smoke_run_writes_the_results_contract(method, tmp_path, request):
+  if method == "safeclip":
+    run_dir, results = request.getfixturevalue("safeclip_run")
+  else:
+    run_dir, results = runner.run(_tiny(method), str(tmp_path))
+  with open(os.path.join(run_dir, "results.json")) as f:
+    on_disk = json.load(f)
+  assert set(CONTRACT) <= set(on_disk) and on_disk["method"] == method
+  assert os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
+  assert os.listdir(os.path.join(run_dir, "checkpoints"))
+  for key in ("zero_shot_accuracy", "linear_probe_accuracy", "targeted_asr", "backdoor_asr"):
+    assert 0.0 <= results[key] <= 1.0, (key, results[key])
+  # Both attacks, 6 poisons each, are in the trained data (3 per target image).
+  assert results["poison_count"] == 12 and results["train_size"] == 128 + 12
+  assert results["poison"]["targeted"]["poison_count"] == 6
+  assert results["poison"]["targeted"]["poisons_per_target"] == 3
+  assert results["poison"]["backdoor"]["poison_count"] == 6
+  assert results["steps"] > 0 and results["examples_seen"] >= 32 * results["steps"] // 2
+  if method == "safeclip":
+    split = results["safeclip_splits"][0]
+    assert split["poisons"] == 12 and 0 <= split["poisons_in_safe"] <= 12
+  if method == "cleanclip":
+    assert results["clean_subset_size"] == 64
+
+
+def test_attack_puts_exactly_n_poisons_in_the_train_split():
+  config = _tiny("clip")
+  with config.unlocked():
+    config.poison.count = 0
+    config.poison.rate = 0.1          # floor(0.1 * 128) = 12 per attack, 6 per target
+  data = sources.load(config.data)
+  train, record, attack_eval = experiment.poison_train(config, data)
+  flags = train.extras["poison"].astype(bool)
+  assert record["poison_count"] == 24 == flags.sum() and len(train) == 128 + 24
+  assert record["targeted"]["poisons_per_target"] == 6
+  np.testing.assert_array_equal(train.x[:128], data.train.x)
+  target_ids = set(record["targeted"]["target_ids"])
+  assert target_ids <= set(data.val.ids.tolist()) and not target_ids & set(train.ids.tolist())
+  assert len(attack_eval["targeted"]["x"]) == 2 and len(attack_eval["backdoor"]["x"]) == len(data.test)
+  with config.unlocked():
+    config.poison.kind = "none"
+  clean, record, _ = experiment.poison_train(config, data)
+  assert record["poison_count"] == 0 and len(clean) == 128
+
+
+def test_interrupted_safeclip_resumes_to_the_same_results(safeclip_run, tmp_path):
+  config = _tiny("safeclip")
+  full = safeclip_run[1]
+  steps = full["steps"]
+  with config.unlocked():
+    config.train.max_steps = steps - 2  # stop inside the safe/risky epoch, after its split
+  part_dir = str(tmp_path / "resumed")
+  partial = train_and_evaluate_contrastive(config, part_dir)
+  assert partial["steps"] == steps - 2
+  with config.unlocked():
+    config.train.max_steps = 0
+  resumed = train_and_evaluate_contrastive(config, part_dir)
+  rows = runner.compare(json.loads(json.dumps(full)), json.loads(json.dumps(resumed)))
+  assert all(same for *_, same in rows), [r for r in rows if not r[3]]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("method", "moco", "config.method='moco'"),
+    ("contrastive.pool_size", 4, "config.contrastive.pool_size=4"),
+    ("contrastive.break_epoch", 0, "config.contrastive.break_epoch=0"),
+    ("poison.kind", "label_flip", "config.poison.kind='label_flip'"),
+    ("poison.trigger", "rainbow", "config.poison.trigger='rainbow'"),
+    ("optim.name", "sgd", "config.optim.name='sgd'"),
+])
+def test_bad_config_fields_are_named(field, value, match):
+  config = _tiny("roclip")
+  with config.unlocked():
+    if field == "poison.trigger":
+      config.poison.kind = "backdoor"
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+  with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(")):
+    experiment.validate(config, num_devices=1)
+
+
+def test_safeclip_needs_a_filtering_epoch_and_cleanclip_one_source():
+  config = _tiny("safeclip")
+  with config.unlocked():
+    config.train.epochs = 2
+  with pytest.raises(ConfigError, match="config.train.epochs=2"):
+    experiment.validate(config, num_devices=1)
+  config = _tiny("cleanclip")
+  with config.unlocked():
+    config.contrastive.pretrained_checkpoint = "/nowhere"
+  with pytest.raises(ConfigError, match="pretrained_checkpoint"):
+    experiment.validate(config, num_devices=1)
+  with config.unlocked():
+    config.contrastive.unknown_knob = 1
+  with pytest.raises(ConfigError, match="config.contrastive.unknown_knob"):
+    experiment.validate(config, num_devices=1)
