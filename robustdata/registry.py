@@ -64,13 +64,23 @@ def _import_plugins() -> None:
 # A new family adds its module here.
 PLUGIN_MODULES = [
     "robustdata.data.sources",
+    "robustdata.data.spuco_digits",
+    "robustdata.data.pde_synthetic",
+    "robustdata.data.group_folders",
+    "robustdata.data.captioned_shapes",
+    "robustdata.data.caption_csv",
     "robustdata.models",
+    "robustdata.models.pde_conv",
+    "robustdata.models.clip",
     "robustdata.train.policies",
     "robustdata.train.objectives",
     "robustdata.train.grad_rules",
     "robustdata.train.loop",
     "robustdata.spurious.policies",
     "robustdata.spurious.objectives",
+    "robustdata.selection.policies",
+    "robustdata.privacy.register",
+    "robustdata.contrastive.trainer",
 ]
 
 # The registries. Components register with e.g. `@DATASETS.register("digits")`.

@@ -4,12 +4,11 @@
   with a deterministic train/val/test split and optional integer upsampling.
 - `mnist`, `cifar10`, `cifar100`, `svhn_cropped`: tensorflow-datasets read from a prepared local
   `config.data.data_dir` through `tfds.data_source` (ArrayRecord; no TensorFlow needed).
-Other families register their sources from their own modules (see `_FAMILY_MODULES`).
+Other families register their sources from their own modules (see registry.PLUGIN_MODULES).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import numpy as np
@@ -101,19 +100,3 @@ for _name in TFDS_DATASETS:
 def load(cfg) -> DataSplits:
   """The splits named by `cfg.name` (a `config.data` section)."""
   return DATASETS.get(cfg.name)(cfg)
-
-
-# Modules of the method families that register further sources on import.
-_FAMILY_MODULES = (
-    "robustdata.data.spuco_digits",
-    "robustdata.data.pde_synthetic",
-    "robustdata.data.group_folders",
-    "robustdata.data.captioned_shapes",
-    "robustdata.data.caption_csv",
-)
-for _module in _FAMILY_MODULES:
-  try:
-    importlib.import_module(_module)
-  except ModuleNotFoundError as e:
-    if e.name != _module:
-      raise

@@ -6,8 +6,6 @@ so configs only name what they change.
 
 from __future__ import annotations
 
-import importlib
-
 from robustdata.models.cnn import CNN
 from robustdata.models.mlp import MLP
 from robustdata.models.resnet import ResNet, ResNet18, ResNet20
@@ -33,12 +31,3 @@ def _resnet20(cfg, num_classes: int):
 @MODELS.register("resnet18")
 def _resnet18(cfg, num_classes: int):
   return ResNet18(num_classes, norm=cfg.get("norm", "batch"), width=cfg.get("width", 64))
-
-
-# Families written in other modules register on import.
-for _module in ("robustdata.models.pde_conv", "robustdata.models.clip"):
-  try:
-    importlib.import_module(_module)
-  except ModuleNotFoundError as e:
-    if e.name != _module:
-      raise

@@ -16,26 +16,25 @@ import time
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from robustdata import config_lib
 from robustdata.data import augment as augment_lib
 from robustdata.data import sources
-from robustdata.data.dataset import Dataset
-from robustdata.evals import classification
 from robustdata.evals import groups as group_evals
 from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAINERS,
                                  ConfigError)
 from robustdata.train import checkpoint as checkpoint_lib
+from robustdata.train import grad_rules
 from robustdata.train import metrics as metrics_lib
 from robustdata.train import optim as optim_lib
 from robustdata.train import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train import step as step_lib
+from robustdata.train.evaluate import Evaluator, evaluate_split
 from robustdata.train.loader import BatchLoader
 from robustdata.train.policies import PolicyContext, to_json
-from robustdata.train.state import TrainState, create_train_state
+from robustdata.train.state import create_train_state
 
 
 @dataclasses.dataclass
@@ -58,83 +57,32 @@ class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
 
 
-class Evaluator:
-  """Compiled, batched forward passes over host datasets (evaluation and policy probes)."""
-
-  def __init__(self, model, mesh, *, batch_size: int):
-    self.batch_size = batch_size
-    self.sharding = sharding_lib.batch_sharding(mesh)
-    eval_step = step_lib.make_eval_step(model)
-    self._forward = jax.jit(eval_step, out_shardings=sharding_lib.replicated(mesh))
-    self._probes: dict[str, Any] = {}
-
-  def _batches(self, x: np.ndarray, y: np.ndarray):
-    for start in range(0, len(x), self.batch_size):
-      xb, yb = x[start:start + self.batch_size], y[start:start + self.batch_size]
-      n = len(xb)
-      if n < self.batch_size:  # pad to the static shape
-        reps = np.arange(self.batch_size - n) % n
-        xb, yb = np.concatenate([xb, xb[reps]]), np.concatenate([yb, yb[reps]])
-      yield n, sharding_lib.put_batch({"x": xb, "y": yb.astype(np.int32)}, self.sharding)
-
-  def logits_and_features(self, state: TrainState, data: Dataset) -> tuple[np.ndarray, ...]:
-    logits, feats = [], []
-    for n, b in self._batches(data.x, data.y):
-      lg, ft = self._forward(state.params, state.model_state, b["x"])
-      logits.append(np.asarray(lg)[:n])
-      feats.append(np.asarray(ft)[:n])
-    return np.concatenate(logits), np.concatenate(feats)
-
-  def probe(self, name: str, state: TrainState, data: Dataset, indices: np.ndarray) -> np.ndarray:
-    """Probe `name` (see step.PROBES) on data[indices], eval mode, un-augmented."""
-    if name not in step_lib.PROBES:
-      raise ValueError(f"unknown probe {name!r}; allowed: {list(step_lib.PROBES)}")
-    if name not in self._probes:
-      forward = self._forward
-
-      def probe_fn(params, model_state, x, y):
-        logits, feats = forward(params, model_state, x)
-        return step_lib.probe_outputs(logits, feats, y)[name]
-
-      self._probes[name] = jax.jit(probe_fn)
-    indices = np.asarray(indices, np.int64)
-    out = []
-    for n, b in self._batches(data.x[indices], data.y[indices]):
-      out.append(np.asarray(self._probes[name](state.params, state.model_state, b["x"], b["y"]))[:n])
-    return np.concatenate(out) if out else np.zeros((0,))
-
-
-def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
-                   splits, train_group_counts) -> dict[str, Any]:
-  """Accuracy, loss, per-class accuracy and, where the data has groups, the group metrics
-  (worst-group, average weighted by the training group proportions, spurious accuracy)."""
-  if len(data) == 0:
-    return {}
-  logits, _ = evaluator.logits_and_features(state, data)
-  out = classification.classification_metrics(logits, data.y, num_classes=splits.num_classes)
-  if data.groups is not None and splits.num_groups:
-    out.update(group_evals.group_report(
-        logits.argmax(-1), data.y, data.groups, num_groups=splits.num_groups,
-        train_group_counts=train_group_counts, group_names=splits.group_names or None,
-        spurious=data.spurious))
-  return out
-
-
 def _build(config, data):
-  """Model, objective, gradient rule, optimizer and schedule from the config."""
+  """Model, objective and optimizer from the config."""
   model = MODELS.get(config.model.name)(config.model, data.num_classes)
   objective = OBJECTIVES.get(config.method)(config, num_groups=data.num_groups,
                                             num_classes=data.num_classes)
-  grad_rule = GRAD_RULES.get(config.privacy.mode)(
-      config.privacy, expected_batch_size=config.train.batch_size, dataset_size=len(data.train))
   tx = optim_lib.make_optimizer(config.optim)
-  return model, objective, grad_rule, tx
+  return model, objective, tx
 
 
-def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-  host = jax.device_get(pending)
-  keys = [k for k, v in host[0].items() if np.ndim(v) == 0]
-  return {k: float(np.mean([m[k] for m in host])) for k in keys}
+def _build_grad_plan(config, data, policy) -> grad_rules.RulePlan:
+  """The gradient rule (plan) of `config.privacy`, told the run's planned number of steps
+  (noise calibration to a target epsilon) and epochs (pruning schedules)."""
+  steps = config.train.epochs * policy.expected_steps_per_epoch()
+  return grad_rules.as_plan(GRAD_RULES.get(config.privacy.mode)(
+      config.privacy, expected_batch_size=config.train.batch_size, dataset_size=len(data.train),
+      steps=steps, epochs=config.train.epochs))
+
+
+def _to_host(pending: list[dict]) -> list[dict[str, float]]:
+  """Step metrics as Python floats (float64), so a window that crossed a checkpoint (and so
+  went through its JSON) averages exactly as one that did not."""
+  return [{k: float(v) for k, v in m.items() if np.ndim(v) == 0} for m in jax.device_get(pending)]
+
+
+def _mean_metrics(pending: list[dict[str, float]]) -> dict[str, float]:
+  return {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
 
 
 @TRAINERS.register("supervised")
@@ -158,10 +106,11 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
     train_group_counts = np.bincount(data.train.groups, minlength=data.num_groups)
 
   # --- Model, objective, gradient rule, optimizer, policy. ----------------------------------------
-  model, objective, grad_rule, tx = _build(config, data)
+  model, objective, tx = _build(config, data)
   policy = POLICIES.get(config.policy.name)(
       config, data.train, batch_size=config.train.batch_size, seed=config.seed,
       num_classes=data.num_classes, num_groups=data.num_groups)
+  grad_plan = _build_grad_plan(config, data, policy)
   lr_at = optim_lib.lr_schedule(config.optim, epochs=config.train.epochs)
 
   # --- State and shardings. ----------------------------------------------------------------------
@@ -172,16 +121,25 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   repl = sharding_lib.replicated(mesh)
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   batch_sharding = sharding_lib.batch_sharding(mesh)
+  grad_plan.setup(abstract.params, abstract.model_state, config=config)  # DP: no BatchNorm
 
   # --- Compiled functions. -----------------------------------------------------------------------
   loss_fn = step_lib.make_loss_fn(model, label_smoothing=config.optim.label_smoothing)
-  step_fn = step_lib.make_train_step(loss_fn, objective=objective, grad_rule=grad_rule, tx=tx,
-                                     augment=tuple(config.data.augment),
-                                     crop_padding=config.data.crop_padding)
-  train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, repl),
-                       out_shardings=(state_sharding, repl), donate_argnums=(0,))
+
+  def compile_step(choice: grad_rules.RuleChoice):
+    """The jitted step for a gradient-rule choice (once per distinct choice key)."""
+    step_fn = step_lib.make_train_step(loss_fn, objective=objective, grad_rule=choice.rule,
+                                       tx=tx, augment=tuple(config.data.augment),
+                                       crop_padding=config.data.crop_padding,
+                                       project=choice.project)
+    return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, repl),
+                   out_shardings=(state_sharding, repl), donate_argnums=(0,))
+
   evaluator = Evaluator(model, mesh, batch_size=config.train.eval_batch_size)
-  loader = BatchLoader(data.train, batch_size=config.train.batch_size, sharding=batch_sharding,
+  # A policy with variable batches (Poisson sampling) pads them to its static physical size.
+  physical = int(getattr(policy, "physical_batch_size", config.train.batch_size))
+  physical = -(-physical // mesh.size) * mesh.size
+  loader = BatchLoader(data.train, batch_size=physical, sharding=batch_sharding,
                        with_groups=True)
 
   # --- Restore or initialise. ----------------------------------------------------------------------
@@ -189,12 +147,16 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
                                      max_to_keep=config.train.max_checkpoints_to_keep)
   host: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "wall_time_s": 0.0,
                           "examples_seen": 0, "best": None}
+  restored_pending: list[dict[str, float]] = []
   if ckpt.latest_step() is not None:
     abstract_sharded = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
     state, saved = ckpt.restore(abstract_sharded)
-    host.update({k: v for k, v in saved.items() if k != "policy"})
+    host.update({k: v for k, v in saved.items()
+                 if k not in ("policy", "grad_rule", "pending_metrics")})
+    restored_pending = saved.get("pending_metrics", [])
     policy.load_state_dict(saved["policy"])
+    grad_plan.load_state_dict(saved.get("grad_rule", {}))
   else:
     state = jax.jit(lambda k: init(rng=k), out_shardings=state_sharding)(rng)
 
@@ -208,27 +170,38 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
 
   def make_ctx(metrics=None) -> PolicyContext:
     return PolicyContext(step=host["step"], epoch=host["epoch"], state=state, metrics=metrics,
-                         probe=lambda name, idx: evaluator.probe(name, state, data.train, idx))
+                         probe=lambda name, idx: evaluator.probe(name, state, data.train, idx),
+                         loss_fn=loss_fn, lr=host.get("lr", 0.0))
 
   def evaluate(split: str) -> dict[str, Any]:
     return evaluate_split(evaluator, state, data.splits()[split], splits=data,
                           train_group_counts=train_group_counts)
 
-  pending: list[dict] = []  # device metrics not yet fetched
+  # Step metrics of the current logging window: device values until fetched. A checkpoint
+  # carries the window's fetched values, so a resumed run logs exactly what an uninterrupted
+  # one does.
+  pending: list[dict] = list(restored_pending)
 
-  def flush_metrics(force_log: bool = False) -> Optional[dict[str, float]]:
-    """Fetches pending step metrics; raises on a non-finite loss before anything is saved."""
-    if not pending:
-      return None
-    mean = _mean_metrics(pending)
-    pending.clear()
-    if not math.isfinite(mean["loss"]):
+  def fetch_pending() -> None:
+    """Brings the window's metrics to the host; raises on a non-finite loss, so no checkpoint
+    and no log line is ever written after one."""
+    pending[:] = _to_host(pending)
+    bad = [m["loss"] for m in pending if not math.isfinite(m["loss"])]
+    if bad:
       last = ckpt.latest_step()
       raise NonFiniteLossError(
-          f"the training loss became {mean['loss']} by step {host['step']} (epoch "
+          f"the training loss became {bad[0]} by step {host['step']} (epoch "
           f"{host['epoch']}); stopping. The last good checkpoint is "
           f"{'step ' + str(last) if last is not None else 'none'} in {ckpt.directory}. Lower "
           "config.optim.learning_rate or set config.optim.grad_clip_norm.")
+
+  def flush_metrics() -> Optional[dict[str, float]]:
+    """Writes the mean of the window's step metrics as one train record and starts a new one."""
+    if not pending:
+      return None
+    fetch_pending()
+    mean = _mean_metrics(pending)
+    pending.clear()
     elapsed = time.time() - flush_metrics.t
     rate = (host["step"] - flush_metrics.s) * config.train.batch_size / max(elapsed, 1e-9)
     flush_metrics.t, flush_metrics.s = time.time(), host["step"]
@@ -240,9 +213,11 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   flush_metrics.t, flush_metrics.s = time.time(), host["step"]
 
   def save() -> None:
-    flush_metrics()
+    fetch_pending()
     host["wall_time_s"] = timer.total()
-    ckpt.save(host["step"], state, to_json({**host, "policy": policy.state_dict()}))
+    ckpt.save(host["step"], state, to_json({**host, "policy": policy.state_dict(),
+                                            "grad_rule": grad_plan.state_dict(),
+                                            "pending_metrics": list(pending)}))
 
   interrupted = []
   previous_handler = signal.getsignal(signal.SIGINT)
@@ -254,10 +229,22 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   except ValueError:  # not the main thread (e.g. a notebook worker): keep default handling
     previous_handler = None
 
+  rule_key, train_step, project = object(), None, None
+
+  def choose_rule() -> None:
+    """Re-jits the step when the plan's rule for this epoch changes (mode switch, new mask)."""
+    nonlocal state, rule_key, train_step, project
+    choice = grad_plan.choose(host["epoch"], state.params)
+    if choice.key != rule_key:
+      rule_key, train_step, project = choice.key, compile_step(choice), choice.project
+      if project is not None:
+        state = state.replace(params=jax.jit(project)(state.params))
+
   # --- The loop. ---------------------------------------------------------------------------------
   try:
     done = False
     while host["epoch"] < config.train.epochs and not done:
+      choose_rule()
       ctx = make_ctx()
       steps = policy.steps_for(ctx)
       start = host["step_in_epoch"]
@@ -265,6 +252,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         indices, weights = policy.next_batch(make_ctx())
         batch = loader.device_batch(indices, weights)
         lr = lr_at(host["epoch"] + i / steps)
+        host["lr"] = lr
         state, metrics = train_step(state, batch, np.float32(lr))
         pending.append(metrics)
         host["step"] += 1
@@ -290,9 +278,14 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         fresh = jax.jit(lambda k: init(rng=k), out_shardings=state_sharding)(
             jax.random.fold_in(rng, host["epoch"] + 1))
         state = fresh.replace(step=state.step, rng=state.rng)
+        if project is not None:
+          state = state.replace(params=jax.jit(project)(state.params))
         host["best"] = None  # model selection restarts with the new model
       host["epoch"] += 1
       host["step_in_epoch"] = 0
+      rule_metrics = grad_plan.epoch_metrics(epoch=host["epoch"], steps=host["step"])
+      if rule_metrics:  # e.g. epsilon spent so far, effective dimension
+        writer.write(host["step"], "privacy", rule_metrics, epoch=host["epoch"])
       if host["epoch"] % config.train.eval_every_epochs == 0 or host["epoch"] == config.train.epochs:
         _eval_epoch(config, host, evaluate, writer, progress)
     flush_metrics()
@@ -306,6 +299,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   final = {"val": evaluate("val"), "test": evaluate("test")}
   chosen = host["best"]["metrics"] if (config.eval.select_by and host["best"]) else final
   results = _results(config, data, host, chosen, timer.total(), policy, objective, state)
+  results.update(grad_plan.results(epoch=host["epoch"], steps=host["step"]))
   if config.eval.select_by and host["best"]:
     results["selected_epoch"] = host["best"]["epoch"]
   run_ctx = RunContext(config=config, data=data, state=state, run_dir=run_dir,

@@ -30,6 +30,9 @@ class PolicyContext:
       'features', 'proxy_linear', 'grad_norm_proxy') on train examples, un-augmented, in eval
       mode, with the current state.
     metrics: the host metrics of the last step (only in `on_step` when they were fetched).
+    loss_fn: the step's per-example loss `loss_fn(params, model_state, batch, rng, train)`, for
+      policies that compile their own probes over the parameters (CREST's quadratic model).
+    lr: the learning rate of the last step (host float).
   """
 
   step: int
@@ -37,6 +40,8 @@ class PolicyContext:
   state: Any
   probe: Callable[[str, np.ndarray], np.ndarray]
   metrics: Optional[dict] = None
+  loss_fn: Optional[Callable] = None
+  lr: float = 0.0
 
 
 class Policy(abc.ABC):

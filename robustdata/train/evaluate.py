@@ -1,0 +1,78 @@
+"""Compiled, batched forward passes over host datasets: evaluation metrics and the probes
+policies use (logits, losses, gradient proxies, features), eval mode, un-augmented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from robustdata.data.dataset import Dataset
+from robustdata.evals import classification
+from robustdata.evals import groups as group_evals
+from robustdata.train import sharding as sharding_lib
+from robustdata.train import step as step_lib
+from robustdata.train.state import TrainState
+
+
+class Evaluator:
+  """Compiled, batched forward passes over host datasets (evaluation and policy probes)."""
+
+  def __init__(self, model, mesh, *, batch_size: int):
+    self.batch_size = batch_size
+    self.sharding = sharding_lib.batch_sharding(mesh)
+    eval_step = step_lib.make_eval_step(model)
+    self._forward = jax.jit(eval_step, out_shardings=sharding_lib.replicated(mesh))
+    self._probes: dict[str, Any] = {}
+
+  def _batches(self, x: np.ndarray, y: np.ndarray):
+    for start in range(0, len(x), self.batch_size):
+      xb, yb = x[start:start + self.batch_size], y[start:start + self.batch_size]
+      n = len(xb)
+      if n < self.batch_size:  # pad to the static shape
+        reps = np.arange(self.batch_size - n) % n
+        xb, yb = np.concatenate([xb, xb[reps]]), np.concatenate([yb, yb[reps]])
+      yield n, sharding_lib.put_batch({"x": xb, "y": yb.astype(np.int32)}, self.sharding)
+
+  def logits_and_features(self, state: TrainState, data: Dataset) -> tuple[np.ndarray, ...]:
+    logits, feats = [], []
+    for n, b in self._batches(data.x, data.y):
+      lg, ft = self._forward(state.params, state.model_state, b["x"])
+      logits.append(np.asarray(lg)[:n])
+      feats.append(np.asarray(ft)[:n])
+    return np.concatenate(logits), np.concatenate(feats)
+
+  def probe(self, name: str, state: TrainState, data: Dataset, indices: np.ndarray) -> np.ndarray:
+    """Probe `name` (see step.PROBES) on data[indices], eval mode, un-augmented."""
+    if name not in step_lib.PROBES:
+      raise ValueError(f"unknown probe {name!r}; allowed: {list(step_lib.PROBES)}")
+    if name not in self._probes:
+      forward = self._forward
+
+      def probe_fn(params, model_state, x, y):
+        logits, feats = forward(params, model_state, x)
+        return step_lib.probe_outputs(logits, feats, y)[name]
+
+      self._probes[name] = jax.jit(probe_fn)
+    indices = np.asarray(indices, np.int64)
+    out = []
+    for n, b in self._batches(data.x[indices], data.y[indices]):
+      out.append(np.asarray(self._probes[name](state.params, state.model_state, b["x"], b["y"]))[:n])
+    return np.concatenate(out) if out else np.zeros((0,))
+
+
+def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
+                   splits, train_group_counts) -> dict[str, Any]:
+  """Accuracy, loss, per-class accuracy and, where the data has groups, the group metrics
+  (worst-group, average weighted by the training group proportions, spurious accuracy)."""
+  if len(data) == 0:
+    return {}
+  logits, _ = evaluator.logits_and_features(state, data)
+  out = classification.classification_metrics(logits, data.y, num_classes=splits.num_classes)
+  if data.groups is not None and splits.num_groups:
+    out.update(group_evals.group_report(
+        logits.argmax(-1), data.y, data.groups, num_groups=splits.num_groups,
+        train_group_counts=train_group_counts, group_names=splits.group_names or None,
+        spurious=data.spurious))
+  return out
