@@ -17,7 +17,6 @@ beside the train state, so a rerun on the same run directory resumes bitwise.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import signal
 from typing import Any
@@ -187,8 +186,10 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
   host: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "wall_time_s": 0.0,
                           "examples_seen": 0, "safe": None, "safe_fraction": None,
                           "split_history": []}
+  restored_window: list = []
   if ckpt.latest_step() is not None:
     state, saved = ckpt.restore(abstract_sharded)
+    restored_window = saved.pop("pending_metrics", [])
     host.update(saved)
   else:
     state = jax.jit(init, out_shardings=state_sharding)(rng)
@@ -199,28 +200,30 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
   timer = metrics_lib.Timer(host["wall_time_s"])
   progress = metrics_lib.Progress(total_steps=max(1, epochs * full_steps), initial=host["step"],
                                   mode=config.train.progress)
-  pending: list[dict] = []
+  window = metrics_lib.MetricsWindow(restored_window)  # carried through checkpoints
 
-  def flush() -> None:
-    if not pending:
-      return
-    fetched = jax.device_get(pending)
-    pending.clear()
-    mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    if not math.isfinite(mean["loss"]):
+  def fetch_window() -> None:
+    bad = window.fetch()
+    if bad is not None:
       last = ckpt.latest_step()
       raise NonFiniteLossError(
-          f"the contrastive loss became {mean['loss']} by step {host['step']} (epoch "
+          f"the contrastive loss became {bad} by step {host['step']} (epoch "
           f"{host['epoch']}); the last good checkpoint is "
           f"{'step ' + str(last) if last is not None else 'none'} in {ckpt.directory}. Lower "
           "config.optim.learning_rate (or the method's learning rates).")
+
+  def flush() -> None:
+    if not window:
+      return
+    fetch_window()
+    mean = window.take_mean()
     writer.write(host["step"], "train", mean, epoch=host["epoch"])
     progress.update(host["step"], mean, 0.0)
 
   def save() -> None:
-    flush()
+    fetch_window()
     host["wall_time_s"] = timer.total()
-    ckpt.save(host["step"], state, to_json(host))
+    ckpt.save(host["step"], state, to_json({**host, "pending_metrics": window.state()}))
 
   def batch_of(idx: np.ndarray, kind: str) -> dict[str, Any]:
     """The padded device batch of `idx` for a step of `kind`."""
@@ -307,7 +310,7 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
         idx, kind = plan[i]
         lr = learning_rate(phase, kind, epoch, i, len(plan))
         state, metrics = step_fn(kind)(state, batch_of(idx, kind), np.float32(lr))
-        pending.append(metrics)
+        window.append(metrics)
         host["step"] += 1
         host["step_in_epoch"] = i + 1
         host["examples_seen"] += len(idx)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import signal
 import time
@@ -73,16 +72,6 @@ def _build_grad_plan(config, data, policy) -> grad_rules.RulePlan:
   return grad_rules.as_plan(GRAD_RULES.get(config.privacy.mode)(
       config.privacy, expected_batch_size=config.train.batch_size, dataset_size=len(data.train),
       steps=steps, epochs=config.train.epochs))
-
-
-def _to_host(pending: list[dict]) -> list[dict[str, float]]:
-  """Step metrics as Python floats (float64), so a window that crossed a checkpoint (and so
-  went through its JSON) averages exactly as one that did not."""
-  return [{k: float(v) for k, v in m.items() if np.ndim(v) == 0} for m in jax.device_get(pending)]
-
-
-def _mean_metrics(pending: list[dict[str, float]]) -> dict[str, float]:
-  return {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
 
 
 @TRAINERS.register("supervised")
@@ -177,31 +166,26 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
     return evaluate_split(evaluator, state, data.splits()[split], splits=data,
                           train_group_counts=train_group_counts)
 
-  # Step metrics of the current logging window: device values until fetched. A checkpoint
-  # carries the window's fetched values, so a resumed run logs exactly what an uninterrupted
-  # one does.
-  pending: list[dict] = list(restored_pending)
+  window = metrics_lib.MetricsWindow(restored_pending)  # carried through checkpoints
 
-  def fetch_pending() -> None:
-    """Brings the window's metrics to the host; raises on a non-finite loss, so no checkpoint
-    and no log line is ever written after one."""
-    pending[:] = _to_host(pending)
-    bad = [m["loss"] for m in pending if not math.isfinite(m["loss"])]
-    if bad:
+  def fetch_window() -> None:
+    """Brings the window to the host; raises on a non-finite loss, so no checkpoint and no
+    log line is ever written after one."""
+    bad = window.fetch()
+    if bad is not None:
       last = ckpt.latest_step()
       raise NonFiniteLossError(
-          f"the training loss became {bad[0]} by step {host['step']} (epoch "
+          f"the training loss became {bad} by step {host['step']} (epoch "
           f"{host['epoch']}); stopping. The last good checkpoint is "
           f"{'step ' + str(last) if last is not None else 'none'} in {ckpt.directory}. Lower "
           "config.optim.learning_rate or set config.optim.grad_clip_norm.")
 
   def flush_metrics() -> Optional[dict[str, float]]:
     """Writes the mean of the window's step metrics as one train record and starts a new one."""
-    if not pending:
+    if not window:
       return None
-    fetch_pending()
-    mean = _mean_metrics(pending)
-    pending.clear()
+    fetch_window()
+    mean = window.take_mean()
     elapsed = time.time() - flush_metrics.t
     rate = (host["step"] - flush_metrics.s) * config.train.batch_size / max(elapsed, 1e-9)
     flush_metrics.t, flush_metrics.s = time.time(), host["step"]
@@ -213,11 +197,11 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   flush_metrics.t, flush_metrics.s = time.time(), host["step"]
 
   def save() -> None:
-    fetch_pending()
+    fetch_window()
     host["wall_time_s"] = timer.total()
     ckpt.save(host["step"], state, to_json({**host, "policy": policy.state_dict(),
                                             "grad_rule": grad_plan.state_dict(),
-                                            "pending_metrics": list(pending)}))
+                                            "pending_metrics": window.state()}))
 
   interrupted = []
   previous_handler = signal.getsignal(signal.SIGINT)
@@ -254,7 +238,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         lr = lr_at(host["epoch"] + i / steps)
         host["lr"] = lr
         state, metrics = train_step(state, batch, np.float32(lr))
-        pending.append(metrics)
+        window.append(metrics)
         host["step"] += 1
         host["step_in_epoch"] = i + 1
         host["examples_seen"] += int(len(indices))

@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -107,3 +107,38 @@ class Timer:
 
   def total(self) -> float:
     return self._already + time.time() - self._start
+
+
+class MetricsWindow:
+  """The step metrics of the current logging window.
+
+  Values stay on the device until fetched; `state()` goes into the checkpoint so a resumed run
+  averages (and logs) exactly the window an uninterrupted run does. Fetched values are Python
+  floats (float64), so a window that crossed a checkpoint's JSON averages identically.
+  """
+
+  def __init__(self, restored: Optional[list] = None):
+    self.items: list = list(restored or [])
+
+  def append(self, step_metrics: dict) -> None:
+    self.items.append(step_metrics)
+
+  def __len__(self) -> int:
+    return len(self.items)
+
+  def fetch(self) -> Optional[float]:
+    """Brings the window to the host; returns the first non-finite loss, if any."""
+    import jax  # pylint: disable=g-import-not-at-top
+    self.items = [{k: float(v) for k, v in m.items() if np.ndim(v) == 0}
+                  for m in jax.device_get(self.items)]
+    bad = [m["loss"] for m in self.items if not math.isfinite(m["loss"])]
+    return bad[0] if bad else None
+
+  def take_mean(self) -> dict[str, float]:
+    """The mean of each scalar over the (fetched) window, which then starts anew."""
+    mean = {k: float(np.mean([m[k] for m in self.items])) for k in self.items[0]}
+    self.items = []
+    return mean
+
+  def state(self) -> list:
+    return list(self.items)
