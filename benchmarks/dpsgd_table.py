@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.dpsgd import digits  # pylint: disable=g-import-not-at-top
-from robustdata import config_lib, runner  # pylint: disable=g-import-not-at-top
+from robustdata import runner  # pylint: disable=g-import-not-at-top
 
 EPSILONS = (1.0, 3.0, 8.0)
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95)
@@ -39,10 +39,9 @@ def run_one(overrides: dict, *, seed: int, workdir: str) -> dict:
       config[section][field] = value
     config.seed = seed
     config.train.progress = "none"
-  path = os.path.join(workdir, config_lib.run_id(config), "results.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  finished = runner.finished_results(config, workdir)
+  if finished is not None:
+    return finished
   t0 = time.time()
   _, results = runner.run(config, workdir)
   print(f"  {overrides}: test accuracy {results['test_accuracy']:.3f}, "

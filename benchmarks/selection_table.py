@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from robustdata import config_lib, runner  # noqa: E402  pylint: disable=g-import-not-at-top
+from robustdata import runner  # noqa: E402  pylint: disable=g-import-not-at-top
 
 BUDGET_ROWS = (("full data", "full"), ("random 20%", "random"), ("CRAIG 20%", "craig"),
                ("CREST 20%", "crest"))
@@ -39,10 +39,9 @@ def run_one(config, seed: int, workdir: str) -> dict:
   with config.unlocked():
     config.seed = seed
     config.train.progress = "none"
-  path = os.path.join(workdir, config_lib.run_id(config), "results.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  finished = runner.finished_results(config, workdir)
+  if finished is not None:
+    return finished
   t0 = time.time()
   _, results = runner.run(config, workdir)
   print(f"  {config.name} seed {seed}: acc {results['test_accuracy']:.4f}, "

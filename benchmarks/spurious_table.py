@@ -36,20 +36,14 @@ def run_one(module: str, seed: int, workdir: str) -> dict:
   with config.unlocked():
     config.seed = seed
     config.train.progress = "none"
-  results_path = os.path.join(workdir, f"{config.name}-{_hash(config)}", "results.json")
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      return json.load(f)
+  finished = runner.finished_results(config, workdir)
+  if finished is not None:
+    return finished
   t0 = time.time()
   _, results = runner.run(config, workdir)
   print(f"  {module} seed {seed}: worst-group {results['worst_group_accuracy']:.3f}, "
         f"{time.time() - t0:.0f} s", flush=True)
   return results
-
-
-def _hash(config) -> str:
-  from robustdata import config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.config_hash(config)
 
 
 def _cell(values, fmt: str) -> str:

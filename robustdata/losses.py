@@ -1,4 +1,5 @@
-"""Pure per-example losses. Reductions (weights, masks, group weights) happen in objectives."""
+"""Pure per-example losses. Reductions (weights, masks, group weights) happen in objectives
+and gradient rules."""
 
 from __future__ import annotations
 
@@ -19,8 +20,3 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, *,
     onehot = (1.0 - label_smoothing) * onehot + label_smoothing / num_classes
   return -jnp.sum(onehot * logp, axis=-1)
 
-
-def weighted_mean(losses: jnp.ndarray, weights: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
-  """(1/b) sum_i w_i * loss_i over the b real rows (mask == 1); 0 for an all-padding batch."""
-  denom = jnp.maximum(jnp.sum(mask), 1.0)
-  return jnp.sum(losses * weights * mask) / denom

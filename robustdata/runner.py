@@ -27,6 +27,16 @@ def run(config, workdir: str) -> tuple[str, dict[str, Any]]:
   return run_dir, trainer(config, run_dir)
 
 
+def finished_results(config, workdir: str) -> dict[str, Any] | None:
+  """The results.json of `config`'s run under `workdir` if that run finished, else None
+  (campaign scripts reuse finished runs instead of re-running them)."""
+  path = os.path.join(workdir, config_lib.run_id(config), "results.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def format_results(results: dict[str, Any]) -> str:
   """A two-column table of the scalar results."""
   rows = [(k, v) for k, v in sorted(results.items())

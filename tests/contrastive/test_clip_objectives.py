@@ -7,26 +7,10 @@ import jax
 import jax.numpy as jnp
 
 from robustdata.contrastive import augment, optim
-from robustdata.contrastive.train import encode_dataset, train_clip
+from robustdata.contrastive.train import train_clip
 from robustdata.data.caption_augment import eda_tokens
-from robustdata.data.captioned_shapes import load_captioned_shapes
-from robustdata.evals.linear_probe import linear_probe
-from robustdata.evals.zero_shot import class_embeddings, zero_shot_accuracy
-from robustdata.models.clip import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, make_clip
-
-TINY = {"embed_dim": 32, "cnn_widths": (8, 16), "text_width": 32, "text_depth": 1,
-        "text_heads": 2, "vit_width": 32, "vit_depth": 1, "vit_heads": 2, "vit_patch_size": 6}
-
-
-@pytest.fixture(scope="module")
-def splits():
-  return load_captioned_shapes({"num_train": 384, "num_val": 8, "num_test": 64, "context_length": 16,
-                                "num_downstream_train": 64, "num_downstream_test": 64})
-
-
-def _model(splits, **kw):
-  return make_clip({**TINY, **kw}, vocab_size=splits.info["vocab_size"],
-                   context_length=splits.info["context_length"])
+from robustdata.models.clip import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX
+from tests.contrastive.conftest import tiny_model as _model
 
 
 @pytest.mark.slow  # the trainer smoke tests run these objectives in the fast suite

@@ -91,7 +91,9 @@ def test_killed_run_resumes_bitwise(tmp_path, sig, policy):
 
 def test_same_config_same_numbers_and_rerun_is_a_noop(tmp_path, tiny_config):
   c = tiny_config()
+  assert runner.finished_results(c, str(tmp_path / "a")) is None
   _, a = runner.run(c, str(tmp_path / "a"))
+  assert runner.finished_results(c, str(tmp_path / "a")) == json.loads(json.dumps(a))
   _, b = runner.run(c, str(tmp_path / "b"))
   for key in runner.NONDETERMINISTIC:
     a.pop(key, None), b.pop(key, None)
