@@ -3,8 +3,9 @@
 Prints samples/s, the DP/non-private ratios and the compiled peak memory per step, on 32x32x3
 inputs at batch 64 and 256. The rules of one (model, batch) are compiled first, then timed in
 interleaved rounds (one step of each rule per round) and the median is reported, so machine
-load drifts hit every rule alike. With `--opacus` it also runs third_party/opacus_bench.py
-(needs torch and opacus) and prints our samples/s over theirs.
+load drifts hit every rule alike. With `--opacus` the Opacus steps of
+third_party/opacus_bench.py (needs torch and opacus) join the same interleaved rounds, and our
+samples/s over theirs is printed.
 
   JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--opacus]
 """
@@ -65,12 +66,16 @@ def _compile(rule, loss_fn, params, batch):
 
 
 def time_interleaved(steps: dict, *, rounds: int) -> dict[str, float]:
-  """Median seconds per call of each compiled step, timed round-robin over `rounds` rounds."""
+  """Median seconds per call of each step (a (compiled, args) pair or a plain callable), timed
+  round-robin over `rounds` rounds."""
   times = {name: [] for name in steps}
   for _ in range(rounds):
-    for name, (compiled, args) in steps.items():
+    for name, step in steps.items():
       t0 = time.perf_counter()
-      jax.block_until_ready(compiled(*args))
+      if callable(step):
+        step()
+      else:
+        jax.block_until_ready(step[0](*step[1]))
       times[name].append(time.perf_counter() - t0)
   return {name: float(np.median(t)) for name, t in times.items()}
 
@@ -84,13 +89,18 @@ def main() -> None:
   parser.add_argument("--opacus", action="store_true", help="also run third_party Opacus")
   args = parser.parse_args()
   iters = 3 if args.quick else 11
+  opacus_bench = None
+  if args.opacus:
+    try:
+      import third_party.opacus_bench as opacus_bench  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      print(f"opacus comparison skipped: {e}")
   models = {"cnn": lambda: CNN(num_classes=10, norm="group"),
             "resnet20": lambda: ResNet20(num_classes=10, norm="group")}
   print(f"device: {jax.devices()[0].device_kind}, {iters} interleaved rounds, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-  print(f"{'model':10s} {'batch':>5s} {'rule':>8s} {'samples/s':>10s} {'ratio':>6s} "
+  print(f"{'model':10s} {'batch':>5s} {'rule':>13s} {'samples/s':>10s} {'ratio':>6s} "
         f"{'peak MiB':>9s}")
-  results = {}
   for name in args.models.split(","):
     model = models[name]()
     loss_fn = _loss_fn(model)
@@ -108,25 +118,20 @@ def main() -> None:
       for rule_name, rule in rule_of.items():
         compiled, step_args, peaks[rule_name] = _compile(rule, loss_fn, params, batch)
         steps[rule_name] = (compiled, step_args)
+      if opacus_bench is not None:  # timed in the same rounds as ours
+        for mode in ("hooks", "ghost"):
+          steps[f"opacus-{mode}"] = opacus_bench.make_step(mode, name, b)
+          peaks[f"opacus-{mode}"] = float("nan")
       seconds = time_interleaved(steps, rounds=iters)
-      for rule_name in rule_of:
-        sps = b / seconds[rule_name]
-        results[(name, b, rule_name)] = sps
-        print(f"{name:10s} {b:5d} {rule_name:>8s} {sps:10.1f} "
+      for rule_name in steps:
+        print(f"{name:10s} {b:5d} {rule_name:>13s} {b / seconds[rule_name]:10.1f} "
               f"{seconds[rule_name] / seconds['sgd']:6.2f} {peaks[rule_name]:9.1f}", flush=True)
-  print("ratio = non-private samples/s / DP samples/s (time DP / time non-private)")
-  if args.opacus:
-    try:
-      import third_party.opacus_bench as opacus_bench  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      print(f"opacus comparison skipped: {e}")
-      return
-    theirs = opacus_bench.run(models=args.models.split(","),
-                              batches=[int(v) for v in args.batches.split(",")], iters=iters)
-    for (name, b, mode), sps in theirs.items():
-      ours = results.get((name, b, "ghost" if mode == "ghost" else "vmap"))
-      if ours:
-        print(f"{name:10s} {b:5d} ours/opacus-{mode}: {ours / sps:.2f}x")
+      if opacus_bench is not None:
+        for ours, theirs in (("vmap", "opacus-hooks"), ("ghost", "opacus-ghost")):
+          if ours in seconds:
+            print(f"{name:10s} {b:5d} ours-{ours}/{theirs} samples/s: "
+                  f"{seconds[theirs] / seconds[ours]:.2f}x", flush=True)
+  print("ratio = time per step / time of the non-private JAX step (sgd)")
 
 
 if __name__ == "__main__":

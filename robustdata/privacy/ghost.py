@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robustdata.privacy import clipping
 from robustdata.registry import ConfigError
@@ -190,27 +191,63 @@ def _unfold(x: jnp.ndarray, *, filter_shape, window_strides, padding, lhs_dilati
   return jnp.concatenate(pieces, axis=-1)
 
 
-def _conv_sq_norms(module: nn.Conv, x: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
-  """Per-example squared norm of the Conv kernel (and bias) gradient from unfolded patches:
-  Gram trick when T^2 (K + C) < T K C, else the direct per-example weight gradient."""
+def _conv_direct_grads(module: nn.Conv, x: jnp.ndarray, g: jnp.ndarray, plan: dict) -> dict:
+  """Per-example Conv gradients {'kernel': [B, *filter, C_in, C_out], 'bias': [B, C_out]}, one
+  contraction per filter offset over a strided slice of the padded input (no patch tensor)."""
+  n = len(plan["filter_shape"])
+  spatial = x.shape[1:1 + n]
+  extent = [(k - 1) * d + 1 for k, d in zip(plan["filter_shape"], plan["rhs_dilation"])]
+  padding, strides = plan["padding"], plan["window_strides"]
+  pads = (jax.lax.padtype_to_pads(spatial, extent, strides, padding)
+          if isinstance(padding, str) else [tuple(p) for p in padding])
+  xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                   [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
+  out = g.shape[1:1 + n]
+  b = x.shape[0]
+  gg = jnp.reshape(g, (b, -1, g.shape[-1]))
+  pieces = []
+  for offsets in itertools.product(*[range(k) for k in plan["filter_shape"]]):
+    start = [o * d for o, d in zip(offsets, plan["rhs_dilation"])]
+    limit = [s0 + (m - 1) * st + 1 for s0, m, st in zip(start, out, strides)]
+    xs = jax.lax.slice(xp, [0, *start, 0], [b, *limit, x.shape[-1]], [1, *strides, 1])
+    pieces.append(jnp.einsum("bti,bto->bio", jnp.reshape(xs, (b, -1, x.shape[-1])), gg))
+  kernel = jnp.reshape(jnp.stack(pieces, axis=1),
+                       (b, *plan["filter_shape"], x.shape[-1], g.shape[-1]))
+  grads = {"kernel": kernel}
+  if module.use_bias:
+    grads["bias"] = jnp.sum(gg, axis=1)
+  return grads
+
+
+def _conv_sq_norms(module: nn.Conv, x: jnp.ndarray, g: jnp.ndarray
+                   ) -> tuple[jnp.ndarray, Optional[dict]]:
+  """Per-example squared norm of the Conv kernel (and bias) gradient: the Gram trick on
+  unfolded patches when T^2 (K + C) < T K C, else from the per-example gradients themselves,
+  which are returned too (the clipped sum is then a weighted sum of them, not another
+  weight-gradient convolution)."""
   plan = _conv_plan(module)
   n = len(plan["filter_shape"])
-  spatial = "DHW"[3 - n:] if n <= 3 else None
-  if spatial is None or x.ndim != n + 2:
+  if n > 3 or x.ndim != n + 2:
     raise ConfigError("config.privacy.clipping='ghost' supports 1-3 spatial dims with one batch "
                       "axis; use config.privacy.clipping='vmap'")
-  patches = _unfold(x, **plan)
   b = x.shape[0]
-  p = jnp.reshape(patches, (b, -1, patches.shape[-1]))
-  gg = jnp.reshape(g, (b, -1, g.shape[-1]))
-  t, k, c = p.shape[1], p.shape[2], gg.shape[2]
-  if t * (k + c) < k * c:
-    sq = jnp.sum(jnp.einsum("btk,bsk->bts", p, p) * jnp.einsum("btc,bsc->bts", gg, gg), (1, 2))
-  else:
-    sq = jnp.sum(jnp.einsum("btk,btc->bkc", p, gg) ** 2, axis=(1, 2))
-  if module.use_bias:
-    sq = sq + jnp.sum(jnp.sum(gg, axis=1) ** 2, axis=1)
-  return sq
+  t = int(np.prod(g.shape[1:-1]))
+  k = int(np.prod(plan["filter_shape"])) * x.shape[-1]
+  c = g.shape[-1]
+  gg = jnp.reshape(g, (b, -1, c))
+  if t * (k + c) < k * c or any(d != 1 for d in plan["lhs_dilation"]):
+    patches = _unfold(x, **plan)
+    p = jnp.reshape(patches, (b, -1, patches.shape[-1]))
+    if t * (k + c) < k * c:
+      sq = jnp.sum(jnp.einsum("btk,bsk->bts", p, p) * jnp.einsum("btc,bsc->bts", gg, gg), (1, 2))
+    else:
+      sq = jnp.sum(jnp.einsum("btk,btc->bkc", p, gg) ** 2, axis=(1, 2))
+    if module.use_bias:
+      sq = sq + jnp.sum(jnp.sum(gg, axis=1) ** 2, axis=1)
+    return sq, None
+  grads = _conv_direct_grads(module, x, g, plan)
+  sq = sum(jnp.sum(jnp.reshape(v * v, (b, -1)), axis=1) for v in grads.values())
+  return sq, grads
 
 
 def ghost_clipped_sum(loss_fn: Callable, params: PyTree, model_state: PyTree, batch: dict,
@@ -281,13 +318,16 @@ def ghost_clipped_sum(loss_fn: Callable, params: PyTree, model_state: PyTree, ba
   groups = clipping.layer_groups(params)
   group_index = {g: i for i, g in enumerate(groups)}
   columns: list[Any] = [jnp.zeros((size,), jnp.float32) for _ in groups]
-  layer_grads: dict[tuple, PyTree] = {}
+  direct: dict[tuple, dict] = {}
   for path, unit in units.items():
     if unit.kind == "dense":
       columns[group_index[path]] = _dense_sq_norms(acts[path], out_grads[path],
                                                    unit.module.use_bias)
     elif unit.kind == "conv":
-      columns[group_index[path]] = _conv_sq_norms(unit.module, acts[path], out_grads[path])
+      columns[group_index[path]], per_ex = _conv_sq_norms(unit.module, acts[path],
+                                                          out_grads[path])
+      if per_ex is not None:
+        direct[path] = per_ex
     elif unit.kind == "layer":
       local = clipping.unflatten(_subtree(flat, path))
 
@@ -295,7 +335,7 @@ def ghost_clipped_sum(loss_fn: Callable, params: PyTree, model_state: PyTree, ba
         _, vjp = jax.vjp(lambda p: unit.module.apply({"params": p}, x_i[None]), local)
         return vjp(g_i[None])[0]
       per_ex = jax.vmap(one)(acts[path], out_grads[path])
-      layer_grads[path] = per_ex
+      direct[path] = per_ex
       sq = 0.0
       for key, g in clipping.flatten(per_ex).items():
         if path + key in mask:
@@ -321,6 +361,10 @@ def ghost_clipped_sum(loss_fn: Callable, params: PyTree, model_state: PyTree, ba
         total[full] = jnp.tensordot(factors[:, group_index[full[:-1]]], g, axes=1)
       continue
     c = factors[:, group_index[path]]
+    if path in direct:  # per-example gradients already formed: weight them
+      for key, v in clipping.flatten(direct[path]).items():
+        total[path + key] = jnp.tensordot(c, v, axes=1)
+      continue
     local = clipping.unflatten(_subtree(flat, path))
     x = acts[path]
     _, vjp = jax.vjp(lambda p, unit=unit, x=x: unit.module.apply({"params": p}, x), local)
