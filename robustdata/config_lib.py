@@ -38,6 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_fraction = 0.2  # used by sources without an official test split
   c.data.split_seed = 0     # the train/val/test split is fixed by this, not by `seed`
   c.data.upsample = 1       # digits: integer upsampling of the 8x8 images
+  c.data.train_copies = 0   # digits: extra shifted + noised copies of every train image
+  c.data.label_noise = 0.0  # digits: fraction of train labels flipped to another class
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "cnn"      # mlp, cnn, resnet20, resnet18, ...

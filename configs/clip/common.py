@@ -1,10 +1,18 @@
 """The shared embedded setup of the poisoning-robust CLIP configs (not a config itself).
 
 A small CLIP (CNN image tower, 2-layer text transformer, 64-d joint space) on 1,536
-`captioned_shapes` pairs of the 6 drawn shapes at 24x24, batch 128, 15 epochs, AdamW; the
-attack is both a targeted caption poisoning of 4 held-out images and a BadNet backdoor (5-px
-corner patch, target class 'circle'), each with `count` poisons (default 32, about 2% each),
-so one run reports the clean utility and both attack success rates.
+`captioned_shapes` pairs of the 6 drawn shapes at 24x24 with object-centred captions
+(`caption_style='object'`), batch 128, 25 epochs, AdamW 2e-3; the attack is both a targeted
+caption poisoning of 4 held-out images and a BadNet backdoor (5-px corner patch, target class
+'circle'), each with `count` poisons (default 32, about 2% each), so one run reports the clean
+utility and both attack success rates.
+
+Why these two settings (unpoisoned CLIP, seed 0, zero-shot on the 6 shapes, chance 0.167):
+with the 'attributes' captions (colour in 6 of 7 templates, size or position in most) a batch
+of 128 is matched by colour, position and size alone, and the image tower never encodes the
+shape: 15 epochs 0.17 (colour zero-shot 1.00, position 0.99; shape linear probe 0.36), batch 32
+or 64 no better, 40 epochs 0.41. Object-centred captions: 15 epochs 0.42, 25 epochs 0.65
+(linear probe 0.66), ~110 s on 2 lightly loaded cores.
 Method files change the `method` and its `contrastive` section only.
 """
 
@@ -36,6 +44,7 @@ def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigD
   config.data.num_downstream_test = 500
   config.data.image_size = 24
   config.data.context_length = 16
+  config.data.caption_style = "object"  # every caption names the shape (module docstring)
 
   config.model.name = "clip"
   config.model.image_tower = "cnn"
@@ -50,7 +59,7 @@ def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigD
   config.optim.weight_decay = 0.1
   config.optim.schedule = "cosine"
 
-  config.train.epochs = 15
+  config.train.epochs = 25
   config.train.batch_size = 128
   config.train.eval_batch_size = 250
   config.train.log_every_steps = 15

@@ -1,10 +1,10 @@
 """CLIP (no defence) on poisoned `captioned_shapes`: the attacked baseline of issue 6.
 
-Setup (configs/clip/common.py): 1,536 clean pairs + 32 targeted poisons (4 held-out target
+Setup (configs/clip/common.py): 1,536 clean pairs (object-centred captions) + 32 targeted poisons (4 held-out target
 images, 8 captions of a wrong class each) + 32 BadNet-backdoored pairs captioned 'circle'.
 Command:   python -m experiments.main --config=configs/clip/shapes.py
            (override the attack with e.g. --config.poison.count=48)
-Variants:  `smoke` (tiny, 2 epochs, for tests), default (15 epochs).
+Variants:  `smoke` (tiny, 2 epochs, for tests), default (25 epochs).
 Hardware:  2 CPU cores. Time: 4 minutes measured on 2 busy cores (load 6).
 Expected:  seed 0 measured: backdoor_asr 0.62, targeted_asr 0.25, linear_probe_accuracy 0.41,
            zero_shot_accuracy 0.16 (near chance); at poison.count=96 backdoor_asr 0.97

@@ -1,7 +1,8 @@
 """CRAIG on embedded digits: a 20% per-class FL coreset on softmax - onehot proxies, reselected
 every epoch (lag 1), trained with mean-1 cluster-size weights (spec §2).
 
-Variants: `hard` (3x upsampled digits, wider CNN), `smoke` (2 epochs); comma-separated.
+Variants: `hard` (the larger, noisier digits task of configs/crest/common.py), `smoke` (2
+epochs); comma-separated.
 Baselines at the same budget: configs/crest/digits.py:random and :full.
 
 Command:   python -m experiments.main --config=configs/craig/digits.py

@@ -5,7 +5,7 @@ Setup and attack: configs/clip/common.py (same data, model, poisons and epochs a
 configs/clip/shapes.py). Pool pre-filled with real caption embeddings (set
 `contrastive.pool_prefill='random'` for the reference's N(0, 1) rows).
 Command:   python -m experiments.main --config=configs/roclip/shapes.py
-Variants:  `smoke` (tiny, 2 epochs, for tests), default (15 epochs).
+Variants:  `smoke` (tiny, 2 epochs, for tests), default (25 epochs).
 Hardware:  2 CPU cores. Time: 4 minutes measured on 2 busy cores (load 6).
 Expected:  seed 0 measured: backdoor_asr 0.26 (CLIP 0.62), targeted_asr 0.0 (CLIP 0.25),
            linear_probe_accuracy 0.42 (the issue-6 table in WORKSPACE.md).

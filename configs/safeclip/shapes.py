@@ -3,10 +3,10 @@ at a low learning rate, then per-epoch GMM safe/risky splits (CLIP loss on the s
 unimodal loss on the risky ones) with a growing safe fraction.
 
 Setup and attack: configs/clip/common.py (same data, model, poisons and epochs as
-configs/clip/shapes.py). The safe fraction grows by 0.03 per epoch (the reference 0.01 over
-~26 filtering epochs, scaled to our 10).
+configs/clip/shapes.py). The safe fraction grows by 0.015 per epoch (the reference 0.01 over
+~26 filtering epochs, scaled to our 20).
 Command:   python -m experiments.main --config=configs/safeclip/shapes.py
-Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (4 + 1 + 10 = 15 epochs).
+Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (4 + 1 + 20 = 25 epochs).
 Hardware:  2 CPU cores. Time: 3.5-4 minutes measured on 2 busy cores (load 6).
 Expected:  seed 0 measured: backdoor_asr 0.0 (CLIP 0.62), targeted_asr 0.5 (CLIP 0.25),
            linear_probe_accuracy 0.36 (issue-6 table in WORKSPACE.md); results.json's
@@ -27,7 +27,7 @@ def get_config(arg=None):
   config.contrastive.filter_lr = 2e-5      # 1/100 of the peak, as 5e-6 vs 5e-4
   config.contrastive.unimodal_pool_size = 256 if not smoke else 64
   config.contrastive.safe_threshold = 0.9
-  config.contrastive.safe_fraction_update = 0.03
+  config.contrastive.safe_fraction_update = 0.015
   config.contrastive.safe_fraction_cap = 0.85
   if smoke:
     config.train.epochs = 3

@@ -11,7 +11,8 @@ Kinds:
 - `clip`: CLIP loss of (view of x, tokens); the view is augmented when `augment`.
 - `roclip_match`: RoCLIP matching: each image against its nearest caption in the text pool
   (no gradient to the text tower), then the batch's captions are enqueued.
-- `cleanclip`: CLIP(x, tokens) + unimodal terms against an augmented image and `tokens_aug`.
+- `cleanclip`: λ1·CLIP(x, tokens) + λ2·unimodal terms against an augmented image and
+  `tokens_aug` (the EDA view); the augment.py chain stands in for the reference's AutoAugment.
 - `unimodal`: SafeCLIP's unimodal loss between two image views and the two caption views
   (`tokens`, `tokens_aug`); NNCLR-style against the image/text pools when they exist.
 - `cross_clip`: SafeCLIP's cross-augmented CLIP ½[CE(s·v1ᴵ v2ᵀᵀ) + CE(s·v1ᵀ v2ᴵᵀ)].

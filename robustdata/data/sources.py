@@ -26,23 +26,70 @@ def _split_fractions(cfg) -> tuple[float, float, float]:
   return (1.0 - val - test, val, test)
 
 
+def _jittered_copies(x: np.ndarray, copies: int, shift: int, rng: np.random.Generator
+                     ) -> np.ndarray:
+  """`copies` versions of every image, each moved by a random integer offset in
+  [-shift, shift]^2 (zero fill) and given Gaussian pixel noise of std 0.05, clipped to [0, 1]."""
+  out = []
+  h, w = x.shape[1:3]
+  padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+  for _ in range(copies):
+    dy, dx = rng.integers(-shift, shift + 1, size=(2, len(x)))
+    moved = np.stack([padded[i, shift + a:shift + a + h, shift + b:shift + b + w]
+                      for i, (a, b) in enumerate(zip(dy, dx))])
+    out.append(np.clip(moved + rng.normal(0.0, 0.05, moved.shape).astype(np.float32), 0.0, 1.0))
+  return np.concatenate(out)
+
+
 @DATASETS.register("digits")
 def load_digits(cfg) -> DataSplits:
-  """scikit-learn's 8x8 digits as (N, 8u, 8u, 1) float32 in [0, 1], u = config.data.upsample."""
+  """scikit-learn's 8x8 digits as (N, 8u, 8u, 1) float32 in [0, 1], u = config.data.upsample.
+
+  A larger, harder train split for the data-efficiency experiments: `train_copies` = K adds K
+  randomly shifted (by up to u pixels) and noised copies of every train image (ids after the
+  originals'; val/test untouched), and `label_noise` = f flips floor(f N) random train labels
+  (originals and copies alike) to a uniformly chosen other class; the true labels stay in
+  `extras['clean_y']`. Both are drawn from `split_seed`, so they are part of the dataset.
+  """
   from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
   raw = sk_load_digits()
   x = (raw.images.astype(np.float32) / 16.0)[..., None]
   upsample = int(cfg.get("upsample", 1))
   if upsample < 1:
     raise ConfigError(f"config.data.upsample={upsample} must be an integer >= 1")
+  copies = cfg.get("train_copies", 0)
+  if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 0:
+    raise ConfigError(f"config.data.train_copies={copies!r} must be an integer >= 0")
+  noise = float(cfg.get("label_noise", 0.0))
+  if not 0.0 <= noise < 1.0:
+    raise ConfigError(f"config.data.label_noise={noise} must be in [0, 1)")
   if upsample > 1:
     x = np.repeat(np.repeat(x, upsample, axis=1), upsample, axis=2)
   y = raw.target.astype(np.int32)
   ids = np.arange(len(y), dtype=np.int64)
-  train, val, test = split_indices(len(y), _split_fractions(cfg), int(cfg.get("split_seed", 0)))
+  split_seed = int(cfg.get("split_seed", 0))
+  train, val, test = split_indices(len(y), _split_fractions(cfg), split_seed)
   full = Dataset(x=x, y=y, ids=ids)
-  return DataSplits(train=full.subset(train), val=full.subset(val), test=full.subset(test),
-                    num_classes=10, info={"source": "sklearn.datasets.load_digits"})
+  train_set = full.subset(train)
+  info = {"source": "sklearn.datasets.load_digits"}
+  if copies or noise:
+    rng = np.random.default_rng([split_seed, 1_797])
+    tx, ty = train_set.x, train_set.y
+    if copies:
+      tx = np.concatenate([tx, _jittered_copies(tx, copies, upsample, rng)])
+      ty = np.tile(ty, copies + 1)
+    clean = ty.copy()
+    if noise:
+      flip = rng.permutation(len(ty))[:int(np.floor(noise * len(ty)))]
+      ty = ty.copy()
+      ty[flip] = (ty[flip] + rng.integers(1, 10, size=len(flip))) % 10
+    extra_ids = len(y) + np.arange(len(ty) - len(train_set.y), dtype=np.int64)
+    train_set = Dataset(x=tx, y=ty, ids=np.concatenate([train_set.ids, extra_ids]),
+                        extras={"clean_y": clean})
+    info.update(train_copies=int(copies), label_noise=noise,
+                flipped_labels=int(np.sum(ty != clean)))
+  return DataSplits(train=train_set, val=full.subset(val), test=full.subset(test),
+                    num_classes=10, info=info)
 
 
 # name -> (number of classes, label feature)

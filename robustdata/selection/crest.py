@@ -5,6 +5,13 @@ Reference defects fixed here: the gradient is computed once (no doubled SGD step
 displacement δ is read from the parameters (current − at selection) instead of accumulated;
 the check evaluates only the union of the random subsets, not the whole train set; P is an
 int; dropped examples never re-enter the pool; proxies come from un-augmented views.
+
+One more, behind a flag because it changes results (`check_anchor`): the reference anchors the
+quadratic model at the *weighted coreset* loss L0 but checks it against the *unweighted* mean
+loss on the random subsets, so the check can fail at δ = 0 whenever the two losses differ by
+more than τ. By default the model is anchored at the mean loss on ∪R_p at θ0 (already computed
+by the selection's forward pass), a Taylor model of the quantity the check measures; the
+coreset-weighted gradient and curvature stay as in the paper. 'coreset' restores the reference.
 """
 
 from __future__ import annotations
@@ -30,17 +37,21 @@ _QUAD_CACHE: dict[Callable, Callable] = {}
 
 
 def make_quad_batch(loss_fn: Callable) -> Callable:
-  """Jitted `(params, model_state, x, y, w, mask, key, m, s, k) -> (loss, m, s, gbar, D)`.
+  """Jitted `(params, model_state, x, y, w, mask, seed_key, acc) -> acc`.
 
   One weighted mini-batch of the quadratic model: the gradient g and a Hutchinson estimate
   v ⊙ (H v) (v Rademacher) from one forward-over-reverse pass (the gradient is computed once),
   then Adam-style moments m, s with bias-corrected gbar = m / (1 - 0.9^k) and
   D = sqrt(s / (1 - 0.999^k)) + 1e-4, all as flat float32 vectors. Eval mode (train=False), so
-  the model matches the unweighted eval-mode losses the check compares against.
+  the model matches the unweighted eval-mode losses the check compares against. `acc` carries
+  the moments, the step count k and the size-weighted sums of loss, gbar, D and ||D|| over the
+  batches of one QUAD call, so the whole pass stays on the device (one transfer at its end).
   """
 
-  def quad_batch(params, model_state, x, y, w, mask, key, m, s, k):
+  def quad_batch(params, model_state, x, y, w, mask, seed_key, acc):
     flat, unravel = ravel_pytree(params)
+    k = acc["k"] + 1.0
+    key = jax.random.fold_in(seed_key, k.astype(jnp.int32))
 
     def loss(p):
       losses, _ = loss_fn(p, model_state, {"x": x, "y": y}, key, False)
@@ -50,15 +61,29 @@ def make_quad_batch(loss_fn: Callable) -> Callable:
     # jvp over the parameter pytree (not the raveled vector): cheaper to compile and run.
     (value, grad), (_, hv) = jax.jvp(jax.value_and_grad(loss), (params,), (unravel(v),))
     grad, hv = ravel_pytree(grad)[0], ravel_pytree(hv)[0]
-    m = _BETA1 * m + (1.0 - _BETA1) * grad
-    s = _BETA2 * s + (1.0 - _BETA2) * jnp.square(v * hv)
+    m = _BETA1 * acc["m"] + (1.0 - _BETA1) * grad
+    s = _BETA2 * acc["s"] + (1.0 - _BETA2) * jnp.square(v * hv)
     gbar = m / (1.0 - _BETA1 ** k)
     diag = jnp.sqrt(s / (1.0 - _BETA2 ** k)) + _EPS
-    return value, m, s, gbar, diag
+    n = jnp.sum(mask)
+    return {"m": m, "s": s, "k": k, "count": acc["count"] + n,
+            "loss": acc["loss"] + n * value, "gbar": acc["gbar"] + n * gbar,
+            "diag": acc["diag"] + n * diag, "norm": acc["norm"] + jnp.linalg.norm(diag),
+            "batches": acc["batches"] + 1.0}
 
   if loss_fn not in _QUAD_CACHE:  # one compile per loss function (e.g. across a resume)
     _QUAD_CACHE[loss_fn] = jax.jit(quad_batch)
   return _QUAD_CACHE[loss_fn]
+
+
+@jax.jit
+def _quad_start(params, m, s, k):
+  """(θ0, the accumulator of one QUAD pass), built on the parameters' devices so that the
+  per-batch call sees the same input types on every batch (one compile)."""
+  theta0 = ravel_pytree(params)[0]
+  zero, scalar = jnp.zeros_like(theta0), jnp.zeros((), jnp.float32)
+  return theta0, {"m": m, "s": s, "k": k, "count": scalar, "loss": scalar, "gbar": zero,
+                  "diag": zero, "norm": scalar, "batches": scalar}
 
 
 @jax.jit
@@ -101,6 +126,11 @@ class Crest(Policy):
       "batch_num_mul": 5,           # P <- min(h batch_num_mul, T_e) after each selection
       "interval_mul": 1.0,          # h <- ceil(κ0/κ interval_mul)
       "check_thresh_factor": 0.1,   # τ: reselect when |L_true − L_approx| > τ L_true
+      "check_anchor": "subsets",    # L0 of the model: 'subsets' (mean CE on ∪R_p at selection,
+                                    # the loss the check measures) or 'coreset' (reference:
+                                    # weighted coreset loss, off by construction at δ = 0)
+      "check_size": 0,              # >0: checks evaluate a fixed random sample of this many
+                                    # examples of ∪R_p (drawn at each selection); 0: all of it
       "start_epoch": 1,             # epochs of random full-data batches before the first selection
       "kernel": "exp",              # FL similarity: 'exp' (submodlib, CREST's) or 'craig'
       "equal_num": True,            # equal per-class budgets inside each subset
@@ -127,6 +157,13 @@ class Crest(Policy):
     if cfg.interval_mul <= 0 or cfg.check_thresh_factor <= 0:
       raise ConfigError("config.policy.interval_mul and check_thresh_factor must be > 0; got "
                         f"{cfg.interval_mul}, {cfg.check_thresh_factor}")
+    size = cfg.check_size
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+      raise ConfigError(f"config.policy.check_size={size!r} must be an integer >= 0 (0: the "
+                        "whole union of the random subsets)")
+    if cfg.check_anchor not in ("subsets", "coreset"):
+      raise ConfigError(f"config.policy.check_anchor={cfg.check_anchor!r}; allowed: 'subsets', "
+                        "'coreset'")
     if cfg.start_epoch < 0 or cfg.min_train_size < 0:
       raise ConfigError(f"config.policy.start_epoch={cfg.start_epoch} and min_train_size="
                         f"{cfg.min_train_size} must be >= 0")
@@ -144,11 +181,13 @@ class Crest(Policy):
       raise ConfigError(f"config.policy.train_frac={cfg.train_frac} leaves no step per epoch")
     self.quad_seed = int(self.rng.integers(2**31))
     self._quad_fn = None
+    self._device_model = None
     self.pool = np.ones(n, bool)
     self.reset_step = int(cfg.start_epoch) * self.steps_per_epoch
     self.num_coresets = int(cfg.num_minibatch_coreset)
     self.interval = 1
     self.union = np.zeros(0, np.int64)        # ∪ R_p of the last selection
+    self.check_rows = np.zeros(0, np.int64)   # what the checks evaluate: ∪ R_p or a sample
     self.coreset = np.zeros(0, np.int64)      # U = ∪ S_p
     self.coreset_weights = np.zeros(0, np.float32)
     self.queue = np.zeros(0, np.int64)        # served indices and weights, in order
@@ -157,9 +196,11 @@ class Crest(Policy):
     self.serving = "pool"                     # 'pool' before the first selection, then 'coreset'
     self.theta0 = self.gbar = self.diag = self.m = self.s = None
     self.loss0, self.moment_steps, self.kappa0 = 0.0, 0, None
+    self.union_loss0 = 0.0
     self.watch = np.full((int(cfg.watch_interval), n), -1.0, np.float32)
     self.selections, self.checks, self.triggers, self.dropped = 0, 0, 0, 0
     self.selection_time_s = 0.0
+    self.phase_time_s = {"select": 0.0, "quad": 0.0, "check": 0.0}  # parts of selection_time_s
     self.last_check: dict[str, float] = {}
 
   # --- The loop's interface. ---------------------------------------------------------------------
@@ -191,6 +232,10 @@ class Crest(Policy):
     cfg = self.cfg
     if cfg.drop_learned and (ctx.epoch + 1) % cfg.drop_interval == 0:
       self.drop_learned()
+
+  def _charge(self, phase: str, seconds: float) -> None:
+    self.selection_time_s += seconds
+    self.phase_time_s[phase] += seconds
 
   # --- Serving. ----------------------------------------------------------------------------------
   def _refill(self) -> None:
@@ -229,6 +274,11 @@ class Crest(Policy):
       raise FloatingPointError(f"CREST at step {ctx.step}: the gradient proxies are not finite "
                                "(the model diverged); lower config.optim.learning_rate")
     self.watch[ctx.epoch % self.cfg.watch_interval, self.union] = losses
+    rows = np.arange(len(self.union))
+    if 0 < self.cfg.check_size < len(self.union):
+      rows = np.sort(self.rng.choice(len(self.union), self.cfg.check_size, replace=False))
+    self.check_rows = self.union[rows]
+    self.union_loss0 = float(np.mean(losses[rows]))
     picks, weights = [], []
     for subset in subsets:
       rows = np.searchsorted(self.union, subset)
@@ -242,7 +292,7 @@ class Crest(Policy):
     self.serving = "coreset"
     self._refill()
     self.selections += 1
-    self.selection_time_s += time.perf_counter() - start
+    self._charge("select", time.perf_counter() - start)
 
   def quadratic_model(self, ctx: PolicyContext) -> None:
     """QUAD on U in the served batch order: weighted loss L0, moment-averaged gradient gbar and
@@ -251,13 +301,13 @@ class Crest(Policy):
     if self._quad_fn is None:
       self._quad_fn = make_quad_batch(ctx.loss_fn)
     params, model_state = ctx.state.params, ctx.state.model_state
-    theta0 = ravel_pytree(params)[0]
     if self.m is None:
-      self.m = np.zeros(theta0.shape, np.float32)
-      self.s = np.zeros(theta0.shape, np.float32)
-    m, s = jnp.asarray(self.m), jnp.asarray(self.s)
+      size = ravel_pytree(params)[0].shape
+      self.m, self.s = np.zeros(size, np.float32), np.zeros(size, np.float32)
+    theta0, acc = _quad_start(params, self.m, self.s, np.float32(self.moment_steps))
+    seed_key = jax.random.PRNGKey(self.quad_seed)
     b = self.batch_size
-    total, loss_sum, gsum, dsum, norms = 0, 0.0, 0.0, 0.0, []
+    y_all = np.asarray(self.train.y)
     for lo in range(0, len(self.queue), b):
       idx, w = self.queue[lo:lo + b], self.queue_weights[lo:lo + b]
       n = len(idx)
@@ -266,44 +316,42 @@ class Crest(Policy):
       mask[:n] = 1.0
       wpad = np.zeros(b, np.float32)
       wpad[:n] = w
-      self.moment_steps += 1
-      key = jax.random.fold_in(jax.random.PRNGKey(self.quad_seed), self.moment_steps)
-      value, m, s, gbar, diag = self._quad_fn(
-          params, model_state, self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32),
-          wpad, mask, key, m, s, np.float32(self.moment_steps))
-      total += n
-      loss_sum = loss_sum + n * value
-      gsum = gsum + n * gbar
-      dsum = dsum + n * diag
-      norms.append(jnp.linalg.norm(diag))
-    self.m, self.s = np.asarray(m), np.asarray(s)
+      acc = self._quad_fn(params, model_state, self.train.x[rows], y_all[rows].astype(np.int32),
+                          wpad, mask, seed_key, acc)
+    acc = jax.device_get(acc)
+    self.moment_steps = int(acc["k"])
+    self.m, self.s = np.asarray(acc["m"]), np.asarray(acc["s"])
     self.theta0 = np.asarray(theta0)
-    self.gbar, self.diag = np.asarray(gsum / total), np.asarray(dsum / total)
-    self.loss0 = float(loss_sum / total)
-    kappa = float(np.mean(np.asarray(norms)))
+    total = float(acc["count"])
+    self.gbar, self.diag = acc["gbar"] / total, acc["diag"] / total
+    self.loss0 = (self.union_loss0 if self.cfg.check_anchor == "subsets"
+                  else float(acc["loss"]) / total)
+    self._device_model = None
+    kappa = float(acc["norm"]) / float(acc["batches"])
     if self.kappa0 is None:
       self.kappa0 = kappa
     else:
       self.interval = max(1, math.ceil(self.kappa0 / max(kappa, 1e-12) * self.cfg.interval_mul))
       self.num_coresets = int(max(1, min(self.interval * self.cfg.batch_num_mul,
                                          self.steps_per_epoch)))
-    self.selection_time_s += time.perf_counter() - start
+    self._charge("quad", time.perf_counter() - start)
 
   def check(self, ctx: PolicyContext) -> bool:
     """True when the quadratic model is off: |L_true − L_approx| > τ L_true, with L_true the
     unweighted eval-mode loss on the union of the last random subsets only."""
     start = time.perf_counter()
-    losses = np.asarray(ctx.probe("loss", self.union), np.float64)
-    self.examples_probed += len(self.union)
+    losses = np.asarray(ctx.probe("loss", self.check_rows), np.float64)
+    self.examples_probed += len(self.check_rows)
     true = float(np.mean(losses))
-    approx = float(quadratic_approx(ctx.state.params, jnp.asarray(self.theta0),
-                                    jnp.asarray(self.gbar), jnp.asarray(self.diag),
+    if self._device_model is None:  # device copies, refreshed by each QUAD
+      self._device_model = tuple(jnp.asarray(a) for a in (self.theta0, self.gbar, self.diag))
+    approx = float(quadratic_approx(ctx.state.params, *self._device_model,
                                     jnp.float32(self.loss0)))
     failed = not (abs(true - approx) <= self.cfg.check_thresh_factor * true)  # NaN fails too
     self.checks += 1
     self.triggers += int(failed)
     self.last_check = {"step": ctx.step, "true": true, "approx": approx}
-    self.selection_time_s += time.perf_counter() - start
+    self._charge("check", time.perf_counter() - start)
     return failed
 
   def drop_learned(self) -> None:
@@ -327,15 +375,18 @@ class Crest(Policy):
     return {**super().state_dict(),
             "pool": np.flatnonzero(self.pool).tolist(), "reset_step": self.reset_step,
             "num_coresets": self.num_coresets, "interval": self.interval,
-            "union": self.union.tolist(), "coreset": self.coreset.tolist(),
+            "union": self.union.tolist(), "check_rows": self.check_rows.tolist(),
+            "coreset": self.coreset.tolist(),
             "coreset_weights": _encode(self.coreset_weights), "queue": self.queue.tolist(),
             "queue_weights": _encode(self.queue_weights), "queue_pos": self.queue_pos,
             "serving": self.serving, "theta0": _encode(self.theta0), "gbar": _encode(self.gbar),
             "diag": _encode(self.diag), "m": _encode(self.m), "s": _encode(self.s),
-            "loss0": self.loss0, "moment_steps": self.moment_steps, "kappa0": self.kappa0,
+            "loss0": self.loss0, "union_loss0": self.union_loss0,
+            "moment_steps": self.moment_steps, "kappa0": self.kappa0,
             "watch": _encode(self.watch), "selections": self.selections,
             "checks": self.checks, "triggers": self.triggers, "dropped": self.dropped,
-            "selection_time_s": self.selection_time_s, "last_check": self.last_check}
+            "selection_time_s": self.selection_time_s, "phase_time_s": dict(self.phase_time_s),
+            "last_check": self.last_check}
 
   def load_state_dict(self, state: dict[str, Any]) -> None:
     super().load_state_dict(state)
@@ -344,6 +395,7 @@ class Crest(Policy):
     self.reset_step, self.queue_pos = int(state["reset_step"]), int(state["queue_pos"])
     self.num_coresets, self.interval = int(state["num_coresets"]), int(state["interval"])
     self.union = np.asarray(state["union"], np.int64)
+    self.check_rows = np.asarray(state["check_rows"], np.int64)
     self.coreset = np.asarray(state["coreset"], np.int64)
     self.coreset_weights = _decode(state["coreset_weights"])
     self.queue = np.asarray(state["queue"], np.int64)
@@ -351,16 +403,21 @@ class Crest(Policy):
     self.serving = state["serving"]
     for name in ("theta0", "gbar", "diag", "m", "s"):
       setattr(self, name, _decode(state[name]))
+    self._device_model = None
     self.loss0, self.moment_steps = float(state["loss0"]), int(state["moment_steps"])
+    self.union_loss0 = float(state["union_loss0"])
     self.kappa0 = None if state["kappa0"] is None else float(state["kappa0"])
     self.watch = _decode(state["watch"]).reshape(self.watch.shape)
     self.selections, self.checks = int(state["selections"]), int(state["checks"])
     self.triggers, self.dropped = int(state["triggers"]), int(state["dropped"])
     self.selection_time_s = float(state["selection_time_s"])
+    self.phase_time_s = {k: float(v) for k, v in state["phase_time_s"].items()}
     self.last_check = dict(state["last_check"])
 
   def results(self) -> dict[str, Any]:
-    return {"selection_time_s": self.selection_time_s, "crest_selections": self.selections,
+    return {"selection_time_s": self.selection_time_s,
+            **{f"crest_{k}_time_s": v for k, v in self.phase_time_s.items()},
+            "crest_selections": self.selections,
             "crest_checks": self.checks, "crest_check_triggers": self.triggers,
             "crest_pool_size": int(self.pool.sum()), "crest_dropped": self.dropped,
             "crest_check_interval": self.interval, "crest_num_coresets": self.num_coresets}

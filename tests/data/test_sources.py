@@ -31,6 +31,29 @@ def test_digits_upsample():
   np.testing.assert_array_equal(d.train.x[:, ::2, ::2], d.train.x[:, 1::2, 1::2])
 
 
+def test_digits_train_copies_and_label_noise():
+  base = sources.load(ml_collections.ConfigDict({"name": "digits", "upsample": 2}))
+  cfg = ml_collections.ConfigDict({"name": "digits", "upsample": 2, "train_copies": 2,
+                                   "label_noise": 0.2})
+  d, again = sources.load(cfg), sources.load(cfg)
+  n = len(base.train)
+  assert len(d.train) == 3 * n and len(np.unique(d.train.ids)) == 3 * n
+  np.testing.assert_array_equal(d.train.x[:n], base.train.x)        # originals first
+  np.testing.assert_array_equal(d.test.x, base.test.x)              # val/test untouched
+  np.testing.assert_array_equal(d.train.x, again.train.x)           # part of the dataset
+  clean = d.train.extras["clean_y"]
+  np.testing.assert_array_equal(clean, np.tile(base.train.y, 3))
+  assert np.sum(d.train.y != clean) == int(0.2 * 3 * n) == d.info["flipped_labels"]
+  # A copy is its original shifted by at most `upsample` pixels, plus small noise.
+  copy, orig = d.train.x[n + 5, ..., 0], base.train.x[5, ..., 0]
+  best = min(np.abs(np.roll(np.roll(orig, a, 0), b, 1) - copy)[2:-2, 2:-2].mean()
+             for a in range(-2, 3) for b in range(-2, 3))
+  assert best < 0.08
+  for field, value in (("train_copies", -1), ("label_noise", 1.0)):
+    with pytest.raises(ConfigError, match=f"config.data.{field}"):
+      sources.load(ml_collections.ConfigDict({"name": "digits", field: value}))
+
+
 def _write_fake_tfds(data_dir, name, n_train, n_test, shape, num_classes):
   """Writes an ArrayRecord tfds dataset called `name` into data_dir (no TensorFlow needed)."""
   pkg = os.path.join(str(data_dir), "_builder_pkg", f"fake_{name}")

@@ -75,6 +75,42 @@ def test_check_keeps_coreset_when_quadratic_model_holds_and_reselects_when_wrong
   assert abs(check["true"] - check["approx"]) > 0.1 * check["true"]
 
 
+@pytest.mark.parametrize("anchor", ["subsets", "coreset"])
+def test_check_anchor(anchor):
+  """'subsets': L0 is the mean CE on the union of the random subsets at θ0, so a check at θ0
+  itself (δ = 0) always passes; 'coreset' (reference): L0 is the weighted coreset loss."""
+  policy, train = _setup(check_anchor=anchor)
+  params = _params(0.5)
+  policy.next_batch(_ctx(0, params, train))
+  union = policy.union
+  union_loss = np.mean(np.asarray(_loss_fn(params, {}, {"x": train.x[union],
+                                                        "y": train.y[union]}, None)[0], np.float64))
+  i, w = policy.coreset, policy.coreset_weights.astype(np.float64)
+  coreset_loss = np.sum(w * np.asarray(_loss_fn(params, {}, {"x": train.x[i], "y": train.y[i]},
+                                               None)[0])) / len(i)
+  assert abs(union_loss - coreset_loss) > 1e-3   # the two anchors differ here
+  np.testing.assert_allclose(policy.loss0, union_loss if anchor == "subsets" else coreset_loss,
+                             rtol=1e-5)
+  policy.next_batch(_ctx(1, params, train))       # δ = 0
+  check = policy.last_check
+  if anchor == "subsets":
+    np.testing.assert_allclose(check["approx"], check["true"], rtol=1e-5)
+    assert policy.triggers == 0
+
+
+def test_check_size_evaluates_a_fixed_sample_of_the_union():
+  policy, train = _setup(check_size=10)
+  params = _params(0.5)
+  policy.next_batch(_ctx(0, params, train))
+  rows = policy.check_rows
+  assert len(rows) == 10 and len(policy.union) > 10 and set(rows) <= set(policy.union)
+  losses = np.asarray(_loss_fn(params, {}, {"x": train.x[rows], "y": train.y[rows]}, None)[0])
+  np.testing.assert_allclose(policy.loss0, np.mean(losses, dtype=np.float64), rtol=1e-5)
+  before = policy.examples_probed
+  policy.next_batch(_ctx(1, params, train))
+  assert policy.examples_probed - before == 10 and policy.triggers == 0
+
+
 def test_quadratic_model_gradient_matches_jax_grad_on_coreset():
   policy, train = _setup()
   params = _params(0.3)
@@ -152,9 +188,8 @@ def test_resume_gives_identical_plans():
   for (ia, wa), (ib, wb) in zip(rest_a, rest_b):
     np.testing.assert_array_equal(ia, ib)
     np.testing.assert_array_equal(wa, wb)
-  assert policy.results() == resumed.results() or (
-      {k: v for k, v in policy.results().items() if k != "selection_time_s"}
-      == {k: v for k, v in resumed.results().items() if k != "selection_time_s"})
+  untimed = lambda r: {k: v for k, v in r.items() if not k.endswith("_time_s")}
+  assert untimed(policy.results()) == untimed(resumed.results())
   np.testing.assert_array_equal(policy.gbar, resumed.gbar)
 
 
@@ -165,6 +200,8 @@ def test_resume_gives_identical_plans():
     (dict(num_minibatch_coreset=0), "num_minibatch_coreset"),
     (dict(drop_interval=-1), "drop_interval"),
     (dict(watch_interval=1.5), "watch_interval"),
+    (dict(check_anchor="union"), "check_anchor"),
+    (dict(check_size=-1), "check_size"),
 ])
 def test_bad_config(fields, match):
   with pytest.raises(ConfigError, match=match):
