@@ -32,8 +32,11 @@ BUDGET_ROWS = (("full data", "full"), ("random 20%", "random"), ("CRAIG 20%", "c
                ("CREST 20%", "crest"), ("CREST 20%, τ = 0.3", "loose"))
 AUGMENT_ROWS = (("no strong aug", "none"), ("strong aug: full data", "full_aug"),
                 ("strong aug: random 30%", "random"), ("strong aug: coreset 30%", ""))
-ORDER_ROWS = (("random reshuffling", "random"), ("ascending ||g||", ""),
-              ("descending ||g||", "descending"))
+ORDER_ROWS = (("random reshuffling", "random"),
+              ("random batches, ascending block norm", ""),
+              ("random batches, descending block norm", "descending"),
+              ("examples sorted ascending, then cut", "examples"),
+              ("examples sorted descending, then cut", "descending,examples"))
 
 
 def run_one(config, seed: int, workdir: str) -> dict:
@@ -100,7 +103,7 @@ def main() -> None:
         rows[name] = [run_one(load(module, arg), s, args.workdir) for s in task_seeds]
       out[task] = rows
       title = ("digits" if task == "budget" else
-               "hard digits (6,290 train, 16x16, 10% label noise, wider CNN)")
+               "hard digits (6,290 train: 16x16, 4 shifted + noised copies; wider CNN)")
       print(f"\n### {title}: 20% step budget\n\n{table(rows, 'full data')}\n", flush=True)
 
   if "augment" in only:
@@ -112,7 +115,7 @@ def main() -> None:
 
   if "ordering" in only:
     rows = {name: [run_one(load("configs.ordering.digits", arg), s, args.workdir)
-                   for s in seeds[:1]] for name, arg in ORDER_ROWS}
+                   for s in seeds] for name, arg in ORDER_ROWS}
     out["ordering"] = rows
     print(f"\n### ordering (digits, constant lr, 15 epochs)\n\n"
           f"{table(rows, 'random reshuffling')}\n", flush=True)

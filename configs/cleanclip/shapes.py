@@ -7,9 +7,10 @@ of pre-training here (the campaign does), set --config.contrastive.pretrained_ch
 run dir> --config.contrastive.pretrain_epochs=0 --config.train.epochs=5.
 Command:   python -m experiments.main --config=configs/cleanclip/shapes.py
 Variants:  `smoke` (tiny, 1 CLIP + 1 fine-tuning epoch, for tests), default (25 + 5 epochs).
-Hardware:  2 CPU cores. Time: ~5 minutes; fine-tuning a CLIP run alone 1-2.5 minutes.
-Expected:  seed 0 measured (fine-tuning the CLIP run): backdoor_asr 0.40 (CLIP 0.62),
-           targeted_asr 0.0, linear_probe_accuracy 0.45 (issue-6 table in WORKSPACE.md).
+Hardware:  2 CPU cores. Time: ~3 minutes; fine-tuning a CLIP run alone ~1 minute.
+Expected:  seed 0 measured (fine-tuning the CLIP run): backdoor_asr 0.53 (CLIP 0.59),
+           targeted_asr 1.0, zero_shot_accuracy 0.75, linear_probe_accuracy 0.77 (issue-6
+           table in WORKSPACE.md).
 """
 
 from configs.clip import common

@@ -5,10 +5,10 @@ images, 8 captions of a wrong class each) + 32 BadNet-backdoored pairs captioned
 Command:   python -m experiments.main --config=configs/clip/shapes.py
            (override the attack with e.g. --config.poison.count=48)
 Variants:  `smoke` (tiny, 2 epochs, for tests), default (25 epochs).
-Hardware:  2 CPU cores. Time: 4 minutes measured on 2 busy cores (load 6).
-Expected:  seed 0 measured: backdoor_asr 0.62, targeted_asr 0.25, linear_probe_accuracy 0.41,
-           zero_shot_accuracy 0.16 (near chance); at poison.count=96 backdoor_asr 0.97
-           (the issue-6 table in WORKSPACE.md).
+Hardware:  2 CPU cores. Time: 2.3 minutes measured on 2 shared cores (load 3-6).
+Expected:  seed 0 measured: zero_shot_accuracy 0.73 (chance 0.17), linear_probe_accuracy 0.75,
+           backdoor_asr 0.59, targeted_asr 0.75; at poison.count=96 backdoor_asr 0.90,
+           zero_shot_accuracy 0.81 (the issue-6 table in WORKSPACE.md, 3 seeds there).
 """
 
 from configs.clip import common

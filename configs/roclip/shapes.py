@@ -6,9 +6,11 @@ configs/clip/shapes.py). Pool pre-filled with real caption embeddings (set
 `contrastive.pool_prefill='random'` for the reference's N(0, 1) rows).
 Command:   python -m experiments.main --config=configs/roclip/shapes.py
 Variants:  `smoke` (tiny, 2 epochs, for tests), default (25 epochs).
-Hardware:  2 CPU cores. Time: 4 minutes measured on 2 busy cores (load 6).
-Expected:  seed 0 measured: backdoor_asr 0.26 (CLIP 0.62), targeted_asr 0.0 (CLIP 0.25),
-           linear_probe_accuracy 0.42 (the issue-6 table in WORKSPACE.md).
+Hardware:  2 CPU cores. Time: 2.5-3 minutes measured on 2 shared cores (load 3-6).
+Expected:  seed 0 measured: backdoor_asr 0.0 (CLIP 0.59), targeted_asr 0.25 (CLIP 0.75), but
+           zero_shot_accuracy 0.18 (chance; CLIP 0.73) and linear_probe_accuracy 0.53 (CLIP
+           0.75): with the cross_aug chain at 24 px it does not learn the shapes in 25 epochs
+           (the issue-6 table in WORKSPACE.md).
 """
 
 from configs.clip import common

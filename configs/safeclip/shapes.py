@@ -7,9 +7,10 @@ configs/clip/shapes.py). The safe fraction grows by 0.015 per epoch (the referen
 ~26 filtering epochs, scaled to our 20).
 Command:   python -m experiments.main --config=configs/safeclip/shapes.py
 Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (4 + 1 + 20 = 25 epochs).
-Hardware:  2 CPU cores. Time: 3.5-4 minutes measured on 2 busy cores (load 6).
-Expected:  seed 0 measured: backdoor_asr 0.0 (CLIP 0.62), targeted_asr 0.5 (CLIP 0.25),
-           linear_probe_accuracy 0.36 (issue-6 table in WORKSPACE.md); results.json's
+Hardware:  2 CPU cores. Time: 4-5 minutes measured on 2 shared cores (load 3-6).
+Expected:  seed 0 measured: backdoor_asr 0.24 (CLIP 0.59), targeted_asr 0.25 (CLIP 0.75),
+           zero_shot_accuracy 0.16 (chance; CLIP 0.73), linear_probe_accuracy 0.37; at
+           poison.count=96 backdoor_asr 0.98 (issue-6 table in WORKSPACE.md); results.json's
            `safeclip_splits` counts the poisons in each safe set.
 """
 

@@ -105,16 +105,22 @@ class Craig(EpochPolicy):
 
 @POLICIES.register("ordering")
 class ProxyNormOrdering(EpochPolicy):
-  """Without-replacement epochs ordered by the start-of-epoch gradient-proxy norm ||g_i||
-  (spec §7): ascending or descending (ties: lower index first), cut into consecutive batches."""
+  """Without-replacement epochs ordered by start-of-epoch gradient-proxy norms (spec §7),
+  ascending or descending. `blocks='examples'`: sort the examples by ||g_i|| (ties: lower index
+  first) and cut consecutive batches; `blocks='batches'`: cut a random permutation into
+  batches and order the batches by their block-gradient norm ||mean_{i in B} g_i||."""
 
   DEFAULTS = {
-      "ascending": True,     # smallest proxy norm first (False: largest first)
+      "ascending": True,     # smallest norm first (False: largest first)
       "use_linear": False,   # norm of the last-linear-layer gradient instead of softmax - onehot
+      "blocks": "examples",  # what is ordered: 'examples' (then cut) or random 'batches'
   }
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
+    if self.cfg.blocks not in ("examples", "batches"):
+      raise ConfigError(f"config.policy.blocks={self.cfg.blocks!r}; allowed: 'examples', "
+                        "'batches'")
     self.selection_time_s = 0.0
 
   def plan_epoch(self, ctx: PolicyContext) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -123,10 +129,17 @@ class ProxyNormOrdering(EpochPolicy):
     proxies = ctx.probe("proxy_linear" if self.cfg.use_linear else "proxy", everything)
     self.examples_probed += len(everything)
     check_finite(proxies, f"ordering at epoch {ctx.epoch}")
-    norms = np.linalg.norm(np.asarray(proxies, np.float64), axis=1)
-    order = np.argsort(norms if self.cfg.ascending else -norms, kind="stable")
+    proxies = np.asarray(proxies, np.float64).reshape(len(everything), -1)
+    sign = 1.0 if self.cfg.ascending else -1.0
+    if self.cfg.blocks == "examples":
+      order = np.argsort(sign * np.linalg.norm(proxies, axis=1), kind="stable")
+      plan = batches_of(order, self.batch_size)
+    else:
+      plan = batches_of(self.rng.permutation(len(everything)), self.batch_size)
+      norms = [np.linalg.norm(proxies[idx].mean(axis=0)) for idx, _ in plan]
+      plan = [plan[i] for i in np.argsort(sign * np.asarray(norms), kind="stable")]
     self.selection_time_s += time.perf_counter() - start
-    return batches_of(order, self.batch_size)
+    return plan
 
   def state_dict(self) -> dict[str, Any]:
     return {**super().state_dict(), "selection_time_s": self.selection_time_s}

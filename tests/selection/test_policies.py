@@ -72,3 +72,23 @@ def test_ordering_sorts_by_proxy_norm(ascending):
   norms = np.linalg.norm(proxies, axis=1)[order]
   assert sorted(order.tolist()) == list(range(N))
   assert np.all(np.diff(norms) >= 0) if ascending else np.all(np.diff(norms) <= 0)
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_ordering_of_random_batches_by_block_gradient_norm(ascending):
+  train, config, proxies, probe, _ = _setup("ordering", ascending=ascending, blocks="batches")
+  policy = ProxyNormOrdering(config, train, batch_size=16, seed=0, num_classes=C)
+  plan = policy.plan_epoch(_ctx(0, probe))
+  order = np.concatenate([i for i, _ in plan])
+  assert sorted(order.tolist()) == list(range(N)) and len(plan) == -(-N // 16)
+  block_norms = [np.linalg.norm(proxies[i].astype(np.float64).mean(axis=0)) for i, _ in plan]
+  assert np.all(np.diff(block_norms) >= 0) if ascending else np.all(np.diff(block_norms) <= 0)
+  # Batches are random draws, not runs of sorted examples: the next epoch regroups them.
+  again = {tuple(sorted(i.tolist())) for i, _ in policy.plan_epoch(_ctx(1, probe))}
+  assert again != {tuple(sorted(i.tolist())) for i, _ in plan}
+
+
+def test_ordering_bad_blocks():
+  train, config, _, _, _ = _setup("ordering", blocks="classes")
+  with pytest.raises(ConfigError, match="config.policy.blocks"):
+    ProxyNormOrdering(config, train, batch_size=16, seed=0, num_classes=C)
