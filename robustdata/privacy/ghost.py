@@ -162,18 +162,11 @@ def _dense_sq_norms(a: jnp.ndarray, g: jnp.ndarray, use_bias: bool) -> jnp.ndarr
   return sq
 
 
-def _unfold(x: jnp.ndarray, *, filter_shape, window_strides, padding, lhs_dilation,
-            rhs_dilation) -> jnp.ndarray:
-  """Patches [B, *out, prod(filter) * C] of a channels-last input by strided slices of the
-  padded input: memory moves only. (`lax.conv_general_dilated_patches` convolves with a
-  one-hot filter, which on CPU costs more FLOPs than the layer itself.) The patch features come
-  in (offset, channel) order; the norms below do not depend on that order."""
+def _offset_slices(x: jnp.ndarray, *, filter_shape, window_strides, padding,
+                   rhs_dilation) -> list[jnp.ndarray]:
+  """For each filter offset (row-major), the strided slice [B, *out, C] of the padded
+  channels-last input that the offset's kernel tap multiplies: memory moves only."""
   n = len(filter_shape)
-  if any(d != 1 for d in lhs_dilation):
-    dims = ("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C")
-    return jax.lax.conv_general_dilated_patches(
-        x, filter_shape=filter_shape, window_strides=window_strides, padding=padding,
-        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dims)
   spatial = x.shape[1:1 + n]
   extent = [(k - 1) * d + 1 for k, d in zip(filter_shape, rhs_dilation)]
   pads = (jax.lax.padtype_to_pads(spatial, extent, window_strides, padding)
@@ -188,32 +181,37 @@ def _unfold(x: jnp.ndarray, *, filter_shape, window_strides, padding, lhs_dilati
     limit = [s0 + (m - 1) * st + 1 for s0, m, st in zip(start, out, window_strides)]
     pieces.append(jax.lax.slice(xp, [0, *start, 0], [x.shape[0], *limit, x.shape[-1]],
                                 [1, *window_strides, 1]))
-  return jnp.concatenate(pieces, axis=-1)
+  return pieces
+
+
+def _unfold(x: jnp.ndarray, *, filter_shape, window_strides, padding, lhs_dilation,
+            rhs_dilation) -> jnp.ndarray:
+  """Patches [B, *out, prod(filter) * C] of a channels-last input from `_offset_slices`.
+  (`lax.conv_general_dilated_patches` convolves with a one-hot filter, which on CPU costs more
+  FLOPs than the layer itself; it is used only for input dilation.) The patch features come
+  in (offset, channel) order; the norms below do not depend on that order."""
+  n = len(filter_shape)
+  if any(d != 1 for d in lhs_dilation):
+    dims = ("N" + "DHW"[3 - n:] + "C", "DHW"[3 - n:] + "IO", "N" + "DHW"[3 - n:] + "C")
+    return jax.lax.conv_general_dilated_patches(
+        x, filter_shape=filter_shape, window_strides=window_strides, padding=padding,
+        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation, dimension_numbers=dims)
+  return jnp.concatenate(_offset_slices(x, filter_shape=filter_shape,
+                                        window_strides=window_strides, padding=padding,
+                                        rhs_dilation=rhs_dilation), axis=-1)
 
 
 def _conv_direct_grads(module: nn.Conv, x: jnp.ndarray, g: jnp.ndarray, plan: dict) -> dict:
   """Per-example Conv gradients {'kernel': [B, *filter, C_in, C_out], 'bias': [B, C_out]}, one
-  contraction per filter offset over a strided slice of the padded input (no patch tensor)."""
-  n = len(plan["filter_shape"])
-  spatial = x.shape[1:1 + n]
-  extent = [(k - 1) * d + 1 for k, d in zip(plan["filter_shape"], plan["rhs_dilation"])]
-  padding, strides = plan["padding"], plan["window_strides"]
-  pads = (jax.lax.padtype_to_pads(spatial, extent, strides, padding)
-          if isinstance(padding, str) else [tuple(p) for p in padding])
-  xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
-                   [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
-  out = g.shape[1:1 + n]
-  b = x.shape[0]
-  gg = jnp.reshape(g, (b, -1, g.shape[-1]))
-  pieces = []
-  for offsets in itertools.product(*[range(k) for k in plan["filter_shape"]]):
-    start = [o * d for o, d in zip(offsets, plan["rhs_dilation"])]
-    limit = [s0 + (m - 1) * st + 1 for s0, m, st in zip(start, out, strides)]
-    xs = jax.lax.slice(xp, [0, *start, 0], [b, *limit, x.shape[-1]], [1, *strides, 1])
-    pieces.append(jnp.einsum("bti,bto->bio", jnp.reshape(xs, (b, -1, x.shape[-1])), gg))
-  kernel = jnp.reshape(jnp.stack(pieces, axis=1),
-                       (b, *plan["filter_shape"], x.shape[-1], g.shape[-1]))
-  grads = {"kernel": kernel}
+  contraction per filter offset over its strided input slice (no patch tensor)."""
+  b, cin, cout = x.shape[0], x.shape[-1], g.shape[-1]
+  gg = jnp.reshape(g, (b, -1, cout))
+  slices = _offset_slices(x, filter_shape=plan["filter_shape"],
+                          window_strides=plan["window_strides"], padding=plan["padding"],
+                          rhs_dilation=plan["rhs_dilation"])
+  pieces = [jnp.einsum("bti,bto->bio", jnp.reshape(xs, (b, -1, cin)), gg) for xs in slices]
+  grads = {"kernel": jnp.reshape(jnp.stack(pieces, axis=1),
+                                 (b, *plan["filter_shape"], cin, cout))}
   if module.use_bias:
     grads["bias"] = jnp.sum(gg, axis=1)
   return grads
