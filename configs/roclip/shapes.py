@@ -9,8 +9,9 @@ Variants:  `smoke` (tiny, 2 epochs, for tests), default (25 epochs).
 Hardware:  2 CPU cores. Time: 2.5-3 minutes measured on 2 shared cores (load 3-6).
 Expected:  seed 0 measured: backdoor_asr 0.0 (CLIP 0.59), targeted_asr 0.25 (CLIP 0.75), but
            zero_shot_accuracy 0.18 (chance; CLIP 0.73) and linear_probe_accuracy 0.53 (CLIP
-           0.75): with the cross_aug chain at 24 px it does not learn the shapes in 25 epochs
-           (the issue-6 table in WORKSPACE.md).
+           0.75): it does not learn the shapes in 25 epochs, with or without cross_aug
+           (without: zero-shot 0.16, backdoor_asr 0.99 at count 96), so its low ASR is no
+           defence here (the issue-6 section of WORKSPACE.md).
 """
 
 from configs.clip import common
