@@ -12,8 +12,8 @@ Expected:  seed 0 measured: backdoor_asr 0.24 (CLIP 0.59), targeted_asr 0.25 (CL
            zero_shot_accuracy 0.16 (chance; CLIP 0.73), linear_probe_accuracy 0.37; at
            poison.count=96 backdoor_asr 0.98 (issue-6 table in WORKSPACE.md); results.json's
            `safeclip_splits` counts the poisons in each safe set. It stays at chance zero-shot
-           even with ~all pairs safe; its unimodal and cross_clip steps augment whatever
-           `contrastive.augment` says (WORKSPACE.md, issue-6 section).
+           even with ~all pairs safe unless `contrastive.augment=False` (cross_clip then runs
+           on the un-augmented pair: zero-shot 0.37; WORKSPACE.md, issue-6 section).
 """
 
 from configs.clip import common

@@ -15,7 +15,9 @@ Kinds:
   `tokens_aug` (the EDA view); the augment.py chain stands in for the reference's AutoAugment.
 - `unimodal`: SafeCLIP's unimodal loss between two image views and the two caption views
   (`tokens`, `tokens_aug`); NNCLR-style against the image/text pools when they exist.
-- `cross_clip`: SafeCLIP's cross-augmented CLIP ½[CE(s·v1ᴵ v2ᵀᵀ) + CE(s·v1ᵀ v2ᴵᵀ)].
+- `cross_clip`: SafeCLIP's cross-augmented CLIP ½[CE(s·v1ᴵ v2ᵀᵀ) + CE(s·v1ᵀ v2ᴵᵀ)]; with
+  `augment=False` the views are the un-augmented pair (plain CLIP), an ablation.
+- `unimodal` always augments (two identical views would make its positives trivial).
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ def make_step(model, tx: optax.GradientTransformation, *, kind: str, augment: bo
         else:  # SimCLR-style: the first view is the positive.
           loss = 0.5 * (losses.unimodal_loss(v2, v1, scale, mask=mask)
                         + losses.unimodal_loss(t2, t1, scale, mask=mask))
-      else:  # cross_clip
-        v1, v2 = enc_i(augment_batch(k1, x)), enc_i(augment_batch(k2, x))
-        t1, t2 = enc_t(batch["tokens"]), enc_t(batch["tokens_aug"])
+      else:  # cross_clip; with augment=False it is plain CLIP on the un-augmented pair
+        v1, v2 = enc_i(view(k1)), enc_i(view(k2))
+        t1 = enc_t(batch["tokens"])
+        t2 = enc_t(batch["tokens_aug"]) if augment else t1
         loss = 0.5 * (losses.unimodal_loss(v1, t2, scale, mask=mask)
                       + losses.unimodal_loss(t1, v2, scale, mask=mask))
       aux["logit_scale"] = scale

@@ -64,3 +64,25 @@ def test_cleanclip_step_is_multimodal_plus_unimodal(splits, weights):
 def test_cleanclip_shapes_config_uses_the_spec_weights():
   c = importlib.import_module("configs.cleanclip.shapes").get_config().contrastive
   assert c.clip_weight == 1.0 and c.inmodal_weight == 1.0
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cross_clip_without_augmentation_is_plain_clip(splits, augment):
+  """SafeCLIP's cross_clip step: with augment=False it is the CLIP loss of the un-augmented
+  pair; with augment=True it uses augmented image views and the EDA caption (and differs)."""
+  model = tiny_model(splits)
+  tx = optim.make_optimizer(learning_rate=1e-3)
+  state = steps.create_state(model, tx, rng=jax.random.PRNGKey(0),
+                             image_shape=splits.train.x.shape[1:],
+                             context_length=splits.info["context_length"], pools={})
+  batch = _batch(splits)
+  step = jax.jit(steps.make_step(model, tx, kind="cross_clip", augment=augment))
+  _, metrics = step(state, batch, jnp.float32(1e-3))
+  params = state.params
+  img = model.apply({"params": params}, batch["x"], train=True, method=model.encode_image)
+  txt = model.apply({"params": params}, batch["tokens"], train=True, method=model.encode_text)
+  plain = float(losses.clip_loss(img, txt, params["logit_scale"]))
+  if augment:
+    assert abs(float(metrics["loss"]) - plain) > 1e-4
+  else:
+    np.testing.assert_allclose(float(metrics["loss"]), plain, rtol=1e-5)
