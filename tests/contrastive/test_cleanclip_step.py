@@ -25,13 +25,19 @@ def _batch(splits, b: int = 16):
           "tokens_aug": jnp.asarray(tokens_aug), "mask": jnp.ones((b,), jnp.float32)}
 
 
-@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 0.5), (0.0, 1.0)])
-def test_cleanclip_step_is_multimodal_plus_unimodal(splits, weights):
+def _model_state(splits):
+  """(tiny model, optimizer, fresh train state) for one step of a given kind."""
   model = tiny_model(splits)
   tx = optim.make_optimizer(learning_rate=1e-3)
   state = steps.create_state(model, tx, rng=jax.random.PRNGKey(0),
                              image_shape=splits.train.x.shape[1:],
                              context_length=splits.info["context_length"], pools={})
+  return model, tx, state
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 0.5), (0.0, 1.0)])
+def test_cleanclip_step_is_multimodal_plus_unimodal(splits, weights):
+  model, tx, state = _model_state(splits)
   batch = _batch(splits)
   clip_w, inmodal_w = weights
   step = jax.jit(steps.make_step(model, tx, kind="cleanclip", clip_weight=clip_w,
@@ -70,11 +76,7 @@ def test_cleanclip_shapes_config_uses_the_spec_weights():
 def test_cross_clip_without_augmentation_is_plain_clip(splits, augment):
   """SafeCLIP's cross_clip step: with augment=False it is the CLIP loss of the un-augmented
   pair; with augment=True it uses augmented image views and the EDA caption (and differs)."""
-  model = tiny_model(splits)
-  tx = optim.make_optimizer(learning_rate=1e-3)
-  state = steps.create_state(model, tx, rng=jax.random.PRNGKey(0),
-                             image_shape=splits.train.x.shape[1:],
-                             context_length=splits.info["context_length"], pools={})
+  model, tx, state = _model_state(splits)
   batch = _batch(splits)
   step = jax.jit(steps.make_step(model, tx, kind="cross_clip", augment=augment))
   _, metrics = step(state, batch, jnp.float32(1e-3))
