@@ -64,3 +64,14 @@ def test_run_directory_contract_and_reproduce(tmp_path):
 
   proc = _main(f"--reproduce={run_dir}", check=True)
   assert "reproduced: all results match" in proc.stdout
+
+
+def test_reproduce_ignores_every_timing_key():
+  from robustdata import runner  # pylint: disable=g-import-not-at-top
+  expected = {"test_accuracy": 0.9, "wall_time_s": 10.0, "crest_quad_time_s": 3.0,
+              "dfr_time_s": 1.0}
+  got = {"test_accuracy": 0.9, "wall_time_s": 11.0, "crest_quad_time_s": 4.0,
+         "dfr_time_s": 2.0}
+  assert [r[0] for r in runner.compare(expected, got)] == ["test_accuracy"]
+  assert all(r[3] for r in runner.compare(expected, got))
+  assert not runner.compare(expected, {**got, "test_accuracy": 0.8})[0][3]
