@@ -37,16 +37,10 @@ def run_one(overrides: dict, *, seed: int, workdir: str) -> dict:
     for dotted, value in overrides.items():
       section, field = dotted.split(".")
       config[section][field] = value
-    config.seed = seed
-    config.train.progress = "none"
-  finished = runner.finished_results(config, workdir)
-  if finished is not None:
-    return finished
-  t0 = time.time()
-  _, results = runner.run(config, workdir)
-  print(f"  {overrides}: test accuracy {results['test_accuracy']:.3f}, "
-        f"epsilon {results.get('epsilon', 'inf')}, {time.time() - t0:.0f} s", flush=True)
-  return results
+  return runner.run_or_reuse(
+      config, workdir, seed=seed,
+      describe=lambda r: (f"{overrides}: test accuracy {r['test_accuracy']:.3f}, "
+                          f"epsilon {r.get('epsilon', 'inf')}"))
 
 
 def _eps(results: list[dict]) -> str:

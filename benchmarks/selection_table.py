@@ -40,17 +40,9 @@ ORDER_ROWS = (("random reshuffling", "random"),
 
 
 def run_one(config, seed: int, workdir: str) -> dict:
-  with config.unlocked():
-    config.seed = seed
-    config.train.progress = "none"
-  finished = runner.finished_results(config, workdir)
-  if finished is not None:
-    return finished
-  t0 = time.time()
-  _, results = runner.run(config, workdir)
-  print(f"  {config.name} seed {seed}: acc {results['test_accuracy']:.4f}, "
-        f"{time.time() - t0:.0f} s", flush=True)
-  return results
+  return runner.run_or_reuse(
+      config, workdir, seed=seed,
+      describe=lambda r: f"{config.name} seed {seed}: acc {r['test_accuracy']:.4f}")
 
 
 def load(module: str, arg: str):

@@ -32,18 +32,9 @@ KEYS = ("worst_group_accuracy", "average_accuracy", "wall_time_s", "examples_see
 
 
 def run_one(module: str, seed: int, workdir: str) -> dict:
-  config = importlib.import_module(module).get_config()
-  with config.unlocked():
-    config.seed = seed
-    config.train.progress = "none"
-  finished = runner.finished_results(config, workdir)
-  if finished is not None:
-    return finished
-  t0 = time.time()
-  _, results = runner.run(config, workdir)
-  print(f"  {module} seed {seed}: worst-group {results['worst_group_accuracy']:.3f}, "
-        f"{time.time() - t0:.0f} s", flush=True)
-  return results
+  return runner.run_or_reuse(
+      importlib.import_module(module).get_config(), workdir, seed=seed,
+      describe=lambda r: f"{module} seed {seed}: worst-group {r['worst_group_accuracy']:.3f}")
 
 
 def _cell(values, fmt: str) -> str:

@@ -8,7 +8,8 @@ import math
 import os
 import sys
 import tempfile
-from typing import Any
+import time
+from typing import Any, Callable
 
 from robustdata import config_lib
 from robustdata.registry import TRAINERS, ConfigError
@@ -41,6 +42,23 @@ def finished_results(config, workdir: str) -> dict[str, Any] | None:
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def run_or_reuse(config, workdir: str, *, seed: int,
+                 describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+  """For campaign scripts: `config` with `seed` and no progress bar; the results of its
+  finished run under `workdir` if there is one, else a fresh run, printing one line
+  (`describe(results)` and the seconds it took)."""
+  with config.unlocked():
+    config.seed = seed
+    config.train.progress = "none"
+  finished = finished_results(config, workdir)
+  if finished is not None:
+    return finished
+  t0 = time.time()
+  _, results = run(config, workdir)
+  print(f"  {describe(results)}, {time.time() - t0:.0f} s", flush=True)
+  return results
 
 
 def format_results(results: dict[str, Any]) -> str:
