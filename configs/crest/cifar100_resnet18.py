@@ -19,23 +19,4 @@ from configs.crest import common
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown variant {arg!r}; allowed: 'smoke' or none")
-  config = common.cifar("crest_cifar100_resnet18", dataset="cifar100", model="resnet18",
-                        smoke=arg == "smoke")
-  config.optim.momentum = 0.0       # the reference builds SGD without momentum
-  config.policy.name = "crest"
-  config.policy.train_frac = 0.1
-  config.policy.random_subset_size = 0.01
-  config.policy.num_minibatch_coreset = 5
-  config.policy.batch_num_mul = 5
-  config.policy.interval_mul = 1.0
-  config.policy.check_thresh_factor = 0.1
-  config.policy.start_epoch = 1
-  config.policy.kernel = "exp"
-  config.policy.drop_learned = True
-  config.policy.watch_interval = 5
-  config.policy.drop_interval = 20
-  config.policy.drop_thresh = 0.1
-  config.policy.min_train_size = 40000
-  return config.lock()
+  return common.crest_cifar("crest_cifar100_resnet18", dataset="cifar100", model="resnet18", arg=arg)

@@ -90,6 +90,29 @@ def cifar(name: str, *, dataset: str, model: str, smoke: bool = False) -> ml_col
   return config
 
 
+def crest_cifar(name: str, *, dataset: str, model: str, arg=None) -> ml_collections.ConfigDict:
+  """The locked CREST config of the reference on a CIFAR dataset (spec §1 defaults)."""
+  if arg not in (None, "", "smoke"):
+    raise ValueError(f"unknown variant {arg!r}; allowed: 'smoke' or none")
+  config = cifar(name, dataset=dataset, model=model, smoke=arg == "smoke")
+  config.optim.momentum = 0.0       # the reference builds SGD without momentum
+  config.policy.name = "crest"
+  config.policy.train_frac = 0.1
+  config.policy.random_subset_size = 0.01
+  config.policy.num_minibatch_coreset = 5
+  config.policy.batch_num_mul = 5
+  config.policy.interval_mul = 1.0
+  config.policy.check_thresh_factor = 0.1
+  config.policy.start_epoch = 1
+  config.policy.kernel = "exp"
+  config.policy.drop_learned = True
+  config.policy.watch_interval = 5
+  config.policy.drop_interval = 20
+  config.policy.drop_thresh = 0.1
+  config.policy.min_train_size = 40000
+  return config.lock()
+
+
 def parse(arg, allowed: tuple[str, ...], what: str) -> set[str]:
   """Comma-separated variant tokens of `arg` (None or '' -> none), each checked."""
   tokens = {t for t in (arg or "").split(",") if t}
