@@ -24,8 +24,8 @@ from robustdata.contrastive import experiment
 VARIANTS = (None, "", "smoke")
 
 
-def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigDict:
-  """An unlocked config of `method` on captioned_shapes; `arg` 'smoke' shrinks it for tests."""
+def _contrastive_base(method: str, arg, *, name: str) -> ml_collections.ConfigDict:
+  """The base config of a contrastive run of `method` (variant `arg` checked)."""
   if arg not in VARIANTS:
     raise ValueError(f"unknown variant {arg!r} of {name}; allowed: 'smoke' or none")
   config = config_lib.base_config()
@@ -33,6 +33,12 @@ def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigD
   config.seed = 0
   config.trainer = "contrastive"
   config.method = method
+  return config
+
+
+def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigDict:
+  """An unlocked config of `method` on captioned_shapes; `arg` 'smoke' shrinks it for tests."""
+  config = _contrastive_base(method, arg, name=name)
 
   config.data.name = "captioned_shapes"
   config.data.seed = 0              # the rendered images and captions (not the run seed)
@@ -110,13 +116,7 @@ def cc3m_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigDic
   the papers' repositories (`poison.kind` stays 'none'); caption_csv carries no class names,
   so results.json holds the training record and the evaluations are null.
   """
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant {arg!r} of {name}; allowed: 'smoke' or none")
-  config = config_lib.base_config()
-  config.name = name
-  config.seed = 0
-  config.trainer = "contrastive"
-  config.method = method
+  config = _contrastive_base(method, arg, name=name)
 
   config.data.name = "caption_csv"
   config.data.train_file = "data/cc3m/train.csv"  # (image, caption) rows; override per machine
