@@ -196,11 +196,9 @@ class Crest(Policy):
     self.serving = "pool"                     # 'pool' before the first selection, then 'coreset'
     self.theta0 = self.gbar = self.diag = self.m = self.s = None
     self.loss0, self.moment_steps, self.kappa0 = 0.0, 0, None
-    self.union_loss0 = 0.0
     self.watch = np.full((int(cfg.watch_interval), n), -1.0, np.float32)
     self.selections, self.checks, self.triggers, self.dropped = 0, 0, 0, 0
-    self.selection_time_s = 0.0
-    self.phase_time_s = {"select": 0.0, "quad": 0.0, "check": 0.0}  # parts of selection_time_s
+    self.phase_time_s = {"select": 0.0, "quad": 0.0, "check": 0.0}
     self.last_check: dict[str, float] = {}
 
   # --- The loop's interface. ---------------------------------------------------------------------
@@ -233,8 +231,12 @@ class Crest(Policy):
     if cfg.drop_learned and (ctx.epoch + 1) % cfg.drop_interval == 0:
       self.drop_learned()
 
+  @property
+  def selection_time_s(self) -> float:
+    """Seconds in selections, QUAD passes and checks."""
+    return sum(self.phase_time_s.values())
+
   def _charge(self, phase: str, seconds: float) -> None:
-    self.selection_time_s += seconds
     self.phase_time_s[phase] += seconds
 
   # --- Serving. ----------------------------------------------------------------------------------
@@ -278,7 +280,8 @@ class Crest(Policy):
     if 0 < self.cfg.check_size < len(self.union):
       rows = np.sort(self.rng.choice(len(self.union), self.cfg.check_size, replace=False))
     self.check_rows = self.union[rows]
-    self.union_loss0 = float(np.mean(losses[rows]))
+    # The model's anchor for check_anchor='subsets' (QUAD replaces it for 'coreset').
+    self.loss0 = float(np.mean(losses[rows]))
     picks, weights = [], []
     for subset in subsets:
       rows = np.searchsorted(self.union, subset)
@@ -324,8 +327,8 @@ class Crest(Policy):
     self.theta0 = np.asarray(theta0)
     total = float(acc["count"])
     self.gbar, self.diag = acc["gbar"] / total, acc["diag"] / total
-    self.loss0 = (self.union_loss0 if self.cfg.check_anchor == "subsets"
-                  else float(acc["loss"]) / total)
+    if self.cfg.check_anchor == "coreset":
+      self.loss0 = float(acc["loss"]) / total
     self._device_model = None
     kappa = float(acc["norm"]) / float(acc["batches"])
     if self.kappa0 is None:
@@ -381,11 +384,11 @@ class Crest(Policy):
             "queue_weights": _encode(self.queue_weights), "queue_pos": self.queue_pos,
             "serving": self.serving, "theta0": _encode(self.theta0), "gbar": _encode(self.gbar),
             "diag": _encode(self.diag), "m": _encode(self.m), "s": _encode(self.s),
-            "loss0": self.loss0, "union_loss0": self.union_loss0,
+            "loss0": self.loss0,
             "moment_steps": self.moment_steps, "kappa0": self.kappa0,
             "watch": _encode(self.watch), "selections": self.selections,
             "checks": self.checks, "triggers": self.triggers, "dropped": self.dropped,
-            "selection_time_s": self.selection_time_s, "phase_time_s": dict(self.phase_time_s),
+            "phase_time_s": dict(self.phase_time_s),
             "last_check": self.last_check}
 
   def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -405,12 +408,10 @@ class Crest(Policy):
       setattr(self, name, _decode(state[name]))
     self._device_model = None
     self.loss0, self.moment_steps = float(state["loss0"]), int(state["moment_steps"])
-    self.union_loss0 = float(state["union_loss0"])
     self.kappa0 = None if state["kappa0"] is None else float(state["kappa0"])
     self.watch = _decode(state["watch"]).reshape(self.watch.shape)
     self.selections, self.checks = int(state["selections"]), int(state["checks"])
     self.triggers, self.dropped = int(state["triggers"]), int(state["dropped"])
-    self.selection_time_s = float(state["selection_time_s"])
     self.phase_time_s = {k: float(v) for k, v in state["phase_time_s"].items()}
     self.last_check = dict(state["last_check"])
 
