@@ -124,8 +124,8 @@ def main() -> None:
     synth.model.channels = (32, 64)
     synth.model.dense = 128
     synth.train.batch_size = 128
-    synth.train.epochs = 10
-    synth.policy.train_frac = 0.1          # T_e = 4 steps of 128
+    synth.train.epochs = 50
+    synth.policy.train_frac = 0.1          # T_e = 4 steps of 128 (200 steps)
     synth.policy.random_subset_size = 0.1  # 50 per class, as rho = 1% on 50k CIFAR-10
     synth.policy.min_train_size = 4000
     synth_run = run_one(synth.lock(), seeds[0], args.workdir)

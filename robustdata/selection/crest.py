@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import math
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -129,6 +130,8 @@ class Crest(Policy):
       "check_anchor": "subsets",    # L0 of the model: 'subsets' (mean CE on ∪R_p at selection,
                                     # the loss the check measures) or 'coreset' (reference:
                                     # weighted coreset loss, off by construction at δ = 0)
+      "quad_batches": "all",        # QUAD over 'all' batches of U (paper) or only the first
+                                    # 'interval' (= h, the batches served before the next check)
       "check_size": 0,              # >0: checks evaluate a fixed random sample of this many
                                     # examples of ∪R_p (drawn at each selection); 0: all of it
       "start_epoch": 1,             # epochs of random full-data batches before the first selection
@@ -161,6 +164,9 @@ class Crest(Policy):
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
       raise ConfigError(f"config.policy.check_size={size!r} must be an integer >= 0 (0: the "
                         "whole union of the random subsets)")
+    if cfg.quad_batches not in ("all", "interval"):
+      raise ConfigError(f"config.policy.quad_batches={cfg.quad_batches!r}; allowed: 'all', "
+                        "'interval'")
     if cfg.check_anchor not in ("subsets", "coreset"):
       raise ConfigError(f"config.policy.check_anchor={cfg.check_anchor!r}; allowed: 'subsets', "
                         "'coreset'")
@@ -181,6 +187,7 @@ class Crest(Policy):
       raise ConfigError(f"config.policy.train_frac={cfg.train_frac} leaves no step per epoch")
     self.quad_seed = int(self.rng.integers(2**31))
     self._quad_fn = None
+    self._precompile: Optional[threading.Thread] = None
     self._device_model = None
     self.pool = np.ones(n, bool)
     self.reset_step = int(cfg.start_epoch) * self.steps_per_epoch
@@ -210,6 +217,8 @@ class Crest(Policy):
 
   def next_batch(self, ctx: PolicyContext) -> tuple[np.ndarray, np.ndarray]:
     t = ctx.step
+    if self._quad_fn is None and self._precompile is None:
+      self._start_precompile(ctx)
     if self.serving == "coreset" and t > self.reset_step and (
         (t - self.reset_step) % self.interval == 0):
       if self.check(ctx):
@@ -239,6 +248,13 @@ class Crest(Policy):
   def _charge(self, phase: str, seconds: float) -> None:
     self.phase_time_s[phase] += seconds
 
+  @staticmethod
+  def _clock(ctx: PolicyContext) -> float:
+    """The phase clock's start, after the training steps already dispatched have finished
+    (they would otherwise be charged to the phase that first waits on the device)."""
+    jax.block_until_ready(ctx.state.params)
+    return time.perf_counter()
+
   # --- Serving. ----------------------------------------------------------------------------------
   def _refill(self) -> None:
     """A fresh shuffle of the served set (the pool before the first selection, else U)."""
@@ -249,6 +265,32 @@ class Crest(Policy):
       order = self.rng.permutation(len(self.coreset))
       self.queue, self.queue_weights = self.coreset[order], self.coreset_weights[order]
     self.queue_pos = 0
+
+  def _start_precompile(self, ctx: PolicyContext) -> None:
+    """Compiles the QUAD batch function in a background thread (one call on copies of the
+    parameters, result discarded), so its compile overlaps the first training steps instead of
+    stalling the first selection; with a spare core that hides most of CREST's one extra
+    compile. Nothing of the policy's state is touched, so results do not depend on it."""
+    fn = make_quad_batch(ctx.loss_fn)
+    copy = lambda tree: jax.tree.map(lambda a: a.copy(), tree)  # the step donates the state
+    params, model_state = copy(ctx.state.params), copy(ctx.state.model_state)
+    b = self.batch_size
+    rows = np.arange(b) % len(self.train)
+    x, y = self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32)
+    ones, seed = np.ones(b, np.float32), self.quad_seed
+
+    def work():
+      try:
+        size = ravel_pytree(params)[0].shape
+        zeros = np.zeros(size, np.float32)
+        _, acc = _quad_start(params, zeros, zeros, np.float32(0))
+        jax.block_until_ready(fn(params, model_state, x, y, ones, ones,
+                                 jax.random.PRNGKey(seed), acc))
+      except Exception:  # pylint: disable=broad-except
+        pass  # the first real QUAD call compiles (and raises) in the main thread instead
+
+    self._precompile = threading.Thread(target=work, name="crest-quad-compile", daemon=True)
+    self._precompile.start()
 
   # --- SELECT, QUAD, CHECK, DROP. ----------------------------------------------------------------
   def random_subsets(self) -> list[np.ndarray]:
@@ -265,7 +307,7 @@ class Crest(Policy):
 
   def select(self, ctx: PolicyContext) -> None:
     """P random subsets -> one forward pass on their union -> one FL coreset per subset."""
-    start = time.perf_counter()
+    start = self._clock(ctx)
     subsets = self.random_subsets()
     self.union = np.unique(np.concatenate(subsets))
     y = np.asarray(self.train.y)
@@ -299,8 +341,12 @@ class Crest(Policy):
 
   def quadratic_model(self, ctx: PolicyContext) -> None:
     """QUAD on U in the served batch order: weighted loss L0, moment-averaged gradient gbar and
-    Hessian diagonal D at the current parameters; adapts h and P from κ = mean ||D_batch||."""
-    start = time.perf_counter()
+    Hessian diagonal D at the current parameters; adapts h and P from κ = mean ||D_batch||.
+    With quad_batches='interval' only the first h batches (those served before the next check)
+    enter the estimate instead of all P."""
+    start = self._clock(ctx)
+    if self._precompile is not None:
+      self._precompile.join()  # usually long done
     if self._quad_fn is None:
       self._quad_fn = make_quad_batch(ctx.loss_fn)
     params, model_state = ctx.state.params, ctx.state.model_state
@@ -311,7 +357,10 @@ class Crest(Policy):
     seed_key = jax.random.PRNGKey(self.quad_seed)
     b = self.batch_size
     y_all = np.asarray(self.train.y)
-    for lo in range(0, len(self.queue), b):
+    end = len(self.queue)
+    if self.cfg.quad_batches == "interval":
+      end = min(end, self.interval * b)
+    for lo in range(0, end, b):
       idx, w = self.queue[lo:lo + b], self.queue_weights[lo:lo + b]
       n = len(idx)
       rows = np.concatenate([idx, idx[np.arange(b - n) % n]])
@@ -342,7 +391,7 @@ class Crest(Policy):
   def check(self, ctx: PolicyContext) -> bool:
     """True when the quadratic model is off: |L_true − L_approx| > τ L_true, with L_true the
     unweighted eval-mode loss on the union of the last random subsets only."""
-    start = time.perf_counter()
+    start = self._clock(ctx)
     losses = np.asarray(ctx.probe("loss", self.check_rows), np.float64)
     self.examples_probed += len(self.check_rows)
     true = float(np.mean(losses))

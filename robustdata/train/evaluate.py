@@ -26,12 +26,20 @@ class Evaluator:
     self._forward = jax.jit(eval_step, out_shardings=sharding_lib.replicated(mesh))
     self._probes: dict[str, Any] = {}
 
-  def _batches(self, x: np.ndarray, y: np.ndarray):
-    for start in range(0, len(x), self.batch_size):
-      xb, yb = x[start:start + self.batch_size], y[start:start + self.batch_size]
+  def _batches(self, x: np.ndarray, y: np.ndarray, *, small: bool = False):
+    """Static-shape chunks of batch_size rows. `small`: fewer rows than that are padded only
+    to the next power of two (>= 32; rounded up to a multiple of the devices), so a probe of a
+    few rows does not cost a whole batch (a few more shapes, each compiled once)."""
+    size = self.batch_size
+    if small and len(x) < size:
+      devices = self.sharding.mesh.size
+      pow2 = max(32, 1 << (len(x) - 1).bit_length())
+      size = min(size, -(-pow2 // devices) * devices)
+    for start in range(0, len(x), size):
+      xb, yb = x[start:start + size], y[start:start + size]
       n = len(xb)
-      if n < self.batch_size:  # pad to the static shape
-        reps = np.arange(self.batch_size - n) % n
+      if n < size:  # pad to the static shape
+        reps = np.arange(size - n) % n
         xb, yb = np.concatenate([xb, xb[reps]]), np.concatenate([yb, yb[reps]])
       yield n, sharding_lib.put_batch({"x": xb, "y": yb.astype(np.int32)}, self.sharding)
 
@@ -57,7 +65,7 @@ class Evaluator:
       self._probes[name] = jax.jit(probe_fn)
     indices = np.asarray(indices, np.int64)
     out = []
-    for n, b in self._batches(data.x[indices], data.y[indices]):
+    for n, b in self._batches(data.x[indices], data.y[indices], small=True):
       out.append(np.asarray(self._probes[name](state.params, state.model_state, b["x"], b["y"]))[:n])
     return np.concatenate(out) if out else np.zeros((0,))
 

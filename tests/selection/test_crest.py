@@ -112,13 +112,19 @@ def test_check_size_evaluates_a_fixed_sample_of_the_union():
   assert policy.examples_probed - before == 10 and policy.triggers == 0
 
 
-def test_quadratic_model_gradient_matches_jax_grad_on_coreset():
-  policy, train = _setup()
+@pytest.mark.parametrize("quad_batches", ["all", "interval"])
+def test_quadratic_model_gradient_matches_jax_grad_on_coreset(quad_batches):
+  """'all': every batch of U enters the estimate; 'interval': only the first h (here h = 1)."""
+  policy, train = _setup(quad_batches=quad_batches)
   params = _params(0.3)
   policy.next_batch(_ctx(0, params, train))
   # First QUAD: k = 1 for the first batch, so gbar_batch = m/(1-0.9) = g exactly; later batches
   # mix moments. Recompute the reference the same way in float64 NumPy.
   idx, w = policy.queue, policy.queue_weights.astype(np.float64)
+  assert len(idx) == 2 * B and policy.interval == 1
+  if quad_batches == "interval":
+    idx, w = idx[:B], w[:B]
+  assert policy.moment_steps == len(idx) // B
   m = np.zeros(D * C + C)
   gsum, k = np.zeros_like(m), 0
   for lo in range(0, len(idx), B):
@@ -203,6 +209,7 @@ def test_resume_gives_identical_plans():
     (dict(watch_interval=1.5), "watch_interval"),
     (dict(check_anchor="union"), "check_anchor"),
     (dict(check_size=-1), "check_size"),
+    (dict(quad_batches="some"), "quad_batches"),
 ])
 def test_bad_config(fields, match):
   with pytest.raises(ConfigError, match=match):
