@@ -23,6 +23,8 @@ def get_config(arg=None):
   config.contrastive.augment = True
   config.contrastive.pool_size = 21845 if not smoke else 64
   config.contrastive.break_epoch = 2
+  config.contrastive.clip_warmup_epochs = 0     # reference: matching from epoch K on
+  config.contrastive.aug_chain = "cross_aug"    # the reference image chain
   config.contrastive.pool_prefill = "captions"  # 'random' reproduces the reference's rows
   config.contrastive.drop_overflow = True       # the reference FIFO drops the batch tail
   return config.lock()

@@ -21,6 +21,7 @@ def get_config(arg=None):
   config.train.epochs = 32 if not smoke else 3
   config.train.batch_size = 128 if not smoke else config.train.batch_size
   config.contrastive.augment = True
+  config.contrastive.aug_chain = "cross_aug"    # the reference image chain
   config.contrastive.inmodal_warmup = 5 if not smoke else 1
   config.contrastive.multimodal_warmup = 1
   config.contrastive.in_lr = 5e-4

@@ -4,16 +4,19 @@ unimodal loss on the risky ones) with a growing safe fraction.
 
 Setup and attack: configs/clip/common.py (same data, model, poisons and epochs as
 configs/clip/shapes.py). The safe fraction grows by 0.015 per epoch (the reference 0.01 over
-~26 filtering epochs, scaled to our 20).
+~26 filtering epochs, scaled to our 20). `aug_chain='small'` (augment.py): the reference
+cross_aug chain keeps even plain CLIP from learning the 24-px shapes; configs/safeclip/cc3m.py
+keeps it.
 Command:   python -m experiments.main --config=configs/safeclip/shapes.py
 Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (4 + 1 + 20 = 25 epochs).
-Hardware:  2 CPU cores. Time: 4-5 minutes measured on 2 shared cores (load 3-6).
-Expected:  seed 0 measured: backdoor_asr 0.24 (CLIP 0.59), targeted_asr 0.25 (CLIP 0.75),
-           zero_shot_accuracy 0.16 (chance; CLIP 0.73), linear_probe_accuracy 0.37; at
-           poison.count=96 backdoor_asr 0.98 (issue-6 table in WORKSPACE.md); results.json's
-           `safeclip_splits` counts the poisons in each safe set. It stays at chance zero-shot
-           even with ~all pairs safe unless `contrastive.augment=False` (cross_clip then runs
-           on the un-augmented pair: zero-shot 0.37; WORKSPACE.md, issue-6 section).
+Hardware:  2 CPU cores. Time: 3.5-4.5 minutes measured on 2 shared cores.
+Expected:  seed 0, poison.count=96 measured: zero_shot_accuracy 0.17 (chance; CLIP 0.81),
+           linear_probe_accuracy 0.33, targeted_asr 0.25, backdoor_asr 0.38: it still does not
+           learn the shapes, with the 'small' chain as with cross_aug (0.19); 45 epochs with the
+           safe fraction growing by 0.03 (its CLIP pass then sees about as many pairs as CLIP's
+           25 epochs) reach only 0.20 (probe 0.40, backdoor_asr 0.82; 500 s). results.json's
+           `safeclip_splits` counts the poisons in each safe set. Seeds 0-2, counts 32 / 96:
+           zero-shot 0.16-0.23 on all 6 runs (issue-6 table of WORKSPACE.md).
 """
 
 from configs.clip import common
@@ -23,6 +26,7 @@ def get_config(arg=None):
   config = common.shapes_config("safeclip", arg, name="safeclip_shapes")
   smoke = arg == "smoke"
   config.contrastive.augment = True        # cross_aug views in every phase
+  config.contrastive.aug_chain = "small"   # the 24-px chain (augment.py; cc3m: 'cross_aug')
   config.contrastive.inmodal_warmup = 4 if not smoke else 1
   config.contrastive.multimodal_warmup = 1
   config.contrastive.in_lr = 2e-3

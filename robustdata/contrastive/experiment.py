@@ -11,6 +11,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
+from robustdata.contrastive import augment as augment_lib
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.poisoning import clip_attacks, triggers
@@ -30,8 +31,10 @@ _METHOD_FIELDS = {
     "roclip": dict(
         pool_size=256,          # FIFO caption pool S (reference 21 845)
         break_epoch=2,          # K: epochs K, 2K, ... are matching epochs
+        clip_warmup_epochs=0,   # plain-CLIP epochs before the first matching one (0: reference)
         pool_prefill="captions",  # 'captions' (real embeddings) or 'random' (reference N(0,1))
         drop_overflow=False,    # reference FIFO: drop the batch tail at the wrap-around
+        aug_chain="cross_aug",  # image chain when augment: 'cross_aug' (reference) or 'small'
     ),
     "safeclip": dict(
         inmodal_warmup=5,       # Phase A epochs (unimodal on all pairs)
@@ -44,6 +47,7 @@ _METHOD_FIELDS = {
         safe_threshold=0.9,     # first split: GMM posterior >= threshold
         safe_fraction_update=0.01,  # r <- min(r + update, cap) after every split
         safe_fraction_cap=0.85,
+        aug_chain="cross_aug",  # image chain of every view: 'cross_aug' (reference) or 'small'
     ),
     "cleanclip": dict(
         pretrained_checkpoint="",  # a finished `clip` run directory; '' pre-trains in this run
@@ -130,9 +134,14 @@ def validate(config, *, num_devices: int) -> None:
   require(c.warmup_steps >= 0, f"config.contrastive.warmup_steps={c.warmup_steps} must be >= 0")
   require(c.eval_max_images >= 0, f"config.contrastive.eval_max_images={c.eval_max_images} must be >= 0")
   b, epochs = config.train.batch_size, config.train.epochs
+  if "aug_chain" in c:
+    require(c.aug_chain in augment_lib.CHAINS, f"config.contrastive.aug_chain={c.aug_chain!r}; "
+           f"allowed: {sorted(augment_lib.CHAINS)}")
   if config.method == "roclip":
     require(c.break_epoch > 0, f"config.contrastive.break_epoch={c.break_epoch} must be a "
            "positive int (every K-th epoch matches)")
+    require(c.clip_warmup_epochs >= 0, f"config.contrastive.clip_warmup_epochs="
+           f"{c.clip_warmup_epochs} must be >= 0")
     require(c.pool_size >= b, f"config.contrastive.pool_size={c.pool_size} must be >= "
            f"config.train.batch_size={b} (the pool holds a whole batch)")
     require(c.pool_prefill in ("captions", "random"), f"config.contrastive.pool_prefill="
@@ -266,7 +275,8 @@ def epoch_phase(config, epoch: int) -> str:
   """The phase of 0-based `epoch`: clip, roclip_match, unimodal, filter, safe, finetune."""
   c = config.contrastive
   if config.method == "roclip":
-    return "roclip_match" if (epoch + 1) % c.break_epoch == 0 else "clip"
+    match = (epoch + 1) % c.break_epoch == 0 and epoch >= c.clip_warmup_epochs
+    return "roclip_match" if match else "clip"
   if config.method == "safeclip":
     if epoch < c.inmodal_warmup:
       return "unimodal"

@@ -22,6 +22,7 @@ Kinds:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.struct
@@ -31,7 +32,7 @@ import optax
 
 from robustdata.contrastive import losses, optim
 from robustdata.contrastive import pool as pool_lib
-from robustdata.contrastive.augment import augment_batch
+from robustdata.contrastive.augment import augment_batch as _augment_batch
 from robustdata.models.clip import LOGIT_SCALE_MAX, l2_normalize
 
 KINDS = ("clip", "roclip_match", "cleanclip", "unimodal", "cross_clip")
@@ -61,10 +62,13 @@ def create_state(model, tx: optax.GradientTransformation, *, rng: jax.Array,
 
 def make_step(model, tx: optax.GradientTransformation, *, kind: str, augment: bool = False,
               drop_overflow: bool = False, clip_weight: float = 1.0,
-              inmodal_weight: float = 1.0):
-  """The (un-jitted) train step of `kind` (see the module docstring)."""
+              inmodal_weight: float = 1.0, aug_kwargs: dict | None = None):
+  """The (un-jitted) train step of `kind` (see the module docstring); `aug_kwargs` are the
+  image chain's settings (augment.chain(name); None: the reference cross_aug chain)."""
   if kind not in KINDS:
     raise ValueError(f"unknown step kind {kind!r}; allowed: {list(KINDS)}")
+  aug_kwargs = dict(aug_kwargs or {})
+  augment_batch = functools.partial(_augment_batch, **aug_kwargs)
 
   def step(state: ContrastiveState, batch: dict[str, jnp.ndarray], lr: jnp.ndarray):
     k1, k2 = jax.random.split(jax.random.fold_in(state.rng, state.step))

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustdata import config_lib
+from robustdata.contrastive import augment as augment_lib
 from robustdata.contrastive import experiment as exp
 from robustdata.contrastive import optim
 from robustdata.contrastive import pool as pool_lib
@@ -171,7 +172,8 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
       fn = steps_lib.make_step(model, tx, kind=kind, augment=bool(c.augment),
                                drop_overflow=bool(c.get("drop_overflow", False)),
                                clip_weight=c.get("clip_weight", 1.0),
-                               inmodal_weight=c.get("inmodal_weight", 1.0))
+                               inmodal_weight=c.get("inmodal_weight", 1.0),
+                               aug_kwargs=augment_lib.chain(c.get("aug_chain", "cross_aug")))
       compiled[kind] = jax.jit(fn, in_shardings=(state_sharding, batch_sharding, repl),
                                out_shardings=(state_sharding, repl), donate_argnums=(0,))
     return compiled[kind]
