@@ -3,12 +3,15 @@ poison counts; prints zero-shot and linear-probe accuracy, targeted and backdoor
 
   python benchmarks/clip_table.py [--workdir /tmp/clip_runs] [--seeds 0] [--counts 32 96]
   python benchmarks/clip_table.py --table-only   # the table of the finished runs in --workdir
+  python benchmarks/clip_table.py --methods roclip safeclip   # a subset of the methods
 
 Each run is the `configs/<method>/shapes.py` default with `poison.count` (per attack: the
 targeted attack's poisons are split over 4 held-out target images, the backdoor's are BadNet
 copies captioned 'circle') and `seed` overridden. CleanCLIP fine-tunes the CLIP run of the
-same seed and count (5 epochs on 768 clean pairs), as the reference cleans a poisoned model.
+same seed and count (30 epochs on 768 clean pairs), as the reference cleans a poisoned model.
 Runs are sequential and resumable: a finished run directory is re-evaluated, not retrained.
+With `--methods` that leave clip out, CleanCLIP fine-tunes the CLIP run of its seed and count
+already in --workdir (the directory CLIP would have; it must be finished).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from robustdata import runner  # noqa: E402
+from robustdata import config_lib, runner  # noqa: E402
 
 METHODS = ("clip", "roclip", "safeclip", "cleanclip")
 COLUMNS = ("zero_shot_accuracy", "linear_probe_accuracy", "targeted_asr", "backdoor_asr")
@@ -38,8 +41,8 @@ def _config(method: str, *, seed: int, count: int, clip_dir: str | None):
     config.train.progress = "none"
     if method == "cleanclip":
       config.contrastive.pretrained_checkpoint = clip_dir
+      config.train.epochs -= config.contrastive.pretrain_epochs  # the fine-tuning epochs
       config.contrastive.pretrain_epochs = 0
-      config.train.epochs = 5
   return config
 
 
@@ -48,7 +51,7 @@ def main() -> None:
   p.add_argument("--workdir", default="/tmp/clip_runs")
   p.add_argument("--seeds", type=int, nargs="+", default=[0])
   p.add_argument("--counts", type=int, nargs="+", default=[32, 96])
-  p.add_argument("--methods", nargs="+", default=list(METHODS))
+  p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
   p.add_argument("--table-only", action="store_true", help="print the table of finished runs")
   args = p.parse_args()
   rows: dict[tuple[int, str], list[dict]] = {}
@@ -65,6 +68,9 @@ def main() -> None:
     for seed in args.seeds:
       clip_dir = None
       for method in args.methods:
+        if method == "cleanclip" and clip_dir is None:  # clip not in --methods: its finished run
+          clip_config = _config("clip", seed=seed, count=count, clip_dir=None)
+          clip_dir = os.path.join(args.workdir, config_lib.run_id(clip_config))
         config = _config(method, seed=seed, count=count, clip_dir=clip_dir)
         run_dir, res = runner.run(config, args.workdir)
         if method == "clip":
