@@ -4,7 +4,7 @@
       [--seeds=0,1] [--only=budget,hard,augment,ordering,share]
 
 Tables (markdown): (1) digits and (2) the harder digits task (16x16, 4 shifted+noised copies
-of each train image, 10% flipped labels, wider CNN; configs/crest/common.py): full-data training
+of each train image, clean labels, wider CNN; configs/crest/common.py): full-data training
 vs a random 20% subset per epoch, CRAIG and CREST at the same step budget (test accuracy, wall
 time, steps, examples seen, selection time share); (3) strong augmentation of full data vs an
 FL coreset vs a random subset of the same size vs none; (4) proxy-norm ordering vs random

@@ -274,23 +274,31 @@ class Crest(Policy):
     fn = make_quad_batch(ctx.loss_fn)
     copy = lambda tree: jax.tree.map(lambda a: a.copy(), tree)  # the step donates the state
     params, model_state = copy(ctx.state.params), copy(ctx.state.model_state)
-    b = self.batch_size
-    rows = np.arange(b) % len(self.train)
-    x, y = self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32)
-    ones, seed = np.ones(b, np.float32), self.quad_seed
+    n = min(self.batch_size, len(self.train))
+    batch = self._quad_inputs(np.arange(n), np.ones(n, np.float32))
+    seed = self.quad_seed
 
     def work():
       try:
         size = ravel_pytree(params)[0].shape
         zeros = np.zeros(size, np.float32)
         _, acc = _quad_start(params, zeros, zeros, np.float32(0))
-        jax.block_until_ready(fn(params, model_state, x, y, ones, ones,
-                                 jax.random.PRNGKey(seed), acc))
+        jax.block_until_ready(fn(params, model_state, *batch, jax.random.PRNGKey(seed), acc))
       except Exception:  # pylint: disable=broad-except
         pass  # the first real QUAD call compiles (and raises) in the main thread instead
 
     self._precompile = threading.Thread(target=work, name="crest-quad-compile", daemon=True)
     self._precompile.start()
+
+  def _quad_inputs(self, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(x, y, w, mask) of one QUAD batch, padded to batch_size rows (repeated rows, mask 0)."""
+    b, n = self.batch_size, len(idx)
+    rows = np.concatenate([idx, idx[np.arange(b - n) % n]])
+    mask = np.zeros(b, np.float32)
+    mask[:n] = 1.0
+    wpad = np.zeros(b, np.float32)
+    wpad[:n] = w
+    return (self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32), wpad, mask)
 
   # --- SELECT, QUAD, CHECK, DROP. ----------------------------------------------------------------
   def random_subsets(self) -> list[np.ndarray]:
@@ -356,20 +364,12 @@ class Crest(Policy):
     theta0, acc = _quad_start(params, self.m, self.s, np.float32(self.moment_steps))
     seed_key = jax.random.PRNGKey(self.quad_seed)
     b = self.batch_size
-    y_all = np.asarray(self.train.y)
     end = len(self.queue)
     if self.cfg.quad_batches == "interval":
       end = min(end, self.interval * b)
     for lo in range(0, end, b):
-      idx, w = self.queue[lo:lo + b], self.queue_weights[lo:lo + b]
-      n = len(idx)
-      rows = np.concatenate([idx, idx[np.arange(b - n) % n]])
-      mask = np.zeros(b, np.float32)
-      mask[:n] = 1.0
-      wpad = np.zeros(b, np.float32)
-      wpad[:n] = w
-      acc = self._quad_fn(params, model_state, self.train.x[rows], y_all[rows].astype(np.int32),
-                          wpad, mask, seed_key, acc)
+      batch = self._quad_inputs(self.queue[lo:lo + b], self.queue_weights[lo:lo + b])
+      acc = self._quad_fn(params, model_state, *batch, seed_key, acc)
     acc = jax.device_get(acc)
     self.moment_steps = int(acc["k"])
     self.m, self.s = np.asarray(acc["m"]), np.asarray(acc["s"])
