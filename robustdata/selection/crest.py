@@ -12,6 +12,13 @@ loss on the random subsets, so the check can fail at δ = 0 whenever the two los
 more than τ. By default the model is anchored at the mean loss on ∪R_p at θ0 (already computed
 by the selection's forward pass), a Taylor model of the quantity the check measures; the
 coreset-weighted gradient and curvature stay as in the paper. 'coreset' restores the reference.
+
+Cost options (defaults = the paper; the digits configs turn them on, WORKSPACE.md issue 4 has
+the A/B runs): `quad_batches='interval'` fits QUAD on the h batches served before the next
+check instead of all of U; `check_size` checks a fixed sample of ∪R_p; `lazy_coresets` builds
+each S_p only when its batches are next, from proxies at the parameters of then (the paper
+builds all P at the selection, and when ~half the checks fail after h steps most of them are
+never served).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from robustdata.registry import POLICIES, ConfigError
-from robustdata.selection.facility_location import facility_location, normalize_weights
+from robustdata.selection.facility_location import facility_location_many, normalize_weights
 from robustdata.train.policies import Policy, PolicyContext
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-4  # Adahessian-style moments of the reference
@@ -118,7 +125,8 @@ class Crest(Policy):
   """CREST: T_e = ceil(floor(N train_frac) / b) steps per epoch. Epochs before `start_epoch`
   train on random batches of the pool; then, at each (re)selection, P class-stratified random
   subsets of ceil(ρN/C) per class each give one FL coreset of budget b; their weighted union
-  is served in shuffled batches until a check of the quadratic model (every h steps) fails."""
+  is served in shuffled batches until a check of the quadratic model (every h steps) fails.
+  With lazy_coresets the union grows h coresets at a time as the served queue runs short."""
 
   DEFAULTS = {
       "train_frac": 0.1,            # step budget: T_e = ceil(floor(N train_frac) / b) per epoch
@@ -134,6 +142,9 @@ class Crest(Policy):
                                     # 'interval' (= h, the batches served before the next check)
       "check_size": 0,              # >0: checks evaluate a fixed random sample of this many
                                     # examples of ∪R_p (drawn at each selection); 0: all of it
+      "lazy_coresets": False,       # build each S_p only when its batches are about to be
+                                    # served (needs quad_batches='interval'); False: all P at
+                                    # the selection (paper)
       "start_epoch": 1,             # epochs of random full-data batches before the first selection
       "kernel": "exp",              # FL similarity: 'exp' (submodlib, CREST's) or 'craig'
       "equal_num": True,            # equal per-class budgets inside each subset
@@ -167,6 +178,10 @@ class Crest(Policy):
     if cfg.quad_batches not in ("all", "interval"):
       raise ConfigError(f"config.policy.quad_batches={cfg.quad_batches!r}; allowed: 'all', "
                         "'interval'")
+    if cfg.lazy_coresets and cfg.quad_batches != "interval":
+      raise ConfigError("config.policy.lazy_coresets=True needs config.policy.quad_batches="
+                        f"'interval' (QUAD over 'all' of U builds every coreset up front); got "
+                        f"{cfg.quad_batches!r}")
     if cfg.check_anchor not in ("subsets", "coreset"):
       raise ConfigError(f"config.policy.check_anchor={cfg.check_anchor!r}; allowed: 'subsets', "
                         "'coreset'")
@@ -197,6 +212,7 @@ class Crest(Policy):
     self.check_rows = np.zeros(0, np.int64)   # what the checks evaluate: ∪ R_p or a sample
     self.coreset = np.zeros(0, np.int64)      # U = ∪ S_p
     self.coreset_weights = np.zeros(0, np.float32)
+    self.pending: list[np.ndarray] = []       # random subsets whose coresets are not built yet
     self.queue = np.zeros(0, np.int64)        # served indices and weights, in order
     self.queue_weights = np.zeros(0, np.float32)
     self.queue_pos = 0
@@ -227,6 +243,8 @@ class Crest(Policy):
       self.reset_step = t
       self.select(ctx)
       self.quadratic_model(ctx)
+    if self.pending and len(self.queue) - self.queue_pos < self.batch_size:
+      self._grow(ctx)
     if self.queue_pos >= len(self.queue):
       self._refill()
     end = min(self.queue_pos + self.batch_size, len(self.queue))
@@ -314,37 +332,67 @@ class Crest(Policy):
     return subsets
 
   def select(self, ctx: PolicyContext) -> None:
-    """P random subsets -> one forward pass on their union -> one FL coreset per subset."""
+    """P random subsets -> one forward pass on their union -> one FL coreset per subset.
+    With lazy_coresets only the first h subsets are built now (the batches served before the
+    next check); `_grow` builds the rest as the queue runs low, at the parameters of then."""
     start = self._clock(ctx)
     subsets = self.random_subsets()
     self.union = np.unique(np.concatenate(subsets))
-    y = np.asarray(self.train.y)
-    logits = np.asarray(ctx.probe("logits", self.union))
-    self.examples_probed += len(self.union)
-    proxy, losses = _probe_logits_to_proxy_and_loss(logits, y[self.union])
-    if not np.all(np.isfinite(proxy)):
-      raise FloatingPointError(f"CREST at step {ctx.step}: the gradient proxies are not finite "
-                               "(the model diverged); lower config.optim.learning_rate")
-    self.watch[ctx.epoch % self.cfg.watch_interval, self.union] = losses
     rows = np.arange(len(self.union))
     if 0 < self.cfg.check_size < len(self.union):
       rows = np.sort(self.rng.choice(len(self.union), self.cfg.check_size, replace=False))
     self.check_rows = self.union[rows]
+    now = len(subsets)
+    if self.cfg.lazy_coresets:
+      now = min(now, max(1, self.interval))
+    self.pending = subsets[now:]
+    self.coreset, self.coreset_weights, check_losses = self._build(ctx, subsets[:now],
+                                                                   self.check_rows)
     # The model's anchor for check_anchor='subsets' (QUAD replaces it for 'coreset').
-    self.loss0 = float(np.mean(losses[rows]))
-    picks, weights = [], []
-    for subset in subsets:
-      rows = np.searchsorted(self.union, subset)
-      idx, w = facility_location(proxy[rows], y[subset], budget=self.batch_size,
-                                 kernel=self.cfg.kernel, equal_num=self.cfg.equal_num,
-                                 method=self.cfg.method, seed=int(self.rng.integers(2**31)))
-      picks.append(subset[idx])
-      weights.append(w)
-    self.coreset = np.concatenate(picks)
-    self.coreset_weights = normalize_weights(np.concatenate(weights))
+    self.loss0 = float(np.mean(check_losses))
     self.serving = "coreset"
     self._refill()
     self.selections += 1
+    self._charge("select", time.perf_counter() - start)
+
+  def _build(self, ctx: PolicyContext, subsets: list[np.ndarray],
+             extra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One forward pass over the subsets and `extra` rows: the subsets' FL coresets (indices,
+    weights normalised to mean 1 over them) and the losses of `extra`. Records every probed
+    example's loss for drop_learned."""
+    y = np.asarray(self.train.y)
+    rows = np.unique(np.concatenate([*subsets, extra]))
+    logits = np.asarray(ctx.probe("logits", rows))
+    self.examples_probed += len(rows)
+    proxy, losses = _probe_logits_to_proxy_and_loss(logits, y[rows])
+    if not np.all(np.isfinite(proxy)):
+      raise FloatingPointError(f"CREST at step {ctx.step}: the gradient proxies are not finite "
+                               "(the model diverged); lower config.optim.learning_rate")
+    self.watch[ctx.epoch % self.cfg.watch_interval, rows] = losses
+    seeds = [int(self.rng.integers(2**31)) for _ in subsets]
+    found = facility_location_many(
+        [proxy[np.searchsorted(rows, subset)] for subset in subsets],
+        [y[subset] for subset in subsets], budget=self.batch_size, kernel=self.cfg.kernel,
+        equal_num=self.cfg.equal_num, method=self.cfg.method, seeds=seeds)
+    coreset = np.concatenate([subset[idx] for subset, (idx, _) in zip(subsets, found)])
+    weights = normalize_weights(np.concatenate([w for _, w in found]))
+    return coreset, weights, losses[np.searchsorted(rows, extra)]
+
+  def _grow(self, ctx: PolicyContext) -> None:
+    """lazy_coresets: builds the next h pending coresets at the current parameters and queues
+    them (shuffled) behind the examples still waiting. Each group's weights have mean 1, which
+    equals the paper's normalisation over all of U when every R_p and S_p has the same size
+    (always, unless a class runs short of examples)."""
+    start = self._clock(ctx)
+    now = min(len(self.pending), max(1, self.interval))
+    subsets, self.pending = self.pending[:now], self.pending[now:]
+    coreset, weights, _ = self._build(ctx, subsets, np.zeros(0, np.int64))
+    order = self.rng.permutation(len(coreset))
+    self.queue = np.concatenate([self.queue[self.queue_pos:], coreset[order]])
+    self.queue_weights = np.concatenate([self.queue_weights[self.queue_pos:], weights[order]])
+    self.queue_pos = 0
+    self.coreset = np.concatenate([self.coreset, coreset])
+    self.coreset_weights = np.concatenate([self.coreset_weights, weights])
     self._charge("select", time.perf_counter() - start)
 
   def quadratic_model(self, ctx: PolicyContext) -> None:
@@ -430,6 +478,7 @@ class Crest(Policy):
             "union": self.union.tolist(), "check_rows": self.check_rows.tolist(),
             "coreset": self.coreset.tolist(),
             "coreset_weights": _encode(self.coreset_weights), "queue": self.queue.tolist(),
+            "pending": [p.tolist() for p in self.pending],
             "queue_weights": _encode(self.queue_weights), "queue_pos": self.queue_pos,
             "serving": self.serving, "theta0": _encode(self.theta0), "gbar": _encode(self.gbar),
             "diag": _encode(self.diag), "m": _encode(self.m), "s": _encode(self.s),
@@ -450,6 +499,7 @@ class Crest(Policy):
     self.check_rows = np.asarray(state["check_rows"], np.int64)
     self.coreset = np.asarray(state["coreset"], np.int64)
     self.coreset_weights = _decode(state["coreset_weights"])
+    self.pending = [np.asarray(p, np.int64) for p in state.get("pending", [])]
     self.queue = np.asarray(state["queue"], np.int64)
     self.queue_weights = _decode(state["queue_weights"])
     self.serving = state["serving"]

@@ -155,28 +155,59 @@ def numpy_select(x: np.ndarray, k: int, *, kernel: str = "craig") -> tuple[np.nd
   is (ties: earlier pick; zero weights become 1 with the 'exp' kernel). O(k n^2) time, O(n^2)
   memory, so meant for n <= SMALL_MAX. Returns (positions into x in greedy order, weights).
   """
-  x = np.asarray(x, np.float64)
-  n, dim = x.shape
-  x = x - x.mean(axis=0, keepdims=True)
-  sq = np.einsum("ij,ij->i", x, x)
-  dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0))
-  np.fill_diagonal(dist, 0.0)
-  # CRAIG's M only shifts F by a constant while M >= every distance (see greedy_select).
-  sim = dist.max() - dist if kernel == "craig" else np.exp(-dist / dim)
-  cur = np.zeros(n)
-  chosen = np.zeros(n, bool)
-  order = np.zeros(k, np.int64)
-  for t in range(k):
-    gains = np.maximum(sim - cur[:, None], 0.0).sum(axis=0)
+  return numpy_select_many([x], [k], kernel=kernel)[0]
+
+
+def numpy_select_many(blocks: list[np.ndarray], ks: list[int], *,
+                      kernel: str = "craig") -> list[tuple[np.ndarray, np.ndarray]]:
+  """`numpy_select` on many small blocks at once: one vectorised greedy over all of them.
+
+  CREST builds P coresets of C class blocks each (~250 blocks of ~26 points per selection);
+  one greedy pass over the padded stack replaces P*C Python-level greedy loops. Padding rows
+  cover nothing (similarity 0, so they add exact zeros after the real rows of every column sum)
+  and padding columns are never candidates, so every block's picks and weights are bitwise
+  those of `numpy_select` on that block alone.
+  """
+  sizes = [len(b) for b in blocks]
+  nmax = max(sizes, default=0)
+  num = len(blocks)
+  sim = np.zeros((num, nmax, nmax))
+  dists = []
+  for i, x in enumerate(blocks):
+    x = np.asarray(x, np.float64)
+    n, dim = x.shape
+    x = x - x.mean(axis=0, keepdims=True)
+    sq = np.einsum("ij,ij->i", x, x)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0))
+    np.fill_diagonal(dist, 0.0)
+    # CRAIG's M only shifts F by a constant while M >= every distance (see greedy_select).
+    sim[i, :n, :n] = dist.max() - dist if kernel == "craig" else np.exp(-dist / dim)
+    dists.append(dist)
+  ks = np.asarray(ks, np.int64)
+  kmax = int(ks.max(initial=0))
+  rows = np.arange(num)
+  cur = np.zeros((num, nmax))
+  chosen = np.arange(nmax)[None, :] >= np.asarray(sizes)[:, None]  # padding: never a candidate
+  order = np.zeros((num, kmax), np.int64)
+  buf = np.empty_like(sim)
+  for t in range(kmax):
+    np.subtract(sim, cur[:, :, None], out=buf)
+    gains = np.maximum(buf, 0.0, out=buf).sum(axis=1)
     gains[chosen] = -np.inf
-    j = int(np.argmax(gains))
-    order[t] = j
-    chosen[j] = True
-    cur = np.maximum(cur, sim[:, j])
-  counts = np.bincount(np.argmin(dist[:, order], axis=1), minlength=k).astype(np.float64)
-  if kernel == "exp":
-    counts[counts == 0] = 1.0
-  return order, counts
+    j = np.argmax(gains, axis=1)
+    active = t < ks  # blocks that still pick
+    order[:, t] = j
+    chosen[rows[active], j[active]] = True
+    cur[active] = np.maximum(cur[active], sim[rows[active], :, j[active]])
+  out = []
+  for i, dist in enumerate(dists):
+    picks = order[i, :ks[i]]
+    counts = np.bincount(np.argmin(dist[:, picks], axis=1) if len(picks) else
+                         np.zeros(0, np.int64), minlength=len(picks)).astype(np.float64)
+    if kernel == "exp":
+      counts[counts == 0] = 1.0
+    out.append((picks, counts))
+  return out
 
 
 def _greedi(x: np.ndarray, k: int, *, kernel: str, parts: int, part_fraction: float,
@@ -207,6 +238,32 @@ def _auto_method(n: int, dim: int, dense_max: int, small_max: int = SMALL_MAX) -
   return "lazy_dense" if n <= dense_max and (dim >= 32 or n >= 10_000) else "lazy"
 
 
+def _class_plan(proxies: np.ndarray, labels: np.ndarray, budget: int, *, equal_num: bool,
+                num_classes: int | None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+  """Validated proxies in the compute dtype, the members of every class and their budgets."""
+  proxies = np.asarray(proxies)
+  labels = np.asarray(labels)
+  if proxies.ndim != 2 or labels.shape != (proxies.shape[0],):
+    raise ConfigError(f"proxies must be (n, d) and labels (n,); got {proxies.shape}, "
+                      f"{labels.shape}")
+  n = proxies.shape[0]
+  if not isinstance(budget, (int, np.integer)) or not 0 < budget <= n:
+    raise ConfigError(f"budget={budget!r} must be an integer in [1, {n}] (the pool size)")
+  if not np.all(np.isfinite(proxies)):
+    raise ConfigError("proxies contain NaN or inf values; selection needs finite proxies")
+  x64 = jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+  dtype = np.float64 if proxies.dtype == np.float64 and x64 else np.float32
+  x = proxies.astype(dtype)
+  classes = np.unique(labels) if num_classes is None else np.arange(num_classes)
+  members = [np.flatnonzero(labels == c) for c in classes]
+  counts = np.array([len(m) for m in members])
+  budgets = class_budgets(counts, int(budget), equal_num=equal_num)
+  if equal_num and np.any(counts == 0):
+    raise ConfigError(f"labels: class {classes[np.argmin(counts)]} has no examples but equal_num "
+                      f"requests a budget for every one of num_classes={num_classes} classes")
+  return x, members, budgets
+
+
 def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
                       kernel: str = "craig", equal_num: bool = True, method: str = "auto",
                       num_classes: int | None = None, dense_max: int = 20_000,
@@ -228,26 +285,8 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
   similarity.check_kernel(kernel)
   if method not in METHODS:
     raise ConfigError(f"method={method!r} is not known; allowed values: {list(METHODS)}")
-  proxies = np.asarray(proxies)
-  labels = np.asarray(labels)
-  if proxies.ndim != 2 or labels.shape != (proxies.shape[0],):
-    raise ConfigError(f"proxies must be (n, d) and labels (n,); got {proxies.shape}, "
-                      f"{labels.shape}")
-  n = proxies.shape[0]
-  if not isinstance(budget, (int, np.integer)) or not 0 < budget <= n:
-    raise ConfigError(f"budget={budget!r} must be an integer in [1, {n}] (the pool size)")
-  if not np.all(np.isfinite(proxies)):
-    raise ConfigError("proxies contain NaN or inf values; selection needs finite proxies")
-  x64 = jax.dtypes.canonicalize_dtype(np.float64) == np.float64
-  dtype = np.float64 if proxies.dtype == np.float64 and x64 else np.float32
-  x = proxies.astype(dtype)
-  classes = np.unique(labels) if num_classes is None else np.arange(num_classes)
-  members = [np.flatnonzero(labels == c) for c in classes]
-  counts = np.array([len(m) for m in members])
-  budgets = class_budgets(counts, int(budget), equal_num=equal_num)
-  if equal_num and np.any(counts == 0):
-    raise ConfigError(f"labels: class {classes[np.argmin(counts)]} has no examples but equal_num "
-                      f"requests a budget for every one of num_classes={num_classes} classes")
+  x, members, budgets = _class_plan(proxies, labels, budget, equal_num=equal_num,
+                                    num_classes=num_classes)
   rng = np.random.default_rng(seed)
   kw = dict(block=block, lazy_batch=lazy_batch, epsilon=epsilon, mesh=mesh)
   orders, weights = [], []
@@ -274,3 +313,47 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
     weights.append(cluster_weights(xc, local, kernel=kernel, block=block))
   rr = round_robin(orders)
   return np.concatenate(orders)[rr], np.concatenate(weights)[rr]
+
+
+def facility_location_many(proxies: list[np.ndarray], labels: list[np.ndarray], *, budget: int,
+                           kernel: str = "craig", equal_num: bool = True, method: str = "auto",
+                           num_classes: int | None = None, small_max: int = SMALL_MAX,
+                           seeds: list[int] | None = None,
+                           **kwargs) -> list[tuple[np.ndarray, np.ndarray]]:
+  """`facility_location` on each of many pools (CREST's P random subsets), same results.
+
+  Under method='auto' with every class block of every pool at most `small_max` points, all the
+  blocks go through one `numpy_select_many` call instead of P*C host greedy loops; otherwise
+  (large blocks, another method, a mesh in kwargs) each pool takes `facility_location`.
+  """
+  seeds = [0] * len(proxies) if seeds is None else list(seeds)
+  if len(labels) != len(proxies) or len(seeds) != len(proxies):
+    raise ValueError(f"{len(proxies)} pools but {len(labels)} label arrays and {len(seeds)} seeds")
+  similarity.check_kernel(kernel)
+  if method not in METHODS:
+    raise ConfigError(f"method={method!r} is not known; allowed values: {list(METHODS)}")
+  plans = [_class_plan(p, y, budget, equal_num=equal_num, num_classes=num_classes)
+           for p, y in zip(proxies, labels)]
+  small = all(len(idx) <= small_max for _, members, _ in plans for idx in members)
+  if method != "auto" or not small or kwargs.get("mesh") is not None:
+    return [facility_location(p, y, budget=budget, kernel=kernel, equal_num=equal_num,
+                              method=method, num_classes=num_classes, small_max=small_max,
+                              seed=seed, **kwargs)
+            for p, y, seed in zip(proxies, labels, seeds)]
+  blocks, ks = [], []
+  for x, members, budgets in plans:
+    for idx, kc in zip(members, budgets):
+      if kc > 0:
+        blocks.append(x[idx])
+        ks.append(int(kc))
+  picked = iter(numpy_select_many(blocks, ks, kernel=kernel))
+  out = []
+  for _, members, budgets in plans:
+    orders, weights = [], []
+    for idx, kc in zip(members, budgets):
+      local, w = next(picked) if kc > 0 else (np.zeros(0, np.int64), np.zeros(0))
+      orders.append(idx[local])
+      weights.append(w)
+    rr = round_robin(orders)
+    out.append((np.concatenate(orders)[rr], np.concatenate(weights)[rr]))
+  return out

@@ -45,9 +45,9 @@ def _setup(num_classes=C, **fields):
 
 
 def _ctx(step, params, train, epoch=0):
-  def probe(name, idx):
-    losses, (_, logits) = _loss_fn(params, {}, {"x": train.x[idx], "y": train.y[idx]}, None)
-    return np.asarray({"logits": logits, "loss": losses}[name])
+  def probe(name, idx):  # on all of train, then indexed: one shape, one compile of each op
+    losses, (_, logits) = _loss_fn(params, {}, {"x": train.x, "y": train.y}, None)
+    return np.asarray({"logits": logits, "loss": losses}[name])[np.asarray(idx, np.int64)]
   return PolicyContext(step=step, epoch=epoch, state=_State(params), probe=probe,
                        loss_fn=_loss_fn, lr=0.1)
 
@@ -110,6 +110,36 @@ def test_check_size_evaluates_a_fixed_sample_of_the_union():
   before = policy.examples_probed
   policy.next_batch(_ctx(1, params, train))
   assert policy.examples_probed - before == 10 and policy.triggers == 0
+
+
+def test_lazy_coresets_are_built_when_served_at_the_parameters_of_then():
+  """P = 3, h = 1: the selection probes and builds one coreset (plus the check sample); each
+  later coreset is built when the queue runs short, from proxies at that step's parameters,
+  exactly as an FL selection on its random subset would be."""
+  from robustdata.selection.facility_location import facility_location, normalize_weights
+  policy, train = _setup(lazy_coresets=True, quad_batches="interval", num_minibatch_coreset=3,
+                         check_thresh_factor=1e9)  # checks never fail here
+  params0 = _params(0.5)
+  policy.next_batch(_ctx(0, params0, train))
+  assert len(policy.pending) == 2 and len(policy.coreset) == B
+  subsets = list(policy.pending)
+  first_probe = policy.examples_probed
+  assert first_probe < len(policy.union) + len(policy.check_rows)
+  for t, subset in zip((1, 2), subsets):
+    params = _params(0.5, seed=10 + t)
+    queued = len(policy.queue) - policy.queue_pos
+    before = policy.examples_probed
+    idx, w = policy.next_batch(_ctx(t, params, train))
+    assert len(policy.pending) == 2 - t
+    assert policy.examples_probed - before == len(subset) + len(policy.check_rows)  # + check
+    logits = _loss_fn(params, {}, {"x": train.x[subset], "y": train.y[subset]}, None)[1][1]
+    proxy = np.asarray(jax.nn.softmax(logits)) - np.eye(C)[train.y[subset]]
+    ref, ref_w = facility_location(proxy.astype(np.float32), train.y[subset], budget=B,
+                                   kernel="exp")
+    np.testing.assert_array_equal(policy.coreset[-B:], subset[ref])
+    np.testing.assert_array_equal(policy.coreset_weights[-B:], normalize_weights(ref_w))
+    assert queued == 0 and set(idx) == set(subset[ref])  # served right after it is built
+  assert policy.selections == 1
 
 
 @pytest.mark.parametrize("quad_batches", ["all", "interval"])
@@ -177,14 +207,18 @@ def _train(policy, train, params, start, stop, served):
   return params
 
 
-def test_resume_gives_identical_plans():
+@pytest.mark.parametrize("lazy", [False, True])
+def test_resume_gives_identical_plans(lazy):
   fields = dict(drop_learned=True, drop_interval=2, watch_interval=2, min_train_size=100,
                 check_thresh_factor=0.05)
+  if lazy:  # the snapshot may hold random subsets whose coresets are not built yet
+    fields.update(lazy_coresets=True, quad_batches="interval", num_minibatch_coreset=4)
   policy, train = _setup(**fields)
   params = _params(0.0)
   first = []
   params = _train(policy, train, params, 0, 30, first)
   snapshot = json.loads(json.dumps(to_json(policy.state_dict())))
+  assert policy.pending or not lazy  # coresets still to build in the snapshot
   rest_a = []
   _train(policy, train, params, 30, 80, rest_a)
   resumed, _ = _setup(**fields)
@@ -210,6 +244,7 @@ def test_resume_gives_identical_plans():
     (dict(check_anchor="union"), "check_anchor"),
     (dict(check_size=-1), "check_size"),
     (dict(quad_batches="some"), "quad_batches"),
+    (dict(lazy_coresets=True), "lazy_coresets"),   # needs quad_batches='interval'
 ])
 def test_bad_config(fields, match):
   with pytest.raises(ConfigError, match=match):

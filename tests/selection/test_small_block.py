@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from robustdata.selection import cluster_weights, facility_location, greedy_select
-from robustdata.selection.facility_location import SMALL_MAX, _auto_method, numpy_select
+from robustdata.selection.facility_location import (
+    SMALL_MAX, _auto_method, facility_location_many, numpy_select, numpy_select_many)
 from tests.selection import reference
 
 
@@ -110,3 +111,41 @@ def test_auto_uses_numpy_for_small_blocks_and_agrees_with_jitted():
       np.testing.assert_array_equal(w_auto[labels[idx_auto] == c],
                                     reference.cluster_sizes(sim, ours))
       _assert_same_greedy(x[members], kernel, ours, jitted, 1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["craig", "exp"])
+def test_numpy_select_many_equals_one_block_at_a_time(kernel):
+  """The stacked greedy (blocks of different sizes and budgets, padded to the largest) picks
+  and weighs every block exactly as numpy_select on that block alone, budget 0 included."""
+  rng = np.random.default_rng(3)
+  blocks = [rng.normal(size=(int(rng.integers(1, 30)), 6)) * rng.uniform(0.1, 3.0)
+            for _ in range(60)]
+  ks = [int(rng.integers(0, len(b) + 1)) for b in blocks]
+  for block, k, (order, weights) in zip(blocks, ks, numpy_select_many(blocks, ks, kernel=kernel)):
+    assert len(order) == len(weights) == k
+    if k:
+      expected = numpy_select(block, k, kernel=kernel)
+      np.testing.assert_array_equal(order, expected[0])
+      np.testing.assert_array_equal(weights, expected[1])
+      sim = reference.similarity(block, kernel)
+      np.testing.assert_array_equal(order, reference.greedy(sim, k))
+
+
+def test_facility_location_many_equals_one_pool_at_a_time():
+  """CREST's P random subsets in one call: the same coresets and weights as P separate calls,
+  on the batched path (small blocks) and the fallback (a block above small_max)."""
+  rng = np.random.default_rng(4)
+  pools = []
+  for size in (26, 26, 13, 40):
+    labels = np.repeat(np.arange(10), size)
+    labels[:3] = 0  # uneven classes
+    pools.append((rng.normal(size=(len(labels), 10)).astype(np.float32), labels))
+  proxies, labels = [p for p, _ in pools], [y for _, y in pools]
+  for small_max in (SMALL_MAX, 30):  # 30: the 40-point blocks take the per-pool fallback
+    many = facility_location_many(proxies, labels, budget=64, kernel="exp", small_max=small_max)
+    for (x, y), (idx, w) in zip(pools, many):
+      ref_idx, ref_w = facility_location(x, y, budget=64, kernel="exp", small_max=small_max)
+      np.testing.assert_array_equal(idx, ref_idx)
+      np.testing.assert_array_equal(w, ref_w)
+  with pytest.raises(Exception, match="budget"):
+    facility_location_many(proxies, labels, budget=10_000)
