@@ -8,6 +8,10 @@ the FL objective F(S) of every selected set (same kernel, true M), so quality is
   python benchmarks/selection.py --quick            # small sizes, a few minutes on 2 CPU cores
   python benchmarks/selection.py                    # n in {5k, 20k, 50k}, d in {10, 100}
 
+Then, unless --no-crest, CREST's share of wall time in selection, QUAD and checks for a run of
+configs/crest/digits.py and of the same config on CIFAR-10-shaped synthetic input (digits only
+with --quick; runs are kept and reused under --crest-workdir; see selection_table.py).
+
 Our time includes jit compilation (and apricot's numba compilation) unless --warmup. apricot
 (optional, `pip install apricot-select`) gets a precomputed float32 similarity of the same
 kernel; its time includes building it (NumPy). Peers are skipped where they would take
@@ -68,6 +72,8 @@ def main() -> None:
   parser.add_argument("--no-apricot", action="store_true")
   parser.add_argument("--warmup", action="store_true", help="compile before timing ours")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--no-crest", action="store_true", help="skip the CREST time-share runs")
+  parser.add_argument("--crest-workdir", default="/tmp/selection_share")
   args = parser.parse_args()
   sizes = args.sizes or ([2000, 5000] if args.quick else [5000, 20000, 50000])
   brute_max = args.brute_max if args.brute_max is not None else (2000 if args.quick else 5000)
@@ -127,6 +133,12 @@ def main() -> None:
       print(" | ".join(row), flush=True)
   print(f"brute force skipped above n={brute_max} (O(k n^2): minutes); apricot above "
         f"n={args.apricot_max} (its dense n x n similarity needs > 4 GB at n=50k).")
+  if not args.no_crest:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import selection_table  # pylint: disable=g-import-not-at-top
+    _, text = selection_table.crest_share(args.seed, args.crest_workdir,
+                                          cifar_shaped=not args.quick)
+    print(text, flush=True)
 
 
 if __name__ == "__main__":
