@@ -143,8 +143,9 @@ class Crest(Policy):
       "check_size": 0,              # >0: checks evaluate a fixed random sample of this many
                                     # examples of ∪R_p (drawn at each selection); 0: all of it
       "lazy_coresets": False,       # build each S_p only when its batches are about to be
-                                    # served (needs quad_batches='interval'); False: all P at
-                                    # the selection (paper)
+                                    # served (needs quad_batches='interval'; saves probes only
+                                    # with check_size > 0, since the check's L0 needs the
+                                    # check rows at θ0); False: all P at the selection (paper)
       "start_epoch": 1,             # epochs of random full-data batches before the first selection
       "kernel": "exp",              # FL similarity: 'exp' (submodlib, CREST's) or 'craig'
       "equal_num": True,            # equal per-class budgets inside each subset
