@@ -30,7 +30,7 @@ def _loss_fn(params, model_state, batch, rng, train=False):
   return losses, (model_state, logits)
 
 
-def _setup(num_classes=C, **fields):
+def _setup(num_classes=C, batch=B, **fields):
   rng = np.random.default_rng(0)
   y = (np.arange(N) % C).astype(np.int32)
   means = rng.normal(size=(C, D)) * 2
@@ -40,7 +40,7 @@ def _setup(num_classes=C, **fields):
                        start_epoch=0, min_train_size=0)
   policy_fields.update(fields)
   config = ml_collections.ConfigDict({"policy": {"name": "crest", **policy_fields}})
-  policy = Crest(config, train, batch_size=B, seed=0, num_classes=num_classes)
+  policy = Crest(config, train, batch_size=batch, seed=0, num_classes=num_classes)
   return policy, train
 
 
@@ -142,6 +142,39 @@ def test_lazy_coresets_are_built_when_served_at_the_parameters_of_then():
   assert policy.selections == 1
 
 
+@pytest.mark.parametrize("batch", [8, 6])
+def test_intact_serving_gives_each_batch_one_whole_coreset(batch):
+  """serve='intact': every served batch is exactly one S_p (its FL picks in round-robin order,
+  with their weights), the P coresets in shuffled order, again after the queue restarts. b = 6
+  with C = 4 classes: equal_num picks 2 per class (8 rows) and the batch keeps the first 6."""
+  from robustdata.selection.facility_location import facility_location, normalize_weights
+  policy, train = _setup(batch=batch, serve="intact", num_minibatch_coreset=3,
+                         check_thresh_factor=1e9)  # checks never fail: one selection
+  drawn = []
+  sample = policy.random_subsets
+  policy.random_subsets = lambda: drawn.extend(sample()) or list(drawn)
+  params = _params(0.5)
+  served = [policy.next_batch(_ctx(t, params, train)) for t in range(6)]  # U served twice
+  assert policy.selections == 1 and len(drawn) == 3
+  logits = np.asarray(_loss_fn(params, {}, {"x": train.x, "y": train.y}, None)[1][1])
+  proxy = np.asarray(jax.nn.softmax(logits)) - np.eye(C)[train.y]
+  expected_idx, expected_w = [], []
+  for subset in drawn:
+    ref, w = facility_location(proxy[subset].astype(np.float32), train.y[subset], budget=batch,
+                               kernel="exp")
+    expected_idx.append(subset[ref][:batch])
+    expected_w.append(w[:batch])
+  scale = normalize_weights(np.concatenate(expected_w))[0] / np.concatenate(expected_w)[0]
+  for rnd in (served[:3], served[3:]):
+    order = []
+    for idx, w in rnd:
+      p = [q for q in range(3) if np.array_equal(idx, expected_idx[q])]
+      assert len(p) == 1, idx
+      np.testing.assert_allclose(w, expected_w[p[0]] * scale, rtol=1e-6)
+      order.append(p[0])
+    assert sorted(order) == [0, 1, 2]
+
+
 @pytest.mark.parametrize("quad_batches", ["all", "interval"])
 def test_quadratic_model_gradient_matches_jax_grad_on_coreset(quad_batches):
   """'all': every batch of U enters the estimate; 'interval': only the first h (here h = 1)."""
@@ -207,10 +240,10 @@ def _train(policy, train, params, start, stop, served):
   return params
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-def test_resume_gives_identical_plans(lazy):
+@pytest.mark.parametrize("lazy, serve", [(False, "union"), (True, "union"), (True, "intact")])
+def test_resume_gives_identical_plans(lazy, serve):
   fields = dict(drop_learned=True, drop_interval=2, watch_interval=2, min_train_size=100,
-                check_thresh_factor=0.05)
+                check_thresh_factor=0.05, serve=serve)
   if lazy:  # the snapshot may hold random subsets whose coresets are not built yet
     fields.update(lazy_coresets=True, quad_batches="interval", num_minibatch_coreset=4)
   policy, train = _setup(**fields)
@@ -245,6 +278,7 @@ def test_resume_gives_identical_plans(lazy):
     (dict(check_size=-1), "check_size"),
     (dict(quad_batches="some"), "quad_batches"),
     (dict(lazy_coresets=True), "lazy_coresets"),   # needs quad_batches='interval'
+    (dict(serve="batches"), "serve"),
 ])
 def test_bad_config(fields, match):
   with pytest.raises(ConfigError, match=match):
