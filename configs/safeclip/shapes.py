@@ -1,22 +1,31 @@
-"""SafeCLIP on poisoned `captioned_shapes` (issue 6): 4 unimodal warm-up epochs, 1 CLIP epoch
+"""SafeCLIP on poisoned `captioned_shapes` (issue 6): 1 unimodal warm-up epoch, 1 CLIP epoch
 at a low learning rate, then per-epoch GMM safe/risky splits (CLIP loss on the safe pairs,
 unimodal loss on the risky ones) with a growing safe fraction.
 
 Setup and attack: configs/clip/common.py (same data, model, poisons and epochs as
-configs/clip/shapes.py). The safe fraction grows by 0.015 per epoch (the reference 0.01 over
-~26 filtering epochs, scaled to our 20). `aug_chain='small'` (augment.py): the reference
-cross_aug chain keeps even plain CLIP from learning the 24-px shapes; configs/safeclip/cc3m.py
-keeps it.
+configs/clip/shapes.py). Three changes from the reference make it learn the 24-px shapes
+(seed 0, poison.count=96, zero-shot; chance 0.17, CLIP 0.81; one core each, ~4.5 min):
+- the CLIP passes see the un-augmented pair and caption (`augment=False`; the unimodal loss
+  keeps its 'small'-chain views and EDA captions): 0.63, against 0.48 with augmented ones;
+- the unimodal LR is 1/4 of the CLIP LR (`in_lr` 5e-4): at 2e-3 one unimodal epoch leaves
+  the CLIP loss at ln(128) (gradient norm ~0.03) for over 10 epochs: 0.16 even with every
+  pair safe, against 0.76 with no unimodal epoch and every pair safe;
+- 1 unimodal epoch and safe fraction +0.08 per epoch (cap 0.85 after ~9 of 23 filtering
+  epochs): +0.04 reached 0.46 (in_lr 5e-4 or 2e-4), 2 unimodal epochs with +0.04 0.28, the
+  previous settings (4 epochs, in_lr 2e-3, +0.015) 0.18. The reference grows it by 0.01 over
+  ~26 filtering epochs.
+configs/safeclip/cc3m.py keeps the reference settings.
 Command:   python -m experiments.main --config=configs/safeclip/shapes.py
-Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (4 + 1 + 20 = 25 epochs).
-Hardware:  2 CPU cores. Time: 3.5-4.5 minutes measured on 2 shared cores.
-Expected:  seed 0, poison.count=96 measured: zero_shot_accuracy 0.17 (chance; CLIP 0.81),
-           linear_probe_accuracy 0.33, targeted_asr 0.25, backdoor_asr 0.38: it still does not
-           learn the shapes, with the 'small' chain as with cross_aug (0.19); 45 epochs with the
-           safe fraction growing by 0.03 (its CLIP pass then sees about as many pairs as CLIP's
-           25 epochs) reach only 0.20 (probe 0.40, backdoor_asr 0.82; 500 s). results.json's
-           `safeclip_splits` counts the poisons in each safe set. Seeds 0-2, counts 32 / 96:
-           zero-shot 0.16-0.23 on all 6 runs (issue-6 table of WORKSPACE.md).
+Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (1 + 1 + 23 = 25 epochs).
+Hardware:  2 CPU cores. Time: 200-220 s per run on one core (2 cores shared).
+Expected:  benchmarks/clip_table.py, seeds 0-2 (CLIP in brackets), at poison.count=32:
+           zero_shot_accuracy 0.634 / 0.628 / 0.862 (0.73 / 0.73 / 0.80), linear_probe 0.76 mean,
+           targeted_asr 0.50 / 0.50 / 0.25 (0.75 each), backdoor_asr 0.52 / 0.80 / 0.50
+           (0.59 / 0.49 / 0.53); at 96: zero-shot 0.626 / 0.546 / 0.802 (0.81 each), targeted
+           1.00 (1.00), backdoor 0.93 / 0.94 / 0.91 (0.90 / 0.97 / 0.95). The split does not
+           isolate the poisons: results.json's `safeclip_splits` has 31-39 of 64 poisons in the
+           last safe set of 1,360 pairs (2.3-2.9%, base rate 4.0%) and 156-169 of 192 in 1,468
+           (10.6-11.5%, base rate 11.1%). So it learns, but defends little (issue-6 table).
 """
 
 from configs.clip import common
@@ -25,16 +34,23 @@ from configs.clip import common
 def get_config(arg=None):
   config = common.shapes_config("safeclip", arg, name="safeclip_shapes")
   smoke = arg == "smoke"
-  config.contrastive.augment = True        # cross_aug views in every phase
-  config.contrastive.aug_chain = "small"   # the 24-px chain (augment.py; cc3m: 'cross_aug')
-  config.contrastive.inmodal_warmup = 4 if not smoke else 1
+  # The CLIP passes (Phase B, Phase C safe pass) train on the un-augmented pair and the
+  # original caption, as plain CLIP does; the unimodal loss keeps its two 'small'-chain views
+  # and two EDA captions (experiment.step_tokens). cc3m: the reference cross_aug everywhere.
+  config.contrastive.augment = False
+  config.contrastive.aug_chain = "small"   # the unimodal views' chain (cc3m: 'cross_aug')
+  config.contrastive.inmodal_warmup = 1    # reference 5; 2 reached only 0.28 zero-shot (docstring)
   config.contrastive.multimodal_warmup = 1
-  config.contrastive.in_lr = 2e-3
+  # Unimodal LR 1/4 of the CLIP LR: at 2e-3 (= CLIP's) even one unimodal epoch leaves the CLIP
+  # loss stuck at ln(batch) (all pairs equally similar, gradient norm ~0.03) for 15+ epochs.
+  config.contrastive.in_lr = 5e-4
   config.contrastive.cross_lr = 2e-3
-  config.contrastive.filter_lr = 2e-5      # 1/100 of the peak, as 5e-6 vs 5e-4
+  config.contrastive.filter_lr = 2e-5      # 1/100 of the CLIP peak, as 5e-6 vs 5e-4
   config.contrastive.unimodal_pool_size = 256 if not smoke else 64
   config.contrastive.safe_threshold = 0.9
-  config.contrastive.safe_fraction_update = 0.015
+  # +0.08 per epoch reaches the 0.85 cap after ~9 filtering epochs; at +0.015 (or +0.04) the
+  # CLIP pass sees too few pairs to learn the shapes in 25 epochs.
+  config.contrastive.safe_fraction_update = 0.08
   config.contrastive.safe_fraction_cap = 0.85
   if smoke:
     config.train.epochs = 3

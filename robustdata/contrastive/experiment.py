@@ -22,7 +22,8 @@ POISON_KINDS = ("none", "targeted", "backdoor", "both")
 
 _COMMON = dict(
     warmup_steps=10,        # linear warm-up steps of each warm-up + cosine phase
-    augment=False,          # cross_aug: image aug chain every step + one EDA caption per pair
+    augment=False,          # cross_aug: image aug chain every step + one EDA caption per pair;
+                            # SafeCLIP: its CLIP passes only (the unimodal loss always augments)
     probe_task="object",    # downstream task of the linear probe (captioned_shapes)
     eval_max_images=0,      # cap on images per evaluation set (0: all)
 )
@@ -131,6 +132,7 @@ def validate(config, *, num_devices: int) -> None:
            f"{config.method!r}; allowed fields: {sorted(expected.keys())}")
   for key in expected.keys():
     require(key in c, f"config.contrastive.{key} is missing (method {config.method!r})")
+  require(isinstance(c.augment, bool), f"config.contrastive.augment={c.augment!r} must be a bool")
   require(c.warmup_steps >= 0, f"config.contrastive.warmup_steps={c.warmup_steps} must be >= 0")
   require(c.eval_max_images >= 0, f"config.contrastive.eval_max_images={c.eval_max_images} must be >= 0")
   b, epochs = config.train.batch_size, config.train.epochs
@@ -266,6 +268,24 @@ def caption_views(config, data: DataSplits, train: Dataset) -> dict[str, np.ndar
     out[f"eda{i}"] = eda_tokens(train.extras["tokens"], rng, tokenizer=tok,
                                 synonyms=data.info.get("synonyms", {}))
   return out
+
+
+def step_tokens(config, kind: str, tokens: np.ndarray,
+                views: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """The caption arrays fed to a step of `kind` as (`tokens`, `tokens_aug`).
+
+  SafeCLIP's unimodal step always compares the two EDA views. Its CLIP pass (`cross_clip`,
+  Phases B and C) uses them too when `augment` (the reference cross_aug) and otherwise the
+  original captions, so that with `augment=False` it is plain CLIP on the un-augmented pair
+  while the unimodal loss keeps its views.
+  """
+  augment = config.contrastive.augment
+  if kind == "cleanclip":
+    return tokens, views["eda1"]
+  if kind == "unimodal" or (kind == "cross_clip" and augment):
+    return views["eda1"], views["eda2"]
+  first = views["eda1"] if augment else tokens
+  return first, first
 
 
 # --- Phases. ---------------------------------------------------------------------------------

@@ -231,14 +231,7 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
     """The padded device batch of `idx` for a step of `kind`."""
     k = len(idx)
     pad = np.concatenate([idx, np.repeat(idx[:1], bsz - k)]) if k < bsz else idx
-    tokens = train.extras["tokens"]
-    if kind == "cleanclip":
-      first, second = tokens, views["eda1"]
-    elif kind in ("unimodal", "cross_clip"):
-      first, second = views["eda1"], views["eda2"]
-    else:
-      first = views["eda1"] if c.augment else tokens
-      second = first
+    first, second = exp.step_tokens(config, kind, train.extras["tokens"], views)
     mask = (np.arange(bsz) < k).astype(np.float32)
     host_batch = {"x": train.x[pad], "tokens": first[pad].astype(np.int32),
                   "tokens_aug": second[pad].astype(np.int32), "mask": mask}
