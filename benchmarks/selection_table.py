@@ -106,7 +106,8 @@ def crest_share(seed: int, workdir: str, *, cifar_shaped: bool = True) -> tuple[
                  f" | {r.get('crest_select_time_s', 0):.1f} / {r.get('crest_quad_time_s', 0):.1f}"
                  f" / {r.get('crest_check_time_s', 0):.1f} | {r['crest_selections']} | "
                  f"{r['crest_checks']} ({r['crest_check_triggers']}) |")
-  return runs, "\n### CREST time in selection and checks (target < 15%)\n\n" + "\n".join(lines) + "\n"
+  title = "### CREST time in selection and checks (target < 15%)"
+  return runs, f"\n{title}\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:
