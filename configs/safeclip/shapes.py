@@ -25,7 +25,10 @@ Expected:  benchmarks/clip_table.py, seeds 0-2 (CLIP in brackets), at poison.cou
            1.00 (1.00), backdoor 0.93 / 0.94 / 0.91 (0.90 / 0.97 / 0.95). The split does not
            isolate the poisons: results.json's `safeclip_splits` has 31-39 of 64 poisons in the
            last safe set of 1,360 pairs (2.3-2.9%, base rate 4.0%) and 156-169 of 192 in 1,468
-           (10.6-11.5%, base rate 11.1%). So it learns, but defends little (issue-6 table).
+           (10.6-11.5%, base rate 11.1%). So it learns, but defends little at those rates.
+           At poison.count=16 (2% of the pairs) it does: targeted ASR 0.67 -> 0.17, backdoor
+           0.32 -> 0.08, zero-shot 0.70 vs CLIP's 0.73, 3-11 of 32 poisons in the last safe
+           set of 1,332 (3 seeds; tests/contrastive/test_safeclip_effect.py checks seed 0).
 """
 
 from configs.clip import common

@@ -1,0 +1,41 @@
+"""SafeCLIP does what its paper says on data where the effect is visible: at 16 poisons per
+attack (32 poisons among 1,568 captioned_shapes pairs, 2%) plain CLIP is attacked
+and SafeCLIP, with the same data, model and epochs, keeps its split's safe set nearly free of
+poisons and lowers both attack success rates at about the same zero-shot accuracy.
+
+Measured with these configs (WORKSPACE.md issue 6, "16 poisons per attack"; seeds 0 / 1 / 2,
+CLIP -> SafeCLIP): targeted ASR 1.00 / 0.50 / 0.50 -> 0.00 / 0.25 / 0.25, backdoor ASR
+0.32 / 0.25 / 0.39 -> 0.13 / 0.04 / 0.07, zero-shot 0.62 / 0.72 / 0.85 -> 0.62 / 0.68 / 0.80,
+poisons in the last safe set 11 / 3 / 7 of 32 in 1,332 pairs (base rate 2%). The bounds below
+hold on all three seeds with room to spare; the test runs seed 0 (two full runs, ~6 minutes on
+one core), so it is slow-marked (the README's test command still runs it)."""
+
+import importlib
+
+import pytest
+
+from robustdata import runner
+
+
+def _run(method: str, workdir: str) -> dict:
+  config = importlib.import_module(f"configs.{method}.shapes").get_config()
+  with config.unlocked():
+    config.seed = 0
+    config.poison.count = 16
+    config.train.progress = "none"
+  return runner.run(config, workdir)[1]
+
+
+@pytest.mark.slow
+def test_safeclip_lowers_both_attacks_at_similar_zero_shot(tmp_path):
+  clip = _run("clip", str(tmp_path))
+  safe = _run("safeclip", str(tmp_path))
+  # The table means something only if plain CLIP is attacked.
+  assert clip["targeted_asr"] >= 0.5 and clip["backdoor_asr"] >= 0.2, clip
+  assert safe["targeted_asr"] < clip["targeted_asr"], (safe, clip)
+  assert safe["backdoor_asr"] <= 0.6 * clip["backdoor_asr"], (safe, clip)
+  assert safe["zero_shot_accuracy"] >= clip["zero_shot_accuracy"] - 0.1, (safe, clip)
+  # The mechanism: the last split's safe set holds poisons well below their base rate.
+  last = safe["safeclip_splits"][-1]
+  base_rate = safe["poison_ratio"]  # poisons / training pairs
+  assert last["poisons_in_safe"] / last["safe_count"] < 0.75 * base_rate, last
