@@ -36,6 +36,7 @@ from jax.flatten_util import ravel_pytree
 
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import facility_location_many, normalize_weights
+from robustdata.train.loader import BatchLoader
 from robustdata.train.policies import Policy, PolicyContext
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-4  # Adahessian-style moments of the reference
@@ -209,6 +210,8 @@ class Crest(Policy):
     if self.steps_per_epoch <= 0:
       raise ConfigError(f"config.policy.train_frac={cfg.train_frac} leaves no step per epoch")
     self.quad_seed = int(self.rng.integers(2**31))
+    self._loader = BatchLoader(self.train, batch_size=self.batch_size, sharding=None,
+                               with_groups=False)
     self._quad_fn = None
     self._precompile: Optional[threading.Thread] = None
     self._device_model = None
@@ -325,14 +328,10 @@ class Crest(Policy):
     self._precompile.start()
 
   def _quad_inputs(self, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(x, y, w, mask) of one QUAD batch, padded to batch_size rows (repeated rows, mask 0)."""
-    b, n = self.batch_size, len(idx)
-    rows = np.concatenate([idx, idx[np.arange(b - n) % n]])
-    mask = np.zeros(b, np.float32)
-    mask[:n] = 1.0
-    wpad = np.zeros(b, np.float32)
-    wpad[:n] = w
-    return (self.train.x[rows], np.asarray(self.train.y)[rows].astype(np.int32), wpad, mask)
+    """(x, y, w, mask) of one QUAD batch: the training loader's padded host batch (repeated
+    rows, mask 0), so QUAD sees exactly what a training step on these indices would."""
+    batch = self._loader.host_batch(idx, w)
+    return batch["x"], batch["y"], batch["weight"], batch["mask"]
 
   # --- SELECT, QUAD, CHECK, DROP. ----------------------------------------------------------------
   def random_subsets(self) -> list[np.ndarray]:
