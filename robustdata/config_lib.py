@@ -8,6 +8,7 @@ directory is `<workdir>/<config.name>-<hash>`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any, Mapping
@@ -121,6 +122,27 @@ def canonical_json(config) -> str:
 def config_hash(config) -> str:
   """sha256 of the canonical JSON of the config, first 12 hex characters."""
   return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
+
+
+def with_defaults(config):
+  """`config` with its data policy's default fields written into `config.policy`.
+
+  Policies declare their fields with defaults (`Policy.DEFAULTS`) and merge them when they are
+  built; without this step a config that leaves a field at its default would not name it, so
+  its hash would not change when the default does and a run pinned to a hash could silently
+  change. `runner.run` hashes the returned config, and it is what config.json records. A copy
+  is returned when fields are added; configs of other trainers come back as they are."""
+  if config.get("trainer", "supervised") != "supervised" or "policy" not in config:
+    return config
+  defaults = getattr(POLICIES.get(config.policy.name), "DEFAULTS", {})
+  missing = {k: v for k, v in defaults.items() if k not in config.policy}
+  if not missing:
+    return config
+  out = copy.deepcopy(config)
+  with out.unlocked():
+    for key, value in missing.items():
+      out.policy[key] = value
+  return out
 
 
 def run_id(config) -> str:

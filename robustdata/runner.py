@@ -28,8 +28,12 @@ def is_nondeterministic(key: str) -> bool:
 
 
 def run(config, workdir: str) -> tuple[str, dict[str, Any]]:
-  """Creates (or resumes) the run directory of `config` under `workdir` and trains."""
+  """Creates (or resumes) the run directory of `config` under `workdir` and trains.
+
+  The run's config is `config_lib.with_defaults(config)`: the data policy's defaults are part of
+  its hash and of config.json."""
   trainer = TRAINERS.get(config.get("trainer", "supervised"))  # a bad name fails here
+  config = config_lib.with_defaults(config)
   run_dir = run_dir_lib.prepare(config, workdir)
   return run_dir, trainer(config, run_dir)
 
@@ -37,7 +41,8 @@ def run(config, workdir: str) -> tuple[str, dict[str, Any]]:
 def finished_results(config, workdir: str) -> dict[str, Any] | None:
   """The results.json of `config`'s run under `workdir` if that run finished, else None
   (campaign scripts reuse finished runs instead of re-running them)."""
-  path = os.path.join(workdir, config_lib.run_id(config), "results.json")
+  path = os.path.join(workdir, config_lib.run_id(config_lib.with_defaults(config)),
+                      "results.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:

@@ -78,3 +78,27 @@ def test_batch_size_must_divide_devices():
     config_lib.validate(c, num_devices=8)
   c.train.batch_size = 96
   config_lib.validate(c, num_devices=8)
+
+
+def test_policy_defaults_are_part_of_the_hash_and_config_json(tiny_config, tmp_path,
+                                                              monkeypatch):
+  from robustdata import runner
+  from robustdata.registry import POLICIES
+  implicit = tiny_config(policy__name="random_subset", train__epochs=1)
+  explicit = tiny_config(policy__name="random_subset", train__epochs=1, policy__fraction=0.1)
+  resolved = config_lib.with_defaults(implicit)
+  assert "fraction" not in implicit.policy  # the input is not changed
+  assert resolved.policy.fraction == 0.1
+  # Leaving a field at its default and naming it give the same run.
+  assert config_lib.run_id(resolved) == config_lib.run_id(config_lib.with_defaults(explicit))
+  run_dir, results = runner.run(implicit, str(tmp_path))
+  assert run_dir.endswith(config_lib.run_id(resolved)) and results["config_hash"] in run_dir
+  with open(f"{run_dir}/config.json") as f:
+    assert json.load(f)["policy"] == {"name": "random_subset", "fraction": 0.1}
+  assert runner.finished_results(implicit, str(tmp_path)) == results
+  # A changed default changes the hash of a config that relies on it.
+  monkeypatch.setitem(POLICIES.get("random_subset").DEFAULTS, "fraction", 0.2)
+  assert config_lib.run_id(config_lib.with_defaults(implicit)) != config_lib.run_id(resolved)
+  assert runner.finished_results(implicit, str(tmp_path)) is None
+  # Other trainers' configs (and configs naming every field) come back unchanged.
+  assert config_lib.with_defaults(explicit) is explicit
