@@ -29,7 +29,8 @@ Expected:  benchmarks/clip_table.py, seeds 0-2 (CLIP in brackets), at poison.cou
            At poison.count=16 (2% of the pairs) it does: targeted ASR 0.67 -> 0.17, backdoor
            0.32 -> 0.08, zero-shot 0.70 vs CLIP's 0.73, 3-11 of 32 poisons in the last safe
            set of 1,332 (3 seeds, one core each; unpinned on 2 cores seed 0 gave backdoor
-           0.25 vs CLIP's 0.31: the margin depends on the numerics).
+           0.25 vs CLIP's 0.31: the margin depends on the numerics;
+           tests/contrastive/test_safeclip_effect.py checks seed 0 on one XLA thread).
 """
 
 from configs.clip import common
