@@ -6,7 +6,8 @@
 Tables (markdown): (1) digits and (2) the harder digits task (16x16, 4 shifted+noised copies
 of each train image, clean labels, wider CNN; configs/crest/common.py): full-data training
 vs a random 20% subset per epoch, CRAIG and CREST at the same step budget (test accuracy, wall
-time, steps, examples seen, selection time share); (3) strong augmentation of full data vs an
+time, steps, examples seen, selection time share); (2b, `hard10`) the hard task at the CREST
+paper's 10% step budget (every seed; config token `b10`); (3) strong augmentation of full data vs an
 FL coreset vs a random subset of the same size vs none; (4) proxy-norm ordering vs random
 reshuffling; (5) CREST's share of wall time in selection and checks on digits and on
 CIFAR-10-shaped synthetic input. Finished runs are reused (same config hash, same run dir);
@@ -114,26 +115,31 @@ def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--workdir", default="/tmp/selection_runs")
   parser.add_argument("--seeds", default="0,1")
-  parser.add_argument("--only", default="budget,hard,augment,ordering,share")
+  parser.add_argument("--only", default="budget,hard,hard10,augment,ordering,share")
   args = parser.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
   only = set(args.only.split(","))
   out: dict[str, dict] = {}
   t_start = time.time()
 
-  if "budget" in only or "hard" in only:
-    for task in [t for t in ("budget", "hard") if t in only]:
-      rows = {}
-      for name, method in BUDGET_ROWS:
-        module = "configs.craig.digits" if method == "craig" else "configs.crest.digits"
-        arg = ",".join(filter(None, ["hard" if task == "hard" else "",
-                                     "" if method in ("crest", "craig") else method]))
-        task_seeds = seeds if task == "budget" else seeds[:1]
-        rows[name] = [run_one(load(module, arg), s, args.workdir) for s in task_seeds]
-      out[task] = rows
-      title = ("digits" if task == "budget" else
-               "hard digits (6,290 train: 16x16, 4 shifted + noised copies; wider CNN)")
-      print(f"\n### {title}: 20% step budget\n\n{table(rows, 'full data')}\n", flush=True)
+  for task in [t for t in ("budget", "hard", "hard10") if t in only]:
+    rows = {}
+    for name, method in BUDGET_ROWS:
+      if task == "hard10":
+        if method == "loose":
+          continue
+        name = name.replace("20%", "10%")
+      module = "configs.craig.digits" if method == "craig" else "configs.crest.digits"
+      arg = ",".join(filter(None, ["" if task == "budget" else "hard",
+                                   "" if method in ("crest", "craig") else method,
+                                   "b10" if task == "hard10" else ""]))
+      task_seeds = seeds[:1] if task == "hard" else seeds
+      rows[name] = [run_one(load(module, arg), s, args.workdir) for s in task_seeds]
+    out[task] = rows
+    title = ("digits" if task == "budget" else
+             "hard digits (6,290 train: 16x16, 4 shifted + noised copies; wider CNN)")
+    budget = "10%" if task == "hard10" else "20%"
+    print(f"\n### {title}: {budget} step budget\n\n{table(rows, 'full data')}\n", flush=True)
 
   if "augment" in only:
     rows = {name: [run_one(load("configs.augment_coresets.digits", arg), s, args.workdir)

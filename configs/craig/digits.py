@@ -1,8 +1,8 @@
 """CRAIG on embedded digits: a 20% per-class FL coreset on softmax - onehot proxies, reselected
 every epoch (lag 1), trained with mean-1 cluster-size weights (spec §2).
 
-Variants: `hard` (the larger, noisier digits task of configs/crest/common.py), `smoke` (2
-epochs); comma-separated.
+Variants: `hard` (the larger, noisier digits task of configs/crest/common.py), `b10` (a 10%
+coreset, the CREST paper's step budget), `smoke` (2 epochs); comma-separated.
 Baselines at the same budget: configs/crest/digits.py:random and :full.
 
 Command:   python -m experiments.main --config=configs/craig/digits.py
@@ -14,11 +14,11 @@ from configs.crest import common
 
 
 def get_config(arg=None):
-  tokens = common.parse(arg, ("hard", "smoke"), "craig/digits")
+  tokens = common.parse(arg, ("hard", "smoke", "b10"), "craig/digits")
   config = common.digits("craig_digits", task="hard" if "hard" in tokens else "digits",
                          smoke="smoke" in tokens)
   config.policy.name = "craig"
-  config.policy.fraction = common.BUDGET  # coreset size = the step budget
+  config.policy.fraction = 0.1 if "b10" in tokens else common.BUDGET  # = the step budget
   config.policy.lag = 1                   # reselect every epoch
   config.policy.start_epoch = 0
   config.policy.kernel = "craig"          # CRAIG's own max d - d_ij similarity
