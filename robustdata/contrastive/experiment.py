@@ -18,6 +18,7 @@ from robustdata.poisoning import clip_attacks, triggers
 from robustdata.registry import ConfigError
 
 METHODS = ("clip", "roclip", "safeclip", "cleanclip")
+EDA_CAPTIONS = ("once", "epoch", "off")  # RoCLIP's caption view when augment (see caption_views)
 POISON_KINDS = ("none", "targeted", "backdoor", "both")
 
 _COMMON = dict(
@@ -36,6 +37,8 @@ _METHOD_FIELDS = {
         pool_prefill="captions",  # 'captions' (real embeddings) or 'random' (reference N(0,1))
         drop_overflow=False,    # reference FIFO: drop the batch tail at the wrap-around
         aug_chain="cross_aug",  # image chain when augment: 'cross_aug' (reference) or 'small'
+        eda_captions="once",    # caption when augment: one EDA view drawn 'once' per run
+                                # (reference), redrawn every 'epoch', or 'off' (the original)
     ),
     "safeclip": dict(
         inmodal_warmup=5,       # Phase A epochs (unimodal on all pairs)
@@ -148,6 +151,8 @@ def validate(config, *, num_devices: int) -> None:
            f"config.train.batch_size={b} (the pool holds a whole batch)")
     require(c.pool_prefill in ("captions", "random"), f"config.contrastive.pool_prefill="
            f"{c.pool_prefill!r}; allowed: captions, random")
+    require(c.eda_captions in EDA_CAPTIONS, f"config.contrastive.eda_captions="
+           f"{c.eda_captions!r}; allowed: {', '.join(EDA_CAPTIONS)}")
   elif config.method == "safeclip":
     require(c.inmodal_warmup >= 0 and c.multimodal_warmup >= 0,
            "config.contrastive.inmodal_warmup and multimodal_warmup must be >= 0")
@@ -253,18 +258,28 @@ def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dic
   return train, record, attack_eval
 
 
-def caption_views(config, data: DataSplits, train: Dataset) -> dict[str, np.ndarray]:
-  """EDA caption views computed once per run (as the reference): 'eda1' and, for SafeCLIP,
-  'eda2'. Empty when neither augmentation nor a unimodal term needs them."""
-  needs = {"clip": 1 if config.contrastive.augment else 0, "roclip": 1 if config.contrastive.augment else 0,
+def eda_captions(config) -> str:
+  """RoCLIP's `contrastive.eda_captions` ('once' for the methods without the field)."""
+  return config.contrastive.get("eda_captions", "once")
+
+
+def caption_views(config, data: DataSplits, train: Dataset, *,
+                  epoch: int = 0) -> dict[str, np.ndarray]:
+  """EDA caption views: 'eda1' and, for SafeCLIP, 'eda2'. Computed once per run (as the
+  reference) unless RoCLIP's `eda_captions='epoch'`, which draws them anew for each `epoch`
+  (seeded by it, so a resumed run gets the same views). Empty when neither augmentation nor
+  a unimodal term needs them, or with `eda_captions='off'`."""
+  augment = config.contrastive.augment and eda_captions(config) != "off"
+  needs = {"clip": 1 if augment else 0, "roclip": 1 if augment else 0,
            "safeclip": 2, "cleanclip": 1}[config.method]
   if not needs:
     return {}
   tok = data.info.get("tokenizer")
   require(tok is not None, f"config.data.name={config.data.name!r} provides no tokenizer for EDA")
+  per_epoch = [epoch] if eda_captions(config) == "epoch" else []
   out = {}
   for i in range(1, needs + 1):
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 63, i]))
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 63, i, *per_epoch]))
     out[f"eda{i}"] = eda_tokens(train.extras["tokens"], rng, tokenizer=tok,
                                 synonyms=data.info.get("synonyms", {}))
   return out
@@ -284,7 +299,7 @@ def step_tokens(config, kind: str, tokens: np.ndarray,
     return tokens, views["eda1"]
   if kind == "unimodal" or (kind == "cross_clip" and augment):
     return views["eda1"], views["eda2"]
-  first = views["eda1"] if augment else tokens
+  first = views["eda1"] if augment and eda_captions(config) != "off" else tokens
   return first, first
 
 

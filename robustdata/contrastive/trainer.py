@@ -301,6 +301,8 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
       if host["step_in_epoch"] == 0:
         start_of_epoch(epoch)
       phase, plan = plan_epoch(epoch)
+      if exp.eda_captions(config) == "epoch" and c.augment:  # RoCLIP: fresh EDA captions
+        views = exp.caption_views(config, data, train, epoch=epoch)
       for i in range(host["step_in_epoch"], len(plan)):
         idx, kind = plan[i]
         lr = learning_rate(phase, kind, epoch, i, len(plan))

@@ -8,54 +8,24 @@ seeds 0 / 1 / 2, CLIP -> SafeCLIP): targeted ASR 1.00 / 0.50 / 0.50 -> 0.00 / 0.
 backdoor ASR 0.32 / 0.25 / 0.39 -> 0.13 / 0.04 / 0.07, zero-shot 0.62 / 0.72 / 0.85 -> 0.62 /
 0.68 / 0.80, poisons in the last safe set 11 / 3 / 7 of 32 in 1,332 pairs (base rate 2%).
 
-Both runs happen in one child process restricted to a single CPU (one XLA thread). XLA:CPU's
-multi-threaded reductions change the summation order with the thread count, and over 25 epochs
-that changes the trajectory: the same seed-0 pair run by `pytest -n 2` on two cores gave
-backdoor ASR 0.306 -> 0.249, so a bound tuned on one-core runs is not a bound on other thread
-counts. One thread makes the test reproduce the measured seed-0 runs on this machine type; the
-bounds are still looser than all three measured seeds (and than the two-core run, where CLIP
-was attacked at 0.306 and SafeCLIP's targeted and backdoor ASR were lower). Two full runs,
-~6 minutes: slow-marked (the README's test command still runs it)."""
-
-import json
-import os
+Both runs happen in one child process on one CPU (`one_thread.py`): the same seed-0 pair
+run by `pytest -n 2` in the worker's process, with its thread count, gave backdoor ASR 0.306 ->
+0.249, so a bound tuned on one-core runs is not a bound on other thread counts. One thread
+makes the test reproduce the measured seed-0 runs on this machine type; the bounds are still
+looser than all three measured seeds (and than the two-core run, where CLIP was attacked at
+0.306 and SafeCLIP's targeted and backdoor ASR were lower). Two full runs, ~6 minutes:
+slow-marked (the README's test command still runs it)."""
 
 import pytest
 
-from tests.conftest import run_python
-
-_CHILD = r"""
-import os
-if hasattr(os, "sched_setaffinity"):  # one CPU -> one XLA:CPU thread (see the module docstring)
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-import importlib, json, sys
-from robustdata import runner
-out = {}
-workdir = sys.argv[1]
-for method in ("clip", "safeclip"):
-  config = importlib.import_module(f"configs.{method}.shapes").get_config()
-  with config.unlocked():
-    config.seed = 0
-    config.poison.count = 16
-    config.train.progress = "none"
-  out[method] = runner.run(config, workdir)[1]
-print("RESULTS " + json.dumps(out, default=float))
-"""
-
-
-def _results(workdir: str) -> tuple[dict, dict]:
-  # Where there is no sched_setaffinity (macOS), ask XLA for one thread instead.
-  single = {} if hasattr(os, "sched_setaffinity") else {
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false"}
-  proc = run_python(["-c", _CHILD, workdir], devices=1, timeout=1500, env_extra=single)
-  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")][-1]
-  out = json.loads(line[len("RESULTS "):])
-  return out["clip"], out["safeclip"]
+from tests.contrastive.one_thread import run_shapes_configs
 
 
 @pytest.mark.slow
 def test_safeclip_lowers_both_attacks_at_similar_zero_shot(tmp_path):
-  clip, safe = _results(str(tmp_path))
+  overrides = {"seed": 0, "poison.count": 16}
+  clip, safe = run_shapes_configs([("configs.clip.shapes", overrides),
+                                   ("configs.safeclip.shapes", overrides)], str(tmp_path))
   # The comparison means something only if plain CLIP is attacked.
   assert clip["targeted_asr"] >= 0.5 and clip["backdoor_asr"] >= 0.2, clip
   assert safe["targeted_asr"] < clip["targeted_asr"], (safe, clip)

@@ -1,0 +1,28 @@
+"""RoCLIP's nearest-pool-caption matching lowers the backdoor attack at about the same
+zero-shot accuracy, against its fair baseline: the same config without matching epochs
+(`clip_warmup_epochs` past the last epoch, i.e. CLIP on RoCLIP's inputs: a fresh EDA caption
+per pair each epoch, un-augmented images).
+
+Measured at 16 poisons per attack (32 among 1,568 captioned_shapes pairs, 2%), pinned to one
+core (WORKSPACE.md issue 6; seeds 0 / 1 / 2, no matching -> RoCLIP): backdoor ASR 0.35 / 0.29 /
+0.32 -> 0.21 / 0.23 / 0.20 (at most 0.79x on every seed), zero-shot 0.80 / 0.84 / 0.89 -> 0.75
+/ 0.84 / 0.91, targeted ASR 1.00 / 1.00 / 0.50 -> 0.50 / 0.50 / 0.75 (not asserted: lower on two
+seeds of three). Both runs happen in one single-threaded child (`one_thread.py`; why: there),
+which reproduces the seed-0 runs; ~4.5 minutes, slow-marked (the README's command runs it)."""
+
+import pytest
+
+from tests.contrastive.one_thread import run_shapes_configs
+
+
+@pytest.mark.slow
+def test_roclip_matching_lowers_the_backdoor_at_similar_zero_shot(tmp_path):
+  overrides = {"seed": 0, "poison.count": 16}
+  base, roclip = run_shapes_configs(
+      [("configs.roclip.shapes", {**overrides, "contrastive.clip_warmup_epochs": 1000}),
+       ("configs.roclip.shapes", overrides)], str(tmp_path))
+  assert base["steps"] == roclip["steps"]
+  # The comparison means something only if the baseline is attacked.
+  assert base["backdoor_asr"] >= 0.2 and base["targeted_asr"] >= 0.5, base
+  assert roclip["backdoor_asr"] <= 0.85 * base["backdoor_asr"], (roclip, base)
+  assert roclip["zero_shot_accuracy"] >= base["zero_shot_accuracy"] - 0.1, (roclip, base)
