@@ -13,15 +13,17 @@ run by `pytest -n 2` in the worker's process, with its thread count, gave backdo
 0.249, so a bound tuned on one-core runs is not a bound on other thread counts. One thread
 makes the test reproduce the measured seed-0 runs on this machine type; the bounds are still
 looser than all three measured seeds (and than the two-core run, where CLIP was attacked at
-0.306 and SafeCLIP's targeted and backdoor ASR were lower). Two full runs, ~6 minutes:
-slow-marked (the README's test command still runs it)."""
+0.306 and SafeCLIP's targeted and backdoor ASR were lower). Two full runs, ~5-8 minutes, so it
+runs only with ROBUSTDATA_EFFECT_TESTS=1 (`one_thread.py`: with both effect tests the suite
+exceeded its 15-minute budget)."""
 
 import pytest
 
-from tests.contrastive.one_thread import run_shapes_configs
+from tests.contrastive.one_thread import effect_test, run_shapes_configs
 
 
 @pytest.mark.slow
+@effect_test
 def test_safeclip_lowers_both_attacks_at_similar_zero_shot(tmp_path):
   overrides = {"seed": 0, "poison.count": 16}
   clip, safe = run_shapes_configs([("configs.clip.shapes", overrides),
