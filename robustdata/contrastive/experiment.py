@@ -263,13 +263,18 @@ def eda_captions(config) -> str:
   return config.contrastive.get("eda_captions", "once")
 
 
+def augments_captions(config) -> bool:
+  """Whether `augment` replaces CLIP/RoCLIP captions by an EDA view ('off' keeps them)."""
+  return bool(config.contrastive.augment) and eda_captions(config) != "off"
+
+
 def caption_views(config, data: DataSplits, train: Dataset, *,
                   epoch: int = 0) -> dict[str, np.ndarray]:
   """EDA caption views: 'eda1' and, for SafeCLIP, 'eda2'. Computed once per run (as the
   reference) unless RoCLIP's `eda_captions='epoch'`, which draws them anew for each `epoch`
   (seeded by it, so a resumed run gets the same views). Empty when neither augmentation nor
   a unimodal term needs them, or with `eda_captions='off'`."""
-  augment = config.contrastive.augment and eda_captions(config) != "off"
+  augment = augments_captions(config)
   needs = {"clip": 1 if augment else 0, "roclip": 1 if augment else 0,
            "safeclip": 2, "cleanclip": 1}[config.method]
   if not needs:
@@ -299,7 +304,7 @@ def step_tokens(config, kind: str, tokens: np.ndarray,
     return tokens, views["eda1"]
   if kind == "unimodal" or (kind == "cross_clip" and augment):
     return views["eda1"], views["eda2"]
-  first = views["eda1"] if augment and eda_captions(config) != "off" else tokens
+  first = views["eda1"] if augments_captions(config) else tokens
   return first, first
 
 
