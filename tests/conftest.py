@@ -46,6 +46,23 @@ def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: boo
   return proc
 
 
+def pytest_collection_modifyitems(config, items):
+  """Moves the tests marked `longest` to where pytest-xdist's load scheduler starts each worker:
+  its first chunk of the collection goes to the first worker, the next to the second, and so
+  on (a chunk is a quarter of a worker's share), so with N workers the first N such tests run
+  side by side from the start instead of queueing behind each other at the end."""
+  del config
+  longest = [item for item in items if item.get_closest_marker("longest")]
+  if not longest:
+    return
+  rest = [item for item in items if not item.get_closest_marker("longest")]
+  workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+  chunk = max(2, len(items) // workers // 4) if workers > 1 else 1
+  for i, item in enumerate(longest):
+    rest.insert(min(i * chunk, len(rest)) if i < workers else i, item)
+  items[:] = rest
+
+
 @pytest.fixture
 def tiny_config():
   """A seconds-long digits run: tiny MLP, 2 epochs."""

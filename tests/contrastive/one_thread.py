@@ -15,17 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 from tests.conftest import run_python
-
-# The effect tests train two full shapes runs each (~4-6 min on a free core, ~6-8 min beside
-# the other xdist worker with a cold XLA cache); with both, the README's suite took 16.9 min on
-# 2 cores from a cold cache, over the 15-minute budget. So they run when this is set to 1.
-EFFECT_TESTS_ENV = "ROBUSTDATA_EFFECT_TESTS"
-effect_test = pytest.mark.skipif(
-    os.environ.get(EFFECT_TESTS_ENV, "") != "1",
-    reason=f"a ~5-minute effect test: set {EFFECT_TESTS_ENV}=1 to run it")
 
 _CHILD = r"""
 import os, sys
@@ -34,22 +24,27 @@ if hasattr(os, "sched_setaffinity"):
   os.sched_setaffinity(0, {cpus[int(sys.argv[2]) % len(cpus)]})
 import importlib, json
 from robustdata import runner
-out = []
+out, run_dirs = [], []
 for module, overrides in json.loads(sys.argv[3]):
   config = importlib.import_module(module).get_config()
   with config.unlocked():
     config.train.progress = "none"
     for dotted, value in overrides.items():
+      if isinstance(value, str) and value.startswith("@run_dir:"):
+        value = run_dirs[int(value[len("@run_dir:"):])]
       section, _, field = dotted.rpartition(".")
       (config[section] if section else config)[field] = value
-  out.append(runner.run(config, sys.argv[1])[1])
+  run_dir, results = runner.run(config, sys.argv[1])
+  run_dirs.append(run_dir)
+  out.append(results)
 print("RESULTS " + json.dumps(out, default=float))
 """
 
 
 def run_shapes_configs(runs: list[tuple[str, dict]], workdir: str) -> list[dict]:
   """results.json of each (config module, {dotted field: value}) run, in order, trained one
-  after another in one single-threaded child process."""
+  after another in one single-threaded child process. A value "@run_dir:i" is the run
+  directory of the i-th run of the list (e.g. a CleanCLIP fine-tuning of an earlier CLIP run)."""
   worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
   index = int(worker[2:]) if worker[2:].isdigit() else 0
   single = {} if hasattr(os, "sched_setaffinity") else {

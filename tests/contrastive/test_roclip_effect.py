@@ -8,16 +8,15 @@ core (WORKSPACE.md issue 6; seeds 0 / 1 / 2, no matching -> RoCLIP): backdoor AS
 0.32 -> 0.21 / 0.23 / 0.20 (at most 0.79x on every seed), zero-shot 0.80 / 0.84 / 0.89 -> 0.75
 / 0.84 / 0.91, targeted ASR 1.00 / 1.00 / 0.50 -> 0.50 / 0.50 / 0.75 (not asserted: lower on two
 seeds of three). Both runs happen in one single-threaded child (`one_thread.py`; why: there),
-which reproduces the seed-0 runs; ~4.5 minutes, so it runs only with ROBUSTDATA_EFFECT_TESTS=1
-(`one_thread.py`: with both effect tests the suite exceeded its 15-minute budget)."""
+~4.5 minutes, marked `longest` so an xdist worker starts with it (tests/conftest.py)."""
 
 import pytest
 
-from tests.contrastive.one_thread import effect_test, run_shapes_configs
+from tests.contrastive.one_thread import run_shapes_configs
 
 
 @pytest.mark.slow
-@effect_test
+@pytest.mark.longest
 def test_roclip_matching_lowers_the_backdoor_at_similar_zero_shot(tmp_path):
   overrides = {"seed": 0, "poison.count": 16}
   base, roclip = run_shapes_configs(
