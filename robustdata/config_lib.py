@@ -125,23 +125,30 @@ def config_hash(config) -> str:
 
 
 def with_defaults(config):
-  """`config` with its data policy's default fields written into `config.policy`.
+  """`config` with the declared defaults of its components written into their sections.
 
-  Policies declare their fields with defaults (`Policy.DEFAULTS`) and merge them when they are
-  built; without this step a config that leaves a field at its default would not name it, so
-  its hash would not change when the default does and a run pinned to a hash could silently
-  change. `runner.run` hashes the returned config, and it is what config.json records. A copy
-  is returned when fields are added; configs of other trainers come back as they are."""
-  if config.get("trainer", "supervised") != "supervised" or "policy" not in config:
-    return config
-  defaults = getattr(POLICIES.get(config.policy.name), "DEFAULTS", {})
-  missing = {k: v for k, v in defaults.items() if k not in config.policy}
-  if not missing:
+  Datasets and models register the fields they read with defaults
+  (`DATASETS.register(name, defaults=...)`, likewise MODELS), data policies declare theirs
+  (`Policy.DEFAULTS`, supervised trainer only); each is merged when it is built. Without this
+  step a config that leaves a field at its default would not name it, so its hash would not
+  change when the default does and a run pinned to a hash could silently change. `runner.run`
+  hashes the returned config, and it is what config.json records. A copy is returned when
+  fields are added. An unknown component name is a ConfigError naming the field."""
+  missing: dict[str, dict[str, Any]] = {}
+  for section, registry in (("data", DATASETS), ("model", MODELS)):
+    if section in config and "name" in config[section]:
+      defaults = registry.defaults(config[section].name)
+      missing[section] = {k: v for k, v in defaults.items() if k not in config[section]}
+  if config.get("trainer", "supervised") == "supervised" and "policy" in config:
+    defaults = getattr(POLICIES.get(config.policy.name), "DEFAULTS", {})
+    missing["policy"] = {k: v for k, v in defaults.items() if k not in config.policy}
+  if not any(missing.values()):
     return config
   out = copy.deepcopy(config)
   with out.unlocked():
-    for key, value in missing.items():
-      out.policy[key] = value
+    for section, fields in missing.items():
+      for key, value in fields.items():
+        out[section][key] = value
   return out
 
 

@@ -6,7 +6,7 @@ values, so a typo in a config stops before anything compiles.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 T = TypeVar("T")
 
@@ -21,14 +21,25 @@ class Registry(Generic[T]):
   def __init__(self, field: str):
     self.field = field
     self._entries: dict[str, T] = {}
+    self._defaults: dict[str, dict[str, Any]] = {}
 
-  def register(self, name: str) -> Callable[[T], T]:
+  def register(self, name: str, *, defaults: Mapping[str, Any] | None = None
+               ) -> Callable[[T], T]:
+    """Registers a factory under `name`. `defaults` are the fields it reads from its config
+    section with their default values; `config_lib.with_defaults` writes the missing ones into
+    a run's config, so they are part of its hash and of config.json."""
     def decorator(obj: T) -> T:
       if name in self._entries and self._entries[name] is not obj:
         raise ValueError(f"'{name}' is already registered for {self.field}")
       self._entries[name] = obj
+      self._defaults[name] = defaults if defaults is not None else {}  # the factory's own dict
       return obj
     return decorator
+
+  def defaults(self, name: str) -> dict[str, Any]:
+    """The declared config fields of `name` with their defaults (a copy; {} if none)."""
+    self.get(name)
+    return dict(self._defaults.get(name, {}))
 
   def get(self, name: str) -> T:
     _import_plugins()

@@ -102,3 +102,35 @@ def test_policy_defaults_are_part_of_the_hash_and_config_json(tiny_config, tmp_p
   assert runner.finished_results(implicit, str(tmp_path)) is None
   # Other trainers' configs (and configs naming every field) come back unchanged.
   assert config_lib.with_defaults(explicit) is explicit
+
+
+def test_data_and_model_defaults_are_part_of_the_hash(monkeypatch):
+  from robustdata import models
+  from robustdata.data import captioned_shapes
+  from robustdata.registry import MODELS
+  c = config_lib.base_config()  # digits and a CNN whose channels and dense it does not name
+  resolved = config_lib.with_defaults(c)
+  assert "dense" not in c.model  # the input is not changed
+  assert tuple(resolved.model.channels) == (32, 64) and resolved.model.dense == 128
+  assert config_lib.with_defaults(resolved) is resolved
+  back = config_lib.from_dict(json.loads(config_lib.canonical_json(resolved)))
+  assert config_lib.run_id(back) == config_lib.run_id(resolved)
+  # The builder reads the dict it registers, so a changed default changes the hash and the model.
+  monkeypatch.setitem(models.CNN_DEFAULTS, "dense", 64)
+  assert config_lib.run_id(config_lib.with_defaults(c)) != config_lib.run_id(resolved)
+  assert MODELS.get("cnn")(c.model, 10).dense == 64
+  assert MODELS.get("cnn")(resolved.model, 10).dense == 128
+  # Other trainers get their dataset's and model's defaults too.
+  clip = config_lib.base_config()
+  with clip.unlocked():
+    clip.trainer = "contrastive"
+    clip.data.name = "captioned_shapes"
+    clip.model.name = "clip"
+  resolved = config_lib.with_defaults(clip)
+  assert resolved.data.num_train == captioned_shapes.DEFAULTS["num_train"]
+  assert resolved.model.embed_dim == 128 and "fraction" not in resolved.policy
+  # An unknown name is the registry's clear error.
+  with clip.unlocked():
+    clip.model.name = "resnet99"
+  with pytest.raises(ConfigError, match="config.model.name='resnet99' is not known"):
+    config_lib.with_defaults(clip)

@@ -63,22 +63,28 @@ def read_caption_csv(path: str, *, tokenizer: Tokenizer, image_size: int = 32,
               "image_path": np.asarray(paths, dtype=str)})
 
 
-@DATASETS.register("caption_csv")
+# The config.data fields `load_caption_csv` reads, with their defaults (train_file is required).
+DEFAULTS = {"train_file": None, "val_file": None, "test_file": None, "image_key": "image",
+            "caption_key": "caption", "delimiter": None, "context_length": 32, "min_count": 1,
+            "image_size": 32}
+
+
+@DATASETS.register("caption_csv", defaults=DEFAULTS)
 def load_caption_csv(data_config: Any) -> DataSplits:
   """Splits from `train_file` (required), `val_file`, `test_file`; vocabulary from train."""
-  train_file = data_config.get("train_file", None)
+  get = lambda k: data_config.get(k, DEFAULTS[k])
+  train_file = get("train_file")
   if not train_file:
     raise ConfigError("config.data.train_file must name a local CSV/TSV of (image, caption)")
-  kwargs = dict(image_key=data_config.get("image_key", "image"),
-                caption_key=data_config.get("caption_key", "caption"),
-                delimiter=data_config.get("delimiter", None))
+  kwargs = dict(image_key=get("image_key"), caption_key=get("caption_key"),
+                delimiter=get("delimiter"))
   _, train_captions = read_caption_table(train_file, **kwargs)
-  tokenizer = Tokenizer.build(train_captions, context_length=int(data_config.get("context_length", 32)),
-                              min_count=int(data_config.get("min_count", 1)))
-  image_size = int(data_config.get("image_size", 32))
+  tokenizer = Tokenizer.build(train_captions, context_length=int(get("context_length")),
+                              min_count=int(get("min_count")))
+  image_size = int(get("image_size"))
   splits = {}
   for k, offset in (("train", 0), ("val", 1_000_000_000), ("test", 2_000_000_000)):
-    f = data_config.get(f"{k}_file", None)
+    f = get(f"{k}_file")
     if f:
       splits[k] = read_caption_csv(f, tokenizer=tokenizer, image_size=image_size,
                                    id_offset=offset, **kwargs)

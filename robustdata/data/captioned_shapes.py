@@ -177,28 +177,33 @@ def _to_dataset(parts: Mapping[str, np.ndarray], id_offset: int,
                  extras=extras)
 
 
-def _get(cfg: Any, field: str, default: Any) -> Any:
-  return cfg.get(field, default) if cfg is not None else default
+# The config.data fields `load_captioned_shapes` reads, with their defaults.
+DEFAULTS = {"seed": 0, "image_size": 24, "context_length": 24, "synonym_prob": 0.3,
+            "classes": "all", "caption_style": "attributes", "num_train": 4000, "num_val": 500,
+            "num_test": 1000, "num_downstream_train": 1000, "num_downstream_test": 500}
 
 
-@DATASETS.register("captioned_shapes")
+def _get(cfg: Any, field: str) -> Any:
+  return cfg.get(field, DEFAULTS[field]) if cfg is not None else DEFAULTS[field]
+
+
+@DATASETS.register("captioned_shapes", defaults=DEFAULTS)
 def load_captioned_shapes(data_config: Any) -> DataSplits:
   """Builds the splits from `data_config` fields (all optional; see the module docstring)."""
   from sklearn.datasets import load_digits  # Embedded in scikit-learn, no download.
 
-  seed = int(_get(data_config, "seed", 0))
-  image_size = int(_get(data_config, "image_size", 24))
-  context_length = int(_get(data_config, "context_length", 24))
-  synonym_prob = float(_get(data_config, "synonym_prob", 0.3))
-  names = class_names(_get(data_config, "classes", "all"))
-  style = _get(data_config, "caption_style", "attributes")
+  seed = int(_get(data_config, "seed"))
+  image_size = int(_get(data_config, "image_size"))
+  context_length = int(_get(data_config, "context_length"))
+  synonym_prob = float(_get(data_config, "synonym_prob"))
+  names = class_names(_get(data_config, "classes"))
+  style = _get(data_config, "caption_style")
   if style not in CAPTION_STYLES:
     raise ConfigError(f"config.data.caption_style={style!r} is not known; allowed: "
                       f"{', '.join(CAPTION_STYLES)}")
   templates = CAPTION_STYLES[style]
-  counts = {k: int(_get(data_config, f"num_{k}", d)) for k, d in
-            (("train", 4000), ("val", 500), ("test", 1000),
-             ("downstream_train", 1000), ("downstream_test", 500))}
+  counts = {k: int(_get(data_config, f"num_{k}"))
+            for k in ("train", "val", "test", "downstream_train", "downstream_test")}
   if image_size < 8:
     raise ConfigError(f"config.data.image_size={image_size} must be >= 8")
   for k, v in counts.items():

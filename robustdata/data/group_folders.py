@@ -91,17 +91,21 @@ def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "
                           ["landbird", "waterbird"], "places": ["land", "water"]})
 
 
-@DATASETS.register("waterbirds_folder")
+WATERBIRDS_DEFAULTS = {"data_dir": "", "image_size": 64, "metadata": "metadata.csv",
+                       "max_per_split": 0, "seed": 0}
+
+
+@DATASETS.register("waterbirds_folder", defaults=WATERBIRDS_DEFAULTS)
 def load_waterbirds_folder(cfg) -> DataSplits:
   """Fields: data_dir (the folder), image_size 64, metadata 'metadata.csv', max_per_split 0
   (all), seed 0 (which examples `max_per_split` keeps)."""
-  data_dir = cfg.get("data_dir", "") or ""
+  get = lambda k: cfg.get(k, WATERBIRDS_DEFAULTS[k])
+  data_dir = get("data_dir") or ""
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory")
   return read_waterbirds_folder(
-      data_dir, image_size=int(cfg.get("image_size", 64)),
-      metadata=cfg.get("metadata", "metadata.csv"),
-      max_per_split=int(cfg.get("max_per_split", 0)), seed=int(cfg.get("seed", 0)))
+      data_dir, image_size=int(get("image_size")), metadata=get("metadata"),
+      max_per_split=int(get("max_per_split")), seed=int(get("seed")))
 
 
 def read_celeb_a_groups(data_dir: str, *, target: str = "Blond_Hair", spurious: str = "Male",
@@ -138,15 +142,19 @@ def read_celeb_a_groups(data_dir: str, *, target: str = "Blond_Hair", spurious: 
                     info={"source": "celeb_a", "target": target, "spurious": spurious})
 
 
-@DATASETS.register("celeb_a_groups")
+CELEB_A_DEFAULTS = {"data_dir": "", "target": "Blond_Hair", "spurious": "Male",
+                    "image_size": 64, "max_per_split": 0, "seed": 0}
+
+
+@DATASETS.register("celeb_a_groups", defaults=CELEB_A_DEFAULTS)
 def load_celeb_a_groups(cfg) -> DataSplits:
   """Fields: data_dir (a prepared tfds dir), target 'Blond_Hair', spurious 'Male',
   image_size 64, max_per_split 0 (all), seed 0."""
-  data_dir = cfg.get("data_dir", "") or ""
+  get = lambda k: cfg.get(k, CELEB_A_DEFAULTS[k])
+  data_dir = get("data_dir") or ""
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory; celeb_a is read "
                       "from a prepared local tfds data_dir (robustdata never downloads)")
   return read_celeb_a_groups(
-      data_dir, target=cfg.get("target", "Blond_Hair"), spurious=cfg.get("spurious", "Male"),
-      image_size=int(cfg.get("image_size", 64)), max_per_split=int(cfg.get("max_per_split", 0)),
-      seed=int(cfg.get("seed", 0)))
+      data_dir, target=get("target"), spurious=get("spurious"), image_size=int(get("image_size")),
+      max_per_split=int(get("max_per_split")), seed=int(get("seed")))

@@ -98,17 +98,23 @@ def make_pde_synthetic(*, n_train: int = 10000, n_val: int = 2000, n_test: int =
                     num_groups=4, group_names=GROUP_NAMES, info=info)
 
 
-@DATASETS.register("pde_synthetic")
+# The config.data fields `load_pde_synthetic` reads, with their defaults (None: the case's).
+DEFAULTS = {"n_train": 10000, "n_val": 2000, "n_test": 10000, "patch_dim": 50, "num_patches": 3,
+            "case": 1, "core_scale": None, "spurious_scale": None, "noise_std": 1.0 / 8.0,
+            "spurious_correlation": 0.98, "test_spurious_correlation": None, "seed": 0}
+
+
+@DATASETS.register("pde_synthetic", defaults=DEFAULTS)
 def load_pde_synthetic(cfg) -> DataSplits:
   """`make_pde_synthetic` with its keyword arguments read from `config.data` (same names)."""
+  get = lambda k: cfg.get(k, DEFAULTS[k])
+
   def opt(name):
-    value = cfg.get(name, None)
+    value = get(name)
     return None if value is None else float(value)
   return make_pde_synthetic(
-      n_train=int(cfg.get("n_train", 10000)), n_val=int(cfg.get("n_val", 2000)),
-      n_test=int(cfg.get("n_test", 10000)), patch_dim=int(cfg.get("patch_dim", 50)),
-      num_patches=int(cfg.get("num_patches", 3)), case=int(cfg.get("case", 1)),
-      core_scale=opt("core_scale"), spurious_scale=opt("spurious_scale"),
-      noise_std=float(cfg.get("noise_std", 1.0 / 8.0)),
-      spurious_correlation=float(cfg.get("spurious_correlation", 0.98)),
-      test_spurious_correlation=opt("test_spurious_correlation"), seed=int(cfg.get("seed", 0)))
+      n_train=int(get("n_train")), n_val=int(get("n_val")), n_test=int(get("n_test")),
+      patch_dim=int(get("patch_dim")), num_patches=int(get("num_patches")),
+      case=int(get("case")), core_scale=opt("core_scale"), spurious_scale=opt("spurious_scale"),
+      noise_std=float(get("noise_std")), spurious_correlation=float(get("spurious_correlation")),
+      test_spurious_correlation=opt("test_spurious_correlation"), seed=int(get("seed")))

@@ -17,9 +17,16 @@ from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError
 
 
+# The config.data fields the digits and tfds sources read, with their defaults (all are in the
+# base config too).
+DIGITS_DEFAULTS = {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0, "upsample": 1,
+                   "train_copies": 0, "label_noise": 0.0}
+TFDS_DEFAULTS = {"data_dir": "", "val_fraction": 0.1, "split_seed": 0}
+
+
 def _split_fractions(cfg) -> tuple[float, float, float]:
-  val = float(cfg.get("val_fraction", 0.1))
-  test = float(cfg.get("test_fraction", 0.2))
+  val = float(cfg.get("val_fraction", DIGITS_DEFAULTS["val_fraction"]))
+  test = float(cfg.get("test_fraction", DIGITS_DEFAULTS["test_fraction"]))
   if not 0.0 <= val < 1.0 or not 0.0 < test < 1.0 or val + test >= 1.0:
     raise ConfigError(f"config.data.val_fraction={val} and config.data.test_fraction={test} "
                       "must be in [0, 1) and (0, 1) with a sum below 1")
@@ -41,7 +48,7 @@ def _jittered_copies(x: np.ndarray, copies: int, shift: int, rng: np.random.Gene
   return np.concatenate(out)
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", defaults=DIGITS_DEFAULTS)
 def load_digits(cfg) -> DataSplits:
   """scikit-learn's 8x8 digits as (N, 8u, 8u, 1) float32 in [0, 1], u = config.data.upsample.
 
@@ -54,20 +61,21 @@ def load_digits(cfg) -> DataSplits:
   from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
   raw = sk_load_digits()
   x = (raw.images.astype(np.float32) / 16.0)[..., None]
-  upsample = int(cfg.get("upsample", 1))
+  get = lambda k: cfg.get(k, DIGITS_DEFAULTS[k])
+  upsample = int(get("upsample"))
   if upsample < 1:
     raise ConfigError(f"config.data.upsample={upsample} must be an integer >= 1")
-  copies = cfg.get("train_copies", 0)
+  copies = get("train_copies")
   if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 0:
     raise ConfigError(f"config.data.train_copies={copies!r} must be an integer >= 0")
-  noise = float(cfg.get("label_noise", 0.0))
+  noise = float(get("label_noise"))
   if not 0.0 <= noise < 1.0:
     raise ConfigError(f"config.data.label_noise={noise} must be in [0, 1)")
   if upsample > 1:
     x = np.repeat(np.repeat(x, upsample, axis=1), upsample, axis=2)
   y = raw.target.astype(np.int32)
   ids = np.arange(len(y), dtype=np.int64)
-  split_seed = int(cfg.get("split_seed", 0))
+  split_seed = int(get("split_seed"))
   train, val, test = split_indices(len(y), _split_fractions(cfg), split_seed)
   full = Dataset(x=x, y=y, ids=ids)
   train_set = full.subset(train)
@@ -119,17 +127,18 @@ def read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, n
 
 
 def _load_tfds(name: str, cfg) -> DataSplits:
-  data_dir = cfg.get("data_dir", "")
+  get = lambda k: cfg.get(k, TFDS_DEFAULTS[k])
+  data_dir = get("data_dir")
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(
         f"config.data.data_dir={data_dir!r} is not a directory; dataset '{name}' is read from a "
         "prepared local tfds data_dir (robustdata never downloads)")
   x_train, y_train = read_tfds_split(name, "train", data_dir)
   x_test, y_test = read_tfds_split(name, "test", data_dir)
-  val_fraction = float(cfg.get("val_fraction", 0.1))
+  val_fraction = float(get("val_fraction"))
   if not 0.0 <= val_fraction < 1.0:
     raise ConfigError(f"config.data.val_fraction={val_fraction} must be in [0, 1)")
-  perm = np.random.default_rng(int(cfg.get("split_seed", 0))).permutation(len(y_train))
+  perm = np.random.default_rng(int(get("split_seed"))).permutation(len(y_train))
   n_val = int(round(val_fraction * len(y_train)))
   to_float = lambda a: a.astype(np.float32) / 255.0
   full = Dataset(x=to_float(x_train), y=y_train, ids=np.arange(len(y_train), dtype=np.int64))
@@ -141,7 +150,7 @@ def _load_tfds(name: str, cfg) -> DataSplits:
 
 
 for _name in TFDS_DATASETS:
-  DATASETS.register(_name)(lambda cfg, _name=_name: _load_tfds(_name, cfg))
+  DATASETS.register(_name, defaults=TFDS_DEFAULTS)(lambda cfg, _name=_name: _load_tfds(_name, cfg))
 
 
 def load(cfg) -> DataSplits:

@@ -291,7 +291,15 @@ def _upsample(images: np.ndarray, factor: int) -> np.ndarray:
   return np.repeat(np.repeat(images, factor, axis=1), factor, axis=2)
 
 
-@DATASETS.register("spuco_digits")
+# The config.data fields `load_spuco_digits` reads, with their defaults (the base config's
+# val_fraction 0.1 and test_fraction 0.2 take precedence in runs).
+DEFAULTS = {"data_dir": "", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0,
+            "upsample": 1, "classes": DEFAULT_CLASSES, "spurious_correlation_strength": 0.95,
+            "difficulty": "magnitude_large", "label_noise": 0.0, "core_feature_noise": 0.0,
+            "val_balanced": False, "seed": 0}
+
+
+@DATASETS.register("spuco_digits", defaults=DEFAULTS)
 def load_spuco_digits(cfg) -> DataSplits:
   """SpuCoMNIST on sklearn digits (default) or on MNIST from `config.data.data_dir`.
 
@@ -300,10 +308,11 @@ def load_spuco_digits(cfg) -> DataSplits:
   False, upsample 1, val_fraction 0.2, test_fraction 0.2 (digits only; MNIST uses its test split),
   split_seed 0 (the train/val/test partition), seed 0 (colours, masks and noise), data_dir ''.
   """
-  data_dir = cfg.get("data_dir", "") or ""
-  val_fraction = float(cfg.get("val_fraction", 0.2))
-  split_seed = int(cfg.get("split_seed", 0))
-  upsample = int(cfg.get("upsample", 1))
+  get = lambda k: cfg.get(k, DEFAULTS[k])
+  data_dir = get("data_dir") or ""
+  val_fraction = float(get("val_fraction"))
+  split_seed = int(get("split_seed"))
+  upsample = int(get("upsample"))
   if data_dir:
     if not os.path.isdir(data_dir):
       raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory")
@@ -323,7 +332,7 @@ def load_spuco_digits(cfg) -> DataSplits:
     raw = load_digits()
     x = raw.images.astype(np.float32) / 16.0
     d = raw.target.astype(np.int64)
-    test_fraction = float(cfg.get("test_fraction", 0.2))
+    test_fraction = float(get("test_fraction"))
     if not (0.0 <= val_fraction < 1.0 and 0.0 < test_fraction < 1.0
             and val_fraction + test_fraction < 1.0):
       raise ConfigError(f"config.data.val_fraction={val_fraction} and config.data.test_fraction="
@@ -334,11 +343,9 @@ def load_spuco_digits(cfg) -> DataSplits:
     source = "sklearn.datasets.load_digits"
   parts = tuple(_upsample(p, upsample) if i % 3 == 0 else p for i, p in enumerate(parts))
   splits = make_spuco_splits(
-      *parts, classes=cfg.get("classes", DEFAULT_CLASSES),
-      strength=cfg.get("spurious_correlation_strength", 0.95),
-      difficulty=cfg.get("difficulty", "magnitude_large"),
-      label_noise_fraction=cfg.get("label_noise", 0.0),
-      core_noise_fraction=cfg.get("core_feature_noise", 0.0),
-      val_balanced=bool(cfg.get("val_balanced", False)), seed=int(cfg.get("seed", 0)))
+      *parts, classes=get("classes"), strength=get("spurious_correlation_strength"),
+      difficulty=get("difficulty"), label_noise_fraction=get("label_noise"),
+      core_noise_fraction=get("core_feature_noise"), val_balanced=bool(get("val_balanced")),
+      seed=int(get("seed")))
   splits.info["source"] = source
   return splits

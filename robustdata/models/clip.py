@@ -102,6 +102,15 @@ class CLIP(nn.Module):
     return self.encode_image(images, train), self.encode_text(tokens, train), scale
 
 
+# The tower fields `make_clip` reads from config.model (vocab_size and context_length come
+# from the data).
+CLIP_DEFAULTS = {
+    "embed_dim": 128, "image_tower": "cnn", "cnn_widths": (32, 64, 128), "vit_patch_size": 4,
+    "vit_width": 128, "vit_depth": 4, "vit_heads": 4, "text_width": 128, "text_depth": 4,
+    "text_heads": 4, "text_causal": True,
+}
+
+
 def make_clip(model_config: Any, *, vocab_size: Optional[int] = None,
               context_length: Optional[int] = None) -> CLIP:
   """A CLIP from config fields (`image_tower`, `embed_dim`, tower sizes; vocab from the data)."""
@@ -111,17 +120,18 @@ def make_clip(model_config: Any, *, vocab_size: Optional[int] = None,
   if vocab_size is None or context_length is None:
     raise ConfigError("config.model.vocab_size and config.model.context_length are required "
                       "(take them from DataSplits.info)")
+  field = lambda k: model_config.get(k, CLIP_DEFAULTS[k])
   return CLIP(
       vocab_size=int(vocab_size), context_length=int(context_length),
-      embed_dim=int(get("embed_dim", 128)), image_tower=get("image_tower", "cnn"),
-      cnn_widths=tuple(get("cnn_widths", (32, 64, 128))),
-      vit_patch_size=int(get("vit_patch_size", 4)), vit_width=int(get("vit_width", 128)),
-      vit_depth=int(get("vit_depth", 4)), vit_heads=int(get("vit_heads", 4)),
-      text_width=int(get("text_width", 128)), text_depth=int(get("text_depth", 4)),
-      text_heads=int(get("text_heads", 4)), text_causal=bool(get("text_causal", True)))
+      embed_dim=int(field("embed_dim")), image_tower=field("image_tower"),
+      cnn_widths=tuple(field("cnn_widths")),
+      vit_patch_size=int(field("vit_patch_size")), vit_width=int(field("vit_width")),
+      vit_depth=int(field("vit_depth")), vit_heads=int(field("vit_heads")),
+      text_width=int(field("text_width")), text_depth=int(field("text_depth")),
+      text_heads=int(field("text_heads")), text_causal=bool(field("text_causal")))
 
 
-@MODELS.register("clip")
+@MODELS.register("clip", defaults=CLIP_DEFAULTS)
 def clip_from_config(model_config: Any, num_classes: int = 0) -> CLIP:
   """Registry entry: `num_classes` is unused (CLIP has no classifier head)."""
   del num_classes

@@ -56,8 +56,11 @@ def filter_alignment(params, v_c: np.ndarray, v_s: np.ndarray) -> dict[str, floa
   return {"core_alignment": float(core.max()), "spurious_alignment": float(spurious.max())}
 
 
-@MODELS.register("pde_conv")
+PDE_CONV_DEFAULTS = {"num_filters": 20, "patch_dim": 50, "init_scale": 0.1}
+
+
+@MODELS.register("pde_conv", defaults=PDE_CONV_DEFAULTS)
 def _pde_conv(cfg, num_classes: int) -> PDEConv:
-  return PDEConv(num_classes=num_classes, num_filters=int(cfg.get("num_filters", 20)),
-                 patch_dim=int(cfg.get("patch_dim", 50)),
-                 init_scale=float(cfg.get("init_scale", 0.1)))
+  get = lambda k: cfg.get(k, PDE_CONV_DEFAULTS[k])
+  return PDEConv(num_classes=num_classes, num_filters=int(get("num_filters")),
+                 patch_dim=int(get("patch_dim")), init_scale=float(get("init_scale")))

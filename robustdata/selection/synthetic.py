@@ -13,10 +13,14 @@ from robustdata.data.dataset import DataSplits, Dataset
 from robustdata.registry import DATASETS, ConfigError
 
 
-@DATASETS.register("cifar_shaped_synthetic")
+DEFAULTS = {"num_train": 5000, "num_test": 1000, "noise": 0.6, "seed": 0}
+
+
+@DATASETS.register("cifar_shaped_synthetic", defaults=DEFAULTS)
 def load_cifar_shaped(cfg) -> DataSplits:
-  n_train, n_test = int(cfg.get("num_train", 5000)), int(cfg.get("num_test", 1000))
-  noise, seed = float(cfg.get("noise", 0.6)), int(cfg.get("seed", 0))
+  get = lambda k: cfg.get(k, DEFAULTS[k])
+  n_train, n_test = int(get("num_train")), int(get("num_test"))
+  noise, seed = float(get("noise")), int(get("seed"))
   if n_train < 10 or n_test < 10 or noise < 0:
     raise ConfigError(f"config.data.num_train={n_train}, num_test={n_test} must be >= 10 and "
                       f"noise={noise} >= 0")

@@ -81,6 +81,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   Rerunning on the same `run_dir` resumes from the latest checkpoint (optimizer state, data
   order, RNG stream and policy state included) and ends with the same results.
   """
+  config = config_lib.with_defaults(config)  # what runner.run hashes, also when called directly
   # --- Setup and validation (before anything compiles). ----------------------------------------
   sharding_lib.maybe_initialize_distributed(config.train.distributed)
   mesh = sharding_lib.make_mesh()
