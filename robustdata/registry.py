@@ -57,6 +57,13 @@ class Registry(Generic[T]):
     return name in self._entries
 
 
+def field_reader(section: Any, defaults: Mapping[str, Any]) -> Callable[[str], Any]:
+  """`get(k)` for a factory: field k of its config section (which may be None), else
+  `defaults[k]` — the dict it registers, so what it reads and what is hashed agree; a field not
+  in `defaults` is a KeyError."""
+  return lambda k: section.get(k, defaults[k]) if section is not None else defaults[k]
+
+
 _PLUGINS_IMPORTED = False
 
 

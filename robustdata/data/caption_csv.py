@@ -17,7 +17,7 @@ import numpy as np
 
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.data.tokenizer import Tokenizer
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 
 def read_caption_table(path: str, *, image_key: str = "image", caption_key: str = "caption",
@@ -72,7 +72,7 @@ DEFAULTS = {"train_file": None, "val_file": None, "test_file": None, "image_key"
 @DATASETS.register("caption_csv", defaults=DEFAULTS)
 def load_caption_csv(data_config: Any) -> DataSplits:
   """Splits from `train_file` (required), `val_file`, `test_file`; vocabulary from train."""
-  get = lambda k: data_config.get(k, DEFAULTS[k])
+  get = field_reader(data_config, DEFAULTS)
   train_file = get("train_file")
   if not train_file:
     raise ConfigError("config.data.train_file must name a local CSV/TSV of (image, caption)")

@@ -24,7 +24,7 @@ import numpy as np
 
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.data.tokenizer import Tokenizer
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SHAPE_NAMES = ("square", "circle", "triangle", "cross", "ring", "diamond")
@@ -183,26 +183,23 @@ DEFAULTS = {"seed": 0, "image_size": 24, "context_length": 24, "synonym_prob": 0
             "num_test": 1000, "num_downstream_train": 1000, "num_downstream_test": 500}
 
 
-def _get(cfg: Any, field: str) -> Any:
-  return cfg.get(field, DEFAULTS[field]) if cfg is not None else DEFAULTS[field]
-
-
 @DATASETS.register("captioned_shapes", defaults=DEFAULTS)
 def load_captioned_shapes(data_config: Any) -> DataSplits:
   """Builds the splits from `data_config` fields (all optional; see the module docstring)."""
   from sklearn.datasets import load_digits  # Embedded in scikit-learn, no download.
 
-  seed = int(_get(data_config, "seed"))
-  image_size = int(_get(data_config, "image_size"))
-  context_length = int(_get(data_config, "context_length"))
-  synonym_prob = float(_get(data_config, "synonym_prob"))
-  names = class_names(_get(data_config, "classes"))
-  style = _get(data_config, "caption_style")
+  get = field_reader(data_config, DEFAULTS)
+  seed = int(get("seed"))
+  image_size = int(get("image_size"))
+  context_length = int(get("context_length"))
+  synonym_prob = float(get("synonym_prob"))
+  names = class_names(get("classes"))
+  style = get("caption_style")
   if style not in CAPTION_STYLES:
     raise ConfigError(f"config.data.caption_style={style!r} is not known; allowed: "
                       f"{', '.join(CAPTION_STYLES)}")
   templates = CAPTION_STYLES[style]
-  counts = {k: int(_get(data_config, f"num_{k}"))
+  counts = {k: int(get(f"num_{k}"))
             for k in ("train", "val", "test", "downstream_train", "downstream_test")}
   if image_size < 8:
     raise ConfigError(f"config.data.image_size={image_size} must be >= 8")

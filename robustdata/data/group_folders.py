@@ -18,7 +18,7 @@ from typing import Iterable
 import numpy as np
 
 from robustdata.data.dataset import DataSplits, Dataset
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 WATERBIRDS_SPLITS = {"train": 0, "val": 1, "test": 2}
 CELEB_A_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -99,7 +99,7 @@ WATERBIRDS_DEFAULTS = {"data_dir": "", "image_size": 64, "metadata": "metadata.c
 def load_waterbirds_folder(cfg) -> DataSplits:
   """Fields: data_dir (the folder), image_size 64, metadata 'metadata.csv', max_per_split 0
   (all), seed 0 (which examples `max_per_split` keeps)."""
-  get = lambda k: cfg.get(k, WATERBIRDS_DEFAULTS[k])
+  get = field_reader(cfg, WATERBIRDS_DEFAULTS)
   data_dir = get("data_dir") or ""
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory")
@@ -150,7 +150,7 @@ CELEB_A_DEFAULTS = {"data_dir": "", "target": "Blond_Hair", "spurious": "Male",
 def load_celeb_a_groups(cfg) -> DataSplits:
   """Fields: data_dir (a prepared tfds dir), target 'Blond_Hair', spurious 'Male',
   image_size 64, max_per_split 0 (all), seed 0."""
-  get = lambda k: cfg.get(k, CELEB_A_DEFAULTS[k])
+  get = field_reader(cfg, CELEB_A_DEFAULTS)
   data_dir = get("data_dir") or ""
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(f"config.data.data_dir={data_dir!r} is not a directory; celeb_a is read "

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from robustdata.data.dataset import DataSplits, Dataset
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 CASE_SCALES = {1: (0.2, 1.0), 2: (1.0, 0.2)}  # case -> (core_scale, spurious_scale)
 GROUP_NAMES = ("y=0,a=0", "y=0,a=1", "y=1,a=0", "y=1,a=1")
@@ -107,7 +107,7 @@ DEFAULTS = {"n_train": 10000, "n_val": 2000, "n_test": 10000, "patch_dim": 50, "
 @DATASETS.register("pde_synthetic", defaults=DEFAULTS)
 def load_pde_synthetic(cfg) -> DataSplits:
   """`make_pde_synthetic` with its keyword arguments read from `config.data` (same names)."""
-  get = lambda k: cfg.get(k, DEFAULTS[k])
+  get = field_reader(cfg, DEFAULTS)
 
   def opt(name):
     value = get(name)

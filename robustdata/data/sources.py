@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 
 # The config.data fields the digits and tfds sources read, with their defaults (all are in the
@@ -25,8 +25,8 @@ TFDS_DEFAULTS = {"data_dir": "", "val_fraction": 0.1, "split_seed": 0}
 
 
 def _split_fractions(cfg) -> tuple[float, float, float]:
-  val = float(cfg.get("val_fraction", DIGITS_DEFAULTS["val_fraction"]))
-  test = float(cfg.get("test_fraction", DIGITS_DEFAULTS["test_fraction"]))
+  get = field_reader(cfg, DIGITS_DEFAULTS)
+  val, test = float(get("val_fraction")), float(get("test_fraction"))
   if not 0.0 <= val < 1.0 or not 0.0 < test < 1.0 or val + test >= 1.0:
     raise ConfigError(f"config.data.val_fraction={val} and config.data.test_fraction={test} "
                       "must be in [0, 1) and (0, 1) with a sum below 1")
@@ -61,7 +61,7 @@ def load_digits(cfg) -> DataSplits:
   from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
   raw = sk_load_digits()
   x = (raw.images.astype(np.float32) / 16.0)[..., None]
-  get = lambda k: cfg.get(k, DIGITS_DEFAULTS[k])
+  get = field_reader(cfg, DIGITS_DEFAULTS)
   upsample = int(get("upsample"))
   if upsample < 1:
     raise ConfigError(f"config.data.upsample={upsample} must be an integer >= 1")
@@ -127,7 +127,7 @@ def read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, n
 
 
 def _load_tfds(name: str, cfg) -> DataSplits:
-  get = lambda k: cfg.get(k, TFDS_DEFAULTS[k])
+  get = field_reader(cfg, TFDS_DEFAULTS)
   data_dir = get("data_dir")
   if not data_dir or not os.path.isdir(data_dir):
     raise ConfigError(

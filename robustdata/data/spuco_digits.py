@@ -27,7 +27,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 DIFFICULTIES = ("magnitude_large", "magnitude_medium", "magnitude_small",
                 "variance_low", "variance_medium", "variance_high")
@@ -308,7 +308,7 @@ def load_spuco_digits(cfg) -> DataSplits:
   False, upsample 1, val_fraction 0.2, test_fraction 0.2 (digits only; MNIST uses its test split),
   split_seed 0 (the train/val/test partition), seed 0 (colours, masks and noise), data_dir ''.
   """
-  get = lambda k: cfg.get(k, DEFAULTS[k])
+  get = field_reader(cfg, DEFAULTS)
   data_dir = get("data_dir") or ""
   val_fraction = float(get("val_fraction"))
   split_seed = int(get("split_seed"))

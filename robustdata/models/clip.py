@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from robustdata.models.text import TextTransformer
 from robustdata.models.vit import ViT
-from robustdata.registry import MODELS, ConfigError
+from robustdata.registry import MODELS, ConfigError, field_reader
 
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = math.log(100.0)
@@ -120,7 +120,7 @@ def make_clip(model_config: Any, *, vocab_size: Optional[int] = None,
   if vocab_size is None or context_length is None:
     raise ConfigError("config.model.vocab_size and config.model.context_length are required "
                       "(take them from DataSplits.info)")
-  field = lambda k: model_config.get(k, CLIP_DEFAULTS[k])
+  field = field_reader(model_config, CLIP_DEFAULTS)
   return CLIP(
       vocab_size=int(vocab_size), context_length=int(context_length),
       embed_dim=int(field("embed_dim")), image_tower=field("image_tower"),

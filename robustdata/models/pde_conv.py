@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustdata.registry import MODELS
+from robustdata.registry import MODELS, field_reader
 
 
 def _scaled_uniform(scale: float, fan_in: int) -> Callable:
@@ -61,6 +61,6 @@ PDE_CONV_DEFAULTS = {"num_filters": 20, "patch_dim": 50, "init_scale": 0.1}
 
 @MODELS.register("pde_conv", defaults=PDE_CONV_DEFAULTS)
 def _pde_conv(cfg, num_classes: int) -> PDEConv:
-  get = lambda k: cfg.get(k, PDE_CONV_DEFAULTS[k])
+  get = field_reader(cfg, PDE_CONV_DEFAULTS)
   return PDEConv(num_classes=num_classes, num_filters=int(get("num_filters")),
                  patch_dim=int(get("patch_dim")), init_scale=float(get("init_scale")))

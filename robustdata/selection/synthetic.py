@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from robustdata.data.dataset import DataSplits, Dataset
-from robustdata.registry import DATASETS, ConfigError
+from robustdata.registry import DATASETS, ConfigError, field_reader
 
 
 DEFAULTS = {"num_train": 5000, "num_test": 1000, "noise": 0.6, "seed": 0}
@@ -18,7 +18,7 @@ DEFAULTS = {"num_train": 5000, "num_test": 1000, "noise": 0.6, "seed": 0}
 
 @DATASETS.register("cifar_shaped_synthetic", defaults=DEFAULTS)
 def load_cifar_shaped(cfg) -> DataSplits:
-  get = lambda k: cfg.get(k, DEFAULTS[k])
+  get = field_reader(cfg, DEFAULTS)
   n_train, n_test = int(get("num_train")), int(get("num_test"))
   noise, seed = float(get("noise")), int(get("seed"))
   if n_train < 10 or n_test < 10 or noise < 0:
