@@ -33,7 +33,7 @@ from robustdata.contrastive import pool as pool_lib
 from robustdata.contrastive import safeclip
 from robustdata.contrastive import steps as steps_lib
 from robustdata.data import sources
-from robustdata.models.clip import CLIP_DEFAULTS, make_clip
+from robustdata.models.clip import make_clip
 from robustdata.registry import TRAINERS, ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import metrics as metrics_lib
@@ -144,7 +144,7 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
 
   # --- State and shardings. ---------------------------------------------------------------------
   rng = jax.random.PRNGKey(config.seed)
-  dim = int(config.model.get("embed_dim", CLIP_DEFAULTS["embed_dim"]))
+  dim = int(config.model.embed_dim)  # with_defaults above wrote it if the config did not
   pool_names = {"roclip": ("text",), "safeclip": ("image", "text") if method == "safeclip"
                 and c.unimodal_pool_size else ()}.get(method, ())
   pool_size = c.get("pool_size", c.get("unimodal_pool_size", 0))

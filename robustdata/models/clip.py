@@ -114,21 +114,22 @@ CLIP_DEFAULTS = {
 def make_clip(model_config: Any, *, vocab_size: Optional[int] = None,
               context_length: Optional[int] = None) -> CLIP:
   """A CLIP from config fields (`image_tower`, `embed_dim`, tower sizes; vocab from the data)."""
-  get = lambda k, d: model_config.get(k, d)
-  vocab_size = vocab_size if vocab_size is not None else get("vocab_size", None)
-  context_length = context_length if context_length is not None else get("context_length", None)
+  if vocab_size is None:
+    vocab_size = model_config.get("vocab_size", None)
+  if context_length is None:
+    context_length = model_config.get("context_length", None)
   if vocab_size is None or context_length is None:
     raise ConfigError("config.model.vocab_size and config.model.context_length are required "
                       "(take them from DataSplits.info)")
-  field = field_reader(model_config, CLIP_DEFAULTS)
+  get = field_reader(model_config, CLIP_DEFAULTS)
   return CLIP(
       vocab_size=int(vocab_size), context_length=int(context_length),
-      embed_dim=int(field("embed_dim")), image_tower=field("image_tower"),
-      cnn_widths=tuple(field("cnn_widths")),
-      vit_patch_size=int(field("vit_patch_size")), vit_width=int(field("vit_width")),
-      vit_depth=int(field("vit_depth")), vit_heads=int(field("vit_heads")),
-      text_width=int(field("text_width")), text_depth=int(field("text_depth")),
-      text_heads=int(field("text_heads")), text_causal=bool(field("text_causal")))
+      embed_dim=int(get("embed_dim")), image_tower=get("image_tower"),
+      cnn_widths=tuple(get("cnn_widths")),
+      vit_patch_size=int(get("vit_patch_size")), vit_width=int(get("vit_width")),
+      vit_depth=int(get("vit_depth")), vit_heads=int(get("vit_heads")),
+      text_width=int(get("text_width")), text_depth=int(get("text_depth")),
+      text_heads=int(get("text_heads")), text_causal=bool(get("text_causal")))
 
 
 @MODELS.register("clip", defaults=CLIP_DEFAULTS)
