@@ -23,6 +23,11 @@ METHODS = ("auto", "numpy", "dense", "lazy_dense", "lazy", "stochastic", "greedi
 # below it a jitted call's dispatch and padding cost more than the whole O(k n^2) greedy
 # (benchmarks/selection.py; CREST's per-class blocks of ~13 points are ~1 ms in NumPy).
 SMALL_MAX = 128
+# Bounds re-evaluated per round of the lazy loop. More per round means fewer rounds (each costs
+# ~30 us of loop control on XLA:CPU) but more evaluations; a row read from the dense matrix is
+# cheap (~6 us), a row of distances on the fly dearer, so the optimum differs (n = 20,000,
+# benchmarks/selection.py; WORKSPACE issue 4).
+LAZY_BATCH = {"lazy": 32, "lazy_dense": 16}
 
 
 def class_budgets(counts: np.ndarray, budget: int, *, equal_num: bool = True) -> np.ndarray:
@@ -90,17 +95,31 @@ def _block_for(n: int, block: int, mesh: Mesh | None) -> int:
 
 def greedy_select(x: np.ndarray, k: int, *, kernel: str = "craig", method: str = "lazy",
                   row_weights: np.ndarray | None = None, block: int = 2048,
-                  lazy_batch: int = 8, epsilon: float = 0.01, key: jax.Array | None = None,
-                  mesh: Mesh | None = None) -> np.ndarray:
+                  lazy_batch: int | None = None, epsilon: float = 0.01,
+                  key: jax.Array | None = None, mesh: Mesh | None = None) -> np.ndarray:
   """Greedy FL picks (positions into x, greedy order) for one block of features x (n, d).
 
   method: 'dense' (materialised similarity, incremental gains), 'lazy_dense' (materialised,
   lazy bounds), 'lazy' (exact, distances on the fly, O(n d) memory) or 'stochastic'.
-  `row_weights` weight the points covered (GreeDi's second stage); default 1.
+  `row_weights` weight the points covered (GreeDi's second stage); default 1. `lazy_batch`:
+  bounds re-evaluated per round of the lazy methods (default LAZY_BATCH[method]).
   """
+  return _select(x, k, kernel=kernel, method=method, row_weights=row_weights, block=block,
+                 lazy_batch=lazy_batch, epsilon=epsilon, key=key, mesh=mesh)[0]
+
+
+def _select(x: np.ndarray, k: int, *, kernel: str, method: str,
+            row_weights: np.ndarray | None = None, block: int = 2048,
+            lazy_batch: int | None = None, epsilon: float = 0.01, key: jax.Array | None = None,
+            mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+  """`greedy_select`, plus the picks' cluster sizes when the greedy recorded them (the lazy
+  methods track each point's most similar pick as its coverage rises; see greedy._lazy_loop),
+  else None. Sizes are as `cluster_weights` computes them: points per nearest pick, ties to the
+  earlier pick, zero sizes become 1 with the 'exp' kernel."""
   n, dim = x.shape
   x = x - x.mean(axis=0, keepdims=True)
   w = np.ones(n, x.dtype) if row_weights is None else np.asarray(row_weights, x.dtype)
+  lazy_batch = lazy_batch or LAZY_BATCH.get(method, 1)
   b = _block_for(n, block, mesh)
   xp, wp, valid = _device_arrays(x, w, b, mesh)
   if method in ("dense", "lazy_dense"):
@@ -108,16 +127,20 @@ def greedy_select(x: np.ndarray, k: int, *, kernel: str = "craig", method: str =
     # constant does) as long as M >= every distance, and 2 max_i |x_i - mean| is such a bound:
     # this saves a second n^2 pass. F values with the true M come from similarity.fl_value.
     max_d = 2.0 * jnp.max(jnp.where(valid, jnp.linalg.norm(xp, axis=1), 0.0))
-    sim = similarity.similarity_matrix(xp, max_d, kernel=kernel, block=b, dim=dim)
     if method == "dense":
+      sim = similarity.similarity_matrix(xp, max_d, kernel=kernel, block=b, dim=dim)
       order, _ = greedy.greedy_fl(sim, k, wp, candidates=valid, block=min(256, b))
     else:
-      order, _, _ = greedy.lazy_greedy_dense(sim, k, wp, candidates=valid,
-                                             batch=lazy_batch)
+      sim, gains0 = similarity.similarity_and_gains(xp, wp, max_d, kernel=kernel, block=b,
+                                                    dim=dim)
+      order, _, _, assign = greedy.lazy_greedy_dense(sim, k, wp, candidates=valid,
+                                                     gains0=gains0, batch=lazy_batch)
+      return np.asarray(order, np.int64), _sizes(assign, n, k, kernel)
   elif method == "lazy":
     gains0, max_d = similarity.initial_gains(xp, wp, valid, kernel=kernel, block=b, dim=dim)
-    order, _, _ = greedy.lazy_greedy(xp, wp, valid, gains0, max_d, k, kernel=kernel, dim=dim,
-                                     batch=lazy_batch)
+    order, _, _, assign = greedy.lazy_greedy(xp, wp, valid, gains0, max_d, k, kernel=kernel,
+                                             dim=dim, batch=lazy_batch)
+    return np.asarray(order, np.int64), _sizes(assign, n, k, kernel)
   elif method == "stochastic":
     max_d = (similarity.max_distance(xp, valid, block=b) if kernel == "craig"
              else jnp.zeros((), xp.dtype))
@@ -127,7 +150,20 @@ def greedy_select(x: np.ndarray, k: int, *, kernel: str = "craig", method: str =
                                         sample_size=sample)
   else:
     raise ConfigError(f"method={method!r} is not a single-stage greedy; use dense/lazy/stochastic")
-  return np.asarray(order, np.int64)
+  return np.asarray(order, np.int64), None
+
+
+def _sizes(assign: jax.Array, n: int, k: int, kernel: str) -> np.ndarray | None:
+  """Cluster sizes from the greedy's assignment of the n real rows; None if a row was never
+  covered (s_ij = 0 to every pick: the CRAIG kernel's farthest pair, or exp underflow), where
+  the caller falls back to `cluster_weights` and its distances."""
+  assign = np.asarray(assign)[:n]
+  if np.any(assign < 0):
+    return None
+  counts = np.bincount(assign, minlength=k).astype(np.float64)
+  if kernel == "exp":
+    counts[counts == 0] = 1.0
+  return counts
 
 
 def cluster_weights(x: np.ndarray, selected: np.ndarray, *, kernel: str = "craig",
@@ -220,9 +256,9 @@ def _greedi(x: np.ndarray, k: int, *, kernel: str, parts: int, part_fraction: fl
   union, union_w = [], []
   for piece in pieces:
     kp = min(k1, len(piece))
-    local = greedy_select(x[piece], kp, kernel=kernel, method="lazy", **kw)
+    local, sizes = _select(x[piece], kp, kernel=kernel, method="lazy", **kw)
     union.append(piece[local])
-    union_w.append(cluster_weights(x[piece], local, kernel=kernel))
+    union_w.append(cluster_weights(x[piece], local, kernel=kernel) if sizes is None else sizes)
   union, union_w = np.concatenate(union), np.concatenate(union_w)
   local = greedy_select(x[union], k, kernel=kernel, method="lazy", row_weights=union_w, **kw)
   return union[local]
@@ -231,11 +267,11 @@ def _greedi(x: np.ndarray, k: int, *, kernel: str, parts: int, part_fraction: fl
 def _auto_method(n: int, dim: int, dense_max: int, small_max: int = SMALL_MAX) -> str:
   """Fastest exact method measured on CPU (benchmarks/selection.py): the host NumPy greedy for
   small blocks (n <= small_max, no dispatch overhead); a materialised similarity (lazy_dense)
-  for large classes or wide proxies while it fits (n <= dense_max); otherwise distances on the
-  fly (lazy), O(n d) memory."""
+  for wide proxies (d >= 32) while it fits (n <= dense_max); otherwise distances on the fly
+  (lazy), O(n d) memory, which is also faster for narrow proxies at every n measured."""
   if n <= small_max:
     return "numpy"
-  return "lazy_dense" if n <= dense_max and (dim >= 32 or n >= 10_000) else "lazy"
+  return "lazy_dense" if n <= dense_max and dim >= 32 else "lazy"
 
 
 def _class_plan(proxies: np.ndarray, labels: np.ndarray, budget: int, *, equal_num: bool,
@@ -268,7 +304,7 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
                       kernel: str = "craig", equal_num: bool = True, method: str = "auto",
                       num_classes: int | None = None, dense_max: int = 20_000,
                       small_max: int = SMALL_MAX,
-                      block: int = 2048, lazy_batch: int = 8, epsilon: float = 0.01,
+                      block: int = 2048, lazy_batch: int | None = None, epsilon: float = 0.01,
                       greedi_parts: int = 5, greedi_fraction: float = 0.5, seed: int = 0,
                       mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Per-class weighted FL coreset of `budget` points from gradient proxies (spec §0).
@@ -303,14 +339,16 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
       orders.append(idx[local])
       weights.append(w)
       continue
+    sizes = None
     if m == "greedi":
       local = _greedi(xc, int(kc), kernel=kernel, parts=greedi_parts,
                       part_fraction=greedi_fraction, rng=rng, **kw)
     else:
       key = jax.random.fold_in(jax.random.key(seed), c)
-      local = greedy_select(xc, int(kc), kernel=kernel, method=m, key=key, **kw)
+      local, sizes = _select(xc, int(kc), kernel=kernel, method=m, key=key, **kw)
     orders.append(idx[local])
-    weights.append(cluster_weights(xc, local, kernel=kernel, block=block))
+    weights.append(cluster_weights(xc, local, kernel=kernel, block=block) if sizes is None
+                   else sizes)
   rr = round_robin(orders)
   return np.concatenate(orders)[rr], np.concatenate(weights)[rr]
 

@@ -8,7 +8,8 @@ All are jitted loops (no host round trip per pick):
   lazy_greedy        exact, from features: the same lazy loop, distances computed on the fly
                      (O(n d) memory, for classes whose n x n matrix does not fit);
   stochastic_greedy  each pick scans a random sample of ceil(n/k ln(1/eps)) candidates.
-Ties go to the lowest index, as with a brute-force argmax, so the exact methods agree.
+Ties go to the lowest index, as with a brute-force argmax, so the exact methods agree. The lazy
+loops also record each point's most similar pick, so cluster sizes come without another pass.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
   each round re-evaluates the best element of the `batch` groups with the largest maxima (the
   global argmax among them); once argmax(u) (lowest index on ties) is fresh it is the pick.
   `sim_rows(cols)` returns s_{cols, :} as (len(cols), n) (similarity is symmetric).
+
+  Returns (order, gains, evaluations, assign): assign[i] is the position in `order` of the pick
+  most similar to point i (the earliest on ties; -1 if no pick has s_ij > 0), recorded as the
+  coverage rises, so cluster sizes need no second pass over the data.
   """
   n = gains0.shape[0]
   dtype = gains0.dtype
@@ -98,17 +103,17 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
   def argmax_u(u, gmax):
     gb = jnp.argmax(gmax)
     seg = jax.lax.dynamic_slice_in_dim(u, gb * group, group)
-    return (gb * group + jnp.argmax(seg)).astype(jnp.int32), gb
+    return (gb * group + jnp.argmax(seg)).astype(jnp.int32)
 
   def step(t, carry):
-    u, gmax, cur, fresh_at, order, picked_gains, evals = carry
+    u, gmax, cur, assign, fresh_at, order, picked_gains, evals = carry
 
     def stale(c):
-      u, gmax, fresh_at, _ = c
-      return fresh_at[argmax_u(u, gmax)[0]] != t
+      _, _, fresh_at, _, j = c
+      return fresh_at[j] != t
 
     def refresh(c):
-      u, gmax, fresh_at, evals = c
+      u, gmax, fresh_at, evals, _ = c
       _, blocks = jax.lax.top_k(gmax, nq)
       segs = u.reshape(ng, group)[blocks]
       cols = (blocks * group + jnp.argmax(segs, axis=1)).astype(jnp.int32)
@@ -116,29 +121,37 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
       g = jnp.where(jnp.isneginf(u[cols]), -jnp.inf, g)
       u = u.at[cols].set(g)
       gmax = gmax.at[blocks].set(jnp.max(u.reshape(ng, group)[blocks], axis=1))
-      return u, gmax, fresh_at.at[cols].set(t), evals + nq
+      return u, gmax, fresh_at.at[cols].set(t), evals + nq, argmax_u(u, gmax)
 
-    u, gmax, fresh_at, evals = jax.lax.while_loop(stale, refresh, (u, gmax, fresh_at, evals))
-    j, gb = argmax_u(u, gmax)
+    u, gmax, fresh_at, evals, j = jax.lax.while_loop(
+        stale, refresh, (u, gmax, fresh_at, evals, argmax_u(u, gmax)))
     gain = u[j]
-    cur = jnp.maximum(cur, sim_rows(j[None])[0])
+    row = sim_rows(j[None])[0]
+    gained = row > cur
+    assign = jnp.where(gained, t, assign)
+    cur = jnp.where(gained, row, cur)
     u = u.at[j].set(-jnp.inf)
+    gb = j // group
     gmax = gmax.at[gb].set(jnp.max(jax.lax.dynamic_slice_in_dim(u, gb * group, group)))
-    return u, gmax, cur, fresh_at, order.at[t].set(j), picked_gains.at[t].set(gain), evals
+    return (u, gmax, cur, assign, fresh_at, order.at[t].set(j), picked_gains.at[t].set(gain),
+            evals)
 
   u0 = jnp.where(allowed, gains0, -jnp.inf)
-  init = (u0, gmax_of(u0), jnp.zeros(n, dtype), jnp.zeros(n, jnp.int32), jnp.zeros(k, jnp.int32),
-          jnp.zeros(k, dtype), jnp.zeros((), jnp.int32))
-  _, _, _, _, order, picked_gains, evals = jax.lax.fori_loop(0, k, step, init)
-  return order, picked_gains, evals
+  # gains0 are exact for the empty set, so every bound counts as fresh at t = 0.
+  init = (u0, gmax_of(u0), jnp.zeros(n, dtype), jnp.full(n, -1, jnp.int32),
+          jnp.zeros(n, jnp.int32), jnp.zeros(k, jnp.int32), jnp.zeros(k, dtype),
+          jnp.zeros((), jnp.int32))
+  _, _, _, assign, _, order, picked_gains, evals = jax.lax.fori_loop(0, k, step, init)
+  return order, picked_gains, evals, assign
 
 
 @functools.partial(jax.jit, static_argnames=("k", "kernel", "dim", "batch"))
 def lazy_greedy(x: jax.Array, row_weights: jax.Array, valid: jax.Array, gains0: jax.Array,
                 max_d: jax.Array, k: int, *, kernel: str, dim: int,
-                batch: int = 16) -> tuple[jax.Array, jax.Array, jax.Array]:
+                batch: int = 32) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Exact lazy greedy from features (distances on the fly, O(n d) memory), with
-  gains0 = initial_gains(...) as the first bounds. Returns (order, gains, evaluations)."""
+  gains0 = initial_gains(...) as the first bounds. Returns (order, gains, evaluations, assign)
+  as `_lazy_loop`."""
   sq = jnp.sum(x * x, axis=1)
 
   def sim_rows(cols):
@@ -180,12 +193,15 @@ def stochastic_greedy(x: jax.Array, row_weights: jax.Array, valid: jax.Array, ma
 
 @functools.partial(jax.jit, static_argnames=("k", "batch"))
 def lazy_greedy_dense(similarity: jax.Array, k: int, row_weights: jax.Array | None = None, *,
-                      candidates: jax.Array | None = None,
-                      batch: int = 16) -> tuple[jax.Array, jax.Array, jax.Array]:
+                      candidates: jax.Array | None = None, gains0: jax.Array | None = None,
+                      batch: int = 32) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Exact lazy greedy on a precomputed symmetric similarity: a re-evaluation reads one
-  contiguous row instead of recomputing n distances. Returns (order, gains, evaluations)."""
+  contiguous row instead of recomputing n distances. `gains0` (the empty set's gains, from
+  similarity.similarity_and_gains) saves a pass over the matrix. Returns (order, gains,
+  evaluations, assign) as `_lazy_loop`."""
   n = similarity.shape[0]
   w = jnp.ones(n, similarity.dtype) if row_weights is None else row_weights.astype(similarity.dtype)
   allowed = jnp.ones(n, bool) if candidates is None else candidates
-  gains0 = jnp.matmul(jnp.maximum(similarity, 0.0), w, precision=_HIGHEST)
+  if gains0 is None:
+    gains0 = jnp.matmul(jnp.maximum(similarity, 0.0), w, precision=_HIGHEST)
   return _lazy_loop(gains0, allowed, k, lambda cols: similarity[cols], w, batch)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.selection import cluster_weights, greedy_fl, greedy_select
+from robustdata.selection import cluster_weights, facility_location, greedy_fl, greedy_select
 from tests.selection import reference
 
 
@@ -49,3 +49,32 @@ def test_approximation_guarantee(kernel):
       for k in (2, 3):
         order = greedy_select(x, k, kernel=kernel, method="lazy")
         assert reference.value(sim, order) >= (1 - 1 / np.e) * reference.optimum(sim, k) - 1e-9
+
+
+@pytest.mark.parametrize("kernel", ["craig", "exp"])
+@pytest.mark.parametrize("method", ["lazy_dense", "lazy"])
+def test_lazy_loops_record_cluster_sizes(kernel, method):
+  """The lazy greedies' weights (each point's most similar pick, recorded as the coverage rises)
+  equal the brute-force cluster sizes in float64 and the separate distance pass in float32."""
+  rng = np.random.default_rng(4)
+  with jax.enable_x64(True):
+    x = rng.normal(size=(300, 6))
+    sim = reference.similarity(x, kernel)
+    order, weights = facility_location(x, np.zeros(300, np.int64), budget=40, kernel=kernel,
+                                       method=method, block=128)
+    np.testing.assert_array_equal(order, reference.greedy(sim, 40))
+    np.testing.assert_array_equal(weights, reference.cluster_sizes(sim, order))
+  x = rng.normal(size=(1500, 8)).astype(np.float32)
+  order, weights = facility_location(x, np.zeros(1500, np.int64), budget=150, kernel=kernel,
+                                     method=method)
+  np.testing.assert_array_equal(weights, cluster_weights(x, order, kernel=kernel))
+  assert weights.sum() == 1500
+
+
+def test_uncovered_point_falls_back_to_distances():
+  """With the CRAIG kernel's exact M the farthest point has similarity 0 to the pick, so the
+  greedy never records it; its weight comes from the nearest-medoid pass instead."""
+  x = np.array([[0.0, 0.0], [1.0, 0.0]], np.float32)
+  for method in ("lazy", "lazy_dense"):
+    _, weights = facility_location(x, np.zeros(2, np.int64), budget=1, method=method)
+    np.testing.assert_array_equal(weights, [2.0])
