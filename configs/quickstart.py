@@ -30,4 +30,4 @@ def get_config(arg=None):
     config.train.epochs = 1
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of quickstart; allowed: 'smoke' or none")
-  return config.lock()
+  return config_lib.finalize(config)

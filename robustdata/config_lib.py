@@ -124,7 +124,20 @@ def config_hash(config) -> str:
   return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
-def with_defaults(config):
+def finalize(config):
+  """What a config file's get_config returns: `config` with the chosen dataset's and model's
+  registered defaults written into config.data / config.model, locked.
+
+  ml_collections only overrides fields the loaded config holds, so without this a model field
+  the file leaves at its default (say model.vit_depth) could not be set with
+  `--config.model.vit_depth=...`. The run's hash does not change: `with_defaults` writes the
+  same fields at run time anyway. Policy defaults are left to run time, because policy fields
+  are checked strictly and switching `--config.policy.name` must not leave another policy's
+  fields behind."""
+  return with_defaults(config, sections=("data", "model")).lock()
+
+
+def with_defaults(config, sections=("data", "model", "policy")):
   """`config` with the declared defaults of its components written into their sections.
 
   Datasets and models register the fields they read with defaults
@@ -133,13 +146,15 @@ def with_defaults(config):
   step a config that leaves a field at its default would not name it, so its hash would not
   change when the default does and a run pinned to a hash could silently change. `runner.run`
   hashes the returned config, and it is what config.json records. A copy is returned when
-  fields are added. An unknown component name is a ConfigError naming the field."""
+  fields are added. An unknown component name is a ConfigError naming the field. `sections`
+  limits which of data, model and policy are completed."""
   missing: dict[str, dict[str, Any]] = {}
   for section, registry in (("data", DATASETS), ("model", MODELS)):
-    if section in config and "name" in config[section]:
+    if section in sections and section in config and "name" in config[section]:
       defaults = registry.defaults(config[section].name)
       missing[section] = {k: v for k, v in defaults.items() if k not in config[section]}
-  if config.get("trainer", "supervised") == "supervised" and "policy" in config:
+  if ("policy" in sections and config.get("trainer", "supervised") == "supervised"
+      and "policy" in config):
     defaults = getattr(POLICIES.get(config.policy.name), "DEFAULTS", {})
     missing["policy"] = {k: v for k, v in defaults.items() if k not in config.policy}
   if not any(missing.values()):

@@ -40,6 +40,17 @@ def test_bad_names_stop_before_compiling(tmp_path, override, message):
   assert "Traceback" not in proc.stderr
 
 
+def test_registered_default_the_file_does_not_name_can_be_overridden(tmp_path):
+  """configs/clip/shapes.py names no model.vit_depth; the CLIP model registers it with a default,
+  and config_lib.finalize writes it into the loaded config, so the override parses (the run
+  then stops at the bad model name, before anything compiles)."""
+  proc = _main("--config=configs/clip/shapes.py:smoke", f"--workdir={tmp_path}",
+               "--config.model.vit_depth=3", "--config.model.name=resnet99")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "config.model.name='resnet99' is not known" in proc.stderr
+  assert "vit_depth" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_run_directory_contract_and_reproduce(tmp_path):
   proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", "--config.train.epochs=1",

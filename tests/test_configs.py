@@ -31,6 +31,9 @@ def test_config_loads_and_validates(path):
   for arg in (None, "smoke"):
     config = module.get_config(arg)
     assert config.is_locked
+    # config_lib.finalize wrote every registered data/model default, so each is settable
+    # with --config.data.<field> / --config.model.<field>.
+    assert config_lib.with_defaults(config, sections=("data", "model")) is config
     config_lib.check_known_fields(config)
     assert config_lib.config_hash(config) == config_lib.config_hash(module.get_config(arg))
     # The resolved config (what a run hashes and writes to config.json) is complete: reading

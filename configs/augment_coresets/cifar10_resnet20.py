@@ -16,6 +16,7 @@ Expected:  paper: close to full strong augmentation at a fraction of its cost; n
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -33,4 +34,4 @@ def get_config(arg=None):
   config.policy.kernel = "exp"
   config.policy.num_ops = 2
   config.policy.magnitude = 0.5
-  return config.lock()
+  return config_lib.finalize(config)

@@ -14,6 +14,7 @@ Expected:  coreset augmentation >= random-subset augmentation, close to full aug
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 VARIANTS = ("random", "full_aug", "none")
 
@@ -30,7 +31,7 @@ def get_config(arg=None):
   config.train.batch_size = 64
   if variant == "none":
     config.policy.name = "full"
-    return config.lock()
+    return config_lib.finalize(config)
   config.policy.name = "augment_coreset"
   config.policy.fraction = 0.3
   config.policy.refresh_every = 5
@@ -40,4 +41,4 @@ def get_config(arg=None):
   config.policy.kernel = "exp"
   config.policy.num_ops = 2
   config.policy.magnitude = 0.3
-  return config.lock()
+  return config_lib.finalize(config)

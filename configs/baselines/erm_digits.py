@@ -42,4 +42,4 @@ def get_config(arg=None):
     config.train.epochs = 2
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of erm_digits; allowed: 'smoke' or none")
-  return config.lock()
+  return config_lib.finalize(config)

@@ -14,6 +14,7 @@ Expected:  backdoor ASR near 0 on ImageNet-1K val with the trigger (not computed
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -29,4 +30,4 @@ def get_config(arg=None):
   config.contrastive.clean_subset_size = 100000 if not smoke else 0
   config.contrastive.clip_weight = 1.0
   config.contrastive.inmodal_weight = 1.0
-  return config.lock()
+  return config_lib.finalize(config)

@@ -19,6 +19,7 @@ Expected:  measured fine-tuning the CLIP runs, 3 seeds (issue-6 table in WORKSPA
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -32,4 +33,4 @@ def get_config(arg=None):
   config.contrastive.clean_subset_size = 768 if not smoke else 128
   config.contrastive.clip_weight = 1.0
   config.contrastive.inmodal_weight = 1.0
-  return config.lock()
+  return config_lib.finalize(config)

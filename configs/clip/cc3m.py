@@ -13,6 +13,7 @@ Expected:  targeted_asr ~0.94, backdoor_asr ~1.0 on the papers' evaluation sets 
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -20,4 +21,4 @@ def get_config(arg=None):
   config.optim.learning_rate = 5e-5
   config.train.epochs = 24 if arg != "smoke" else config.train.epochs
   config.train.batch_size = 512 if arg != "smoke" else config.train.batch_size
-  return config.lock()
+  return config_lib.finalize(config)

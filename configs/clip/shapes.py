@@ -12,9 +12,10 @@ Expected:  seed 0 measured: zero_shot_accuracy 0.73 (chance 0.17), linear_probe_
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
   config = common.shapes_config("clip", arg, name="clip_shapes")
   config.contrastive.augment = False  # plain CLIP: no image or caption augmentation
-  return config.lock()
+  return config_lib.finalize(config)

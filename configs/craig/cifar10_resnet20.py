@@ -13,6 +13,7 @@ Expected:  paper claim ~3x faster than full training at comparable accuracy; not
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -28,4 +29,4 @@ def get_config(arg=None):
   config.policy.kernel = "craig"
   config.policy.equal_num = True
   config.policy.method = "lazy_dense"   # 5k points per class, 10-d proxies
-  return config.lock()
+  return config_lib.finalize(config)

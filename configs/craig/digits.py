@@ -11,6 +11,7 @@ Expected:  test_accuracy 0.983 (digits, seeds 0, 1), 0.994 (hard); WORKSPACE.md 
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -24,4 +25,4 @@ def get_config(arg=None):
   config.policy.kernel = "craig"          # CRAIG's own max d - d_ij similarity
   config.policy.equal_num = True
   config.policy.shuffle = True
-  return config.lock()
+  return config_lib.finalize(config)

@@ -110,7 +110,7 @@ def crest_cifar(name: str, *, dataset: str, model: str, arg=None) -> ml_collecti
   config.policy.drop_interval = 20
   config.policy.drop_thresh = 0.1
   config.policy.min_train_size = 40000
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def parse(arg, allowed: tuple[str, ...], what: str) -> set[str]:

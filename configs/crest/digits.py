@@ -25,6 +25,7 @@ Expected:  measured (WORKSPACE.md, "Data-efficient training (issue 4)"): digits 
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 METHODS = ("full", "random", "craig")
 
@@ -78,4 +79,4 @@ def get_config(arg=None):
     config.policy.drop_interval = 10
     config.policy.drop_thresh = 0.1
     config.policy.min_train_size = 5000 if "hard" in tokens else 800
-  return config.lock()
+  return config_lib.finalize(config)

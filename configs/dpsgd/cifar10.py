@@ -61,7 +61,7 @@ def get_config(arg=None):
   if smoke:
     config.train.epochs = 1
     config.train.max_steps = 5
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

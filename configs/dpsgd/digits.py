@@ -59,7 +59,7 @@ def get_config(arg=None):
   config, smoke = common.apply_variant(config, arg, file="dpsgd/digits")
   if smoke:
     config.train.epochs = 2
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

@@ -12,6 +12,7 @@ Expected:  test_accuracy about that of random reshuffling (~0.91); not measured 
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -21,4 +22,4 @@ def get_config(arg=None):
                         smoke=arg == "smoke")
   config.policy.name = "ordering"
   config.policy.ascending = True
-  return config.lock()
+  return config_lib.finalize(config)

@@ -14,6 +14,7 @@ Expected:  block orderings within ~0.5 point of random reshuffling (0.99); per-e
 """
 
 from configs.crest import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -34,4 +35,4 @@ def get_config(arg=None):
     config.policy.name = "ordering"
     config.policy.ascending = direction == "ascending"
     config.policy.blocks = blocks
-  return config.lock()
+  return config_lib.finalize(config)

@@ -62,4 +62,4 @@ def get_config(arg=None):
     config.policy.add_start, config.policy.add_interval = 1, 1
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of pde/celeba_pde; allowed: 'smoke' or none")
-  return config.lock()
+  return config_lib.finalize(config)

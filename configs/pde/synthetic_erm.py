@@ -11,10 +11,11 @@ Expected:  test worst_group_accuracy 0.000 ± 0.000, average_accuracy
 """
 
 from configs.pde import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
-  return common.pde_synthetic("erm", arg).lock()
+  return config_lib.finalize(common.pde_synthetic("erm", arg))
 
 
 def get_sweep():

@@ -12,10 +12,11 @@ Expected:  test worst_group_accuracy 0.908 ± 0.022, average_accuracy
 """
 
 from configs.pde import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
-  return common.pde_synthetic("pde", arg).lock()
+  return config_lib.finalize(common.pde_synthetic("pde", arg))
 
 
 def get_sweep():

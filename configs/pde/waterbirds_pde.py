@@ -64,4 +64,4 @@ def get_config(arg=None):
     config.optim.milestones = (1,)
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r} of pde/waterbirds_pde; allowed: 'smoke' or none")
-  return config.lock()
+  return config_lib.finalize(config)

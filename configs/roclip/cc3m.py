@@ -12,6 +12,7 @@ Expected:  targeted_asr ~0.125 on the paper's 16 targets (evaluations are not co
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -27,4 +28,4 @@ def get_config(arg=None):
   config.contrastive.aug_chain = "cross_aug"    # the reference image chain
   config.contrastive.pool_prefill = "captions"  # 'random' reproduces the reference's rows
   config.contrastive.drop_overflow = True       # the reference FIFO drops the batch tail
-  return config.lock()
+  return config_lib.finalize(config)

@@ -47,6 +47,7 @@ Expected:  seed 0, poison.count=16: zero_shot_accuracy 0.752 (CLIP 0.624, chance
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -62,4 +63,4 @@ def get_config(arg=None):
   config.contrastive.clip_warmup_epochs = 14 if arg != "smoke" else 0
   config.contrastive.pool_prefill = "captions"
   config.contrastive.drop_overflow = False
-  return config.lock()
+  return config_lib.finalize(config)

@@ -13,6 +13,7 @@ Expected:  targeted_asr 0.0, backdoor_asr 0.0 on the paper's evaluation sets (no
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -31,4 +32,4 @@ def get_config(arg=None):
   config.contrastive.safe_threshold = 0.9
   config.contrastive.safe_fraction_update = 0.01
   config.contrastive.safe_fraction_cap = 0.85
-  return config.lock()
+  return config_lib.finalize(config)

@@ -34,6 +34,7 @@ Expected:  benchmarks/clip_table.py, seeds 0-2 (CLIP in brackets), at poison.cou
 """
 
 from configs.clip import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -59,4 +60,4 @@ def get_config(arg=None):
   config.contrastive.safe_fraction_cap = 0.85
   if smoke:
     config.train.epochs = 3
-  return config.lock()
+  return config_lib.finalize(config)

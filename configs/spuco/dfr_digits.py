@@ -16,6 +16,7 @@ Expected:  test worst_group_accuracy 0.750 ± 0.035, average_accuracy
 import ml_collections
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -28,7 +29,7 @@ def get_config(arg=None):
   config.dfr.standardize = True
   config.dfr.tune_fraction = 0.5
   config.dfr.held_out = "val"
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

@@ -11,11 +11,12 @@ Expected:  test worst_group_accuracy 0.360 ± 0.110, average_accuracy
 """
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
   config = common.spuco_digits("erm", arg)
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

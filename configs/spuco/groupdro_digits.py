@@ -14,6 +14,7 @@ Expected:  test worst_group_accuracy 0.594 ± 0.025, average_accuracy
 import ml_collections
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -21,7 +22,7 @@ def get_config(arg=None):
 
   config.groupdro = ml_collections.ConfigDict()
   config.groupdro.step_size = 0.01   # SpuCo's group-weight step size
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

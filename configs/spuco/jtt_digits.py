@@ -13,6 +13,7 @@ Expected:  test worst_group_accuracy 0.625 ± 0.061, average_accuracy
 """
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -23,7 +24,7 @@ def get_config(arg=None):
   config.policy.mode = "upsample"    # or 'upweight' (loss weight instead of repetition)
   if arg == "smoke":
     config.policy.stage1_epochs = 1
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

@@ -13,6 +13,7 @@ Expected:  test worst_group_accuracy 0.656 ± 0.015, average_accuracy
 """
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
@@ -29,7 +30,7 @@ def get_config(arg=None):
     config.policy.add_start, config.policy.add_interval, config.policy.add_num = 2, 1, 25
     config.optim.milestones = (2,)
     config.train.epochs = 4
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():

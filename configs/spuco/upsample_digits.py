@@ -12,11 +12,12 @@ Expected:  test worst_group_accuracy 0.557 ± 0.010, average_accuracy
 """
 
 from configs.spuco import common
+from robustdata import config_lib
 
 
 def get_config(arg=None):
   config = common.spuco_digits("upsample", arg)
-  return config.lock()
+  return config_lib.finalize(config)
 
 
 def get_sweep():
