@@ -3,7 +3,8 @@
 One `DPPlan` per run. At each epoch start the loop asks `choose(epoch, params)`: the plan
 picks the mode in force (`mode`, or `switch_to_mode` from `switch_epoch` on), recomputes the
 magnitude mask on the scheduled pruning epochs from the current (already private) parameters,
-and returns a rule keyed by (mode, mask version); the loop re-jits only when the key changes.
+and returns a rule keyed by (mode, whether a mask is in force) with the mask as a step operand:
+the loop re-jits only when the key changes, not at every recomputed mask.
 The mask and the modes used ride in the checkpoint (`state_dict`), so a resume is bitwise.
 Epsilon is finite only while every step so far was a `dp_sgd` step.
 """
@@ -106,6 +107,8 @@ class DPPlan(grad_rules.RulePlan):
     self.effective_dimension: Optional[int] = None
     self.total_dimension: Optional[int] = None
     self._rules: dict[Any, Any] = {}
+    self._operands_of: Any = None
+    self._operands_cache: Optional[dict[str, Any]] = None
     self._uses_dp = {"dp_sgd"} & {self.mode, self.switch_to_mode}
     # Build the rules now so that every bad value stops the run before anything compiles.
     self._rule(self.mode)
@@ -114,16 +117,30 @@ class DPPlan(grad_rules.RulePlan):
 
   # --- The rules. --------------------------------------------------------------------------------
   def _rule(self, mode: str):
-    key = (mode, len(self.pruned_at))
-    if key not in self._rules:
-      self._rules[key] = rules.make_dp_rule(
+    """The rule of `mode`, without a built-in mask: masks come as call-time operands
+    (`_operands`), so recomputing one does not re-jit the step."""
+    if mode not in self._rules:
+      self._rules[mode] = rules.make_dp_rule(
           mode=mode, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
           expected_batch_size=self.expected_batch_size, method=self.method,
-          microbatch_size=self.microbatch_size, per_layer=self.per_layer, mask=self.mask)
-    return self._rules[key]
+          microbatch_size=self.microbatch_size, per_layer=self.per_layer)
+    return self._rules[mode]
+
+  def _operands(self) -> Optional[dict[str, Any]]:
+    """{'mask': flat mask} of the current mask (None without one); the same object until the
+    mask changes, which is how the loop tells a new mask (and re-projects the parameters)."""
+    if self.mask is None:
+      return None
+    if self._operands_of is not self.mask:
+      self._operands_cache = {"mask": rules.flat_operand_mask(self.mask)}
+      self._operands_of = self.mask
+    return self._operands_cache
 
   def __call__(self, *args, **kwargs):
-    """The plan used directly as a rule: the rule of its first mode."""
+    """The plan used directly as a rule: the rule of its first mode, with the current mask."""
+    operands = self._operands()
+    if operands is not None and "operands" not in kwargs:
+      kwargs["operands"] = jax.tree.map(jax.numpy.asarray, operands)
     return self._rule(self.mode)(*args, **kwargs)
 
   def setup(self, params: PyTree, model_state: PyTree, *, config: Any = None) -> None:
@@ -153,11 +170,11 @@ class DPPlan(grad_rules.RulePlan):
       self.modes_used.append(mode)
     project = None
     if self.mask is not None:
-      flat_mask = rules._as_flat_mask(self.mask)  # pylint: disable=protected-access
-      project = lambda p, m=flat_mask: _apply_flat_mask(p, m)
+      project = lambda p, operands: _apply_flat_mask(p, operands["mask"])
       self.effective_dimension = pruning.effective_dimension(self.mask, self.mask)
-    return grad_rules.RuleChoice(key=(mode, len(self.pruned_at)), rule=self._rule(mode),
-                                 project=project)
+    # The key changes with the mode and when a first mask appears; later masks are operands.
+    return grad_rules.RuleChoice(key=(mode, self.mask is not None), rule=self._rule(mode),
+                                 project=project, operands=self._operands())
 
   # --- Accounting and logging. -------------------------------------------------------------------
   def private(self) -> bool:

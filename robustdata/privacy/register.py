@@ -16,7 +16,8 @@
   prune_sparsity, prune_scope, prune_start_epoch, prune_every_epochs   magnitude pruning
                       (pruning.py); masks from the current parameters at the scheduled epochs
 The builders return a `plan.DPPlan` (a `RulePlan`): the loop asks it for the rule of each
-epoch, re-jitting on a mode switch or a new mask. Sampling is a policy: config.policy.name
+epoch, re-jitting on a mode switch or the first mask (later masks are step operands).
+Sampling is a policy: config.policy.name
 'poisson' or 'shuffle' (policies.py), which must equal config.privacy.sampling for dp_sgd.
 """
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustdata.privacy import checks, clipping, ghost, noise
+from robustdata.privacy import checks, clipping, ghost, noise, pruning
 
 PyTree = Any
 Rule = Callable[..., tuple[PyTree, PyTree, dict]]
@@ -38,6 +38,21 @@ def mode_for_epoch(epoch: int, *, mode: str, switch_epoch: Optional[int] = None,
     return mode
   checks.check_choice("switch_to_mode", switch_to_mode, checks.MODES)
   return switch_to_mode if epoch >= switch_epoch else mode
+
+
+def flat_operand_mask(mask: PyTree) -> dict[tuple, np.ndarray]:
+  """A params-shaped 0/1 mask as the rule's call-time operand: every prunable kernel's leaf
+  (`pruning.is_prunable`) and every other leaf that is not all ones, float32 on the host. The
+  key set depends only on the parameter shapes (not on which coordinates are pruned, unlike
+  `_as_flat_mask`), so every mask of a run gives the step the same argument structure."""
+  out = {}
+  for path, leaf in clipping.flatten(mask).items():
+    if leaf is None:
+      continue
+    arr = np.asarray(leaf, np.float32)
+    if pruning.is_prunable(path, arr) or not np.all(arr == 1.0):
+      out[path] = arr
+  return out
 
 
 def _as_flat_mask(mask: Optional[PyTree]) -> Optional[dict[tuple, jnp.ndarray]]:
@@ -63,7 +78,10 @@ def make_dp_rule(*, mode: str, clip_norm: float, noise_multiplier: float,
   method: 'vmap' (per-example grads, optionally `microbatch_size` at a time), 'ghost'
   (book-keeping, Dense/Conv norms without per-example grads) or 'loop' (test reference).
   per_layer: clip each layer to C / sqrt(L) instead of the whole gradient to C.
-  mask: params-shaped 0/1 pruning mask; pruned coordinates get no gradient and no noise.
+  mask: params-shaped 0/1 pruning mask; pruned coordinates get no gradient and no noise. A
+    mask can also come at call time, `rule(..., operands={"mask": flat_mask})` with
+    flat_mask = `flat_operand_mask(mask)` (a step argument: a new mask reuses the compiled
+    step); it replaces the built-in one.
   aux: grad_norm_mean, clip_fraction, noise_std (of the returned gradient), batch_size, loss,
   and the per-example `losses` and `logits` the train step reads (and removes).
   """
@@ -75,10 +93,11 @@ def make_dp_rule(*, mode: str, clip_norm: float, noise_multiplier: float,
     raise checks.ConfigError(f"config.train.batch_size={expected_batch_size} must be > 0")
   if microbatch_size is not None and microbatch_size <= 0:
     raise checks.ConfigError(f"config.privacy.microbatch_size={microbatch_size} must be > 0")
-  flat_mask = _as_flat_mask(mask)
+  static_mask = _as_flat_mask(mask)
 
-  def rule(loss_fn, params, model_state, batch, rng, coef_fn):
+  def rule(loss_fn, params, model_state, batch, rng, coef_fn, operands=None):
     checks.check_no_batchnorm(model_state)
+    flat_mask = static_mask if operands is None else operands["mask"]
     grad_key, noise_key = jax.random.split(rng)
     if method == "ghost":
       summed, stats, losses, _ = ghost.ghost_clipped_sum(

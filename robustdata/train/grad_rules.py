@@ -29,11 +29,16 @@ class RuleChoice:
   rule: the gradient rule.
   project: optional `params -> params` applied after every optimizer update and once when the
     choice comes into force (e.g. a pruning mask); must be idempotent.
+  operands: optional arrays the rule and `project` read as step *arguments* (then called as
+    `rule(..., coef_fn, operands=operands)` and `project(params, operands)`), so a new value
+    of the same shapes (a pruning mask recomputed every few epochs) reuses the compiled step;
+    only a new `key` re-jits.
   """
 
   key: Hashable
   rule: Callable
-  project: Optional[Callable[[PyTree], PyTree]] = None
+  project: Optional[Callable[..., PyTree]] = None
+  operands: Optional[PyTree] = None
 
 
 class RulePlan:

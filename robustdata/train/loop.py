@@ -122,7 +122,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
                                        tx=tx, augment=tuple(config.data.augment),
                                        crop_padding=config.data.crop_padding,
                                        project=choice.project)
-    return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, repl),
+    return jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, repl, repl),
                    out_shardings=(state_sharding, repl), donate_argnums=(0,))
 
   evaluator = Evaluator(model, mesh, batch_size=config.train.eval_batch_size)
@@ -214,16 +214,23 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   except ValueError:  # not the main thread (e.g. a notebook worker): keep default handling
     previous_handler = None
 
-  rule_key, train_step, project = object(), None, None
+  rule_key, train_step, host_operands, operands = object(), None, None, None
 
   def choose_rule() -> None:
-    """Re-jits the step when the plan's rule for this epoch changes (mode switch, new mask)."""
-    nonlocal state, rule_key, train_step, project
+    """Re-jits the step when the plan's rule key for this epoch changes (a mode switch, the
+    first mask); new operands (a recomputed mask: the plan hands out a new object) are step
+    arguments and reuse the compiled step. The projection runs whenever either changes."""
+    nonlocal state, rule_key, train_step, host_operands, operands
     choice = grad_plan.choose(host["epoch"], state.params)
     if choice.key != rule_key:
-      rule_key, train_step, project = choice.key, compile_step(choice), choice.project
-      if project is not None:
-        state = state.replace(params=jax.jit(project)(state.params))
+      rule_key, train_step = choice.key, compile_step(choice)
+    elif choice.operands is host_operands:
+      return
+    host_operands = choice.operands
+    operands = None if host_operands is None else jax.device_put(host_operands, repl)
+    if choice.project is not None:
+      args = (state.params,) if operands is None else (state.params, operands)
+      state = state.replace(params=jax.jit(choice.project)(*args))
 
   # --- The loop. ---------------------------------------------------------------------------------
   try:
@@ -238,7 +245,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         batch = loader.device_batch(indices, weights)
         lr = lr_at(host["epoch"] + i / steps)
         host["lr"] = lr
-        state, metrics = train_step(state, batch, np.float32(lr))
+        state, metrics = train_step(state, batch, np.float32(lr), operands)
         window.append(metrics)
         host["step"] += 1
         host["step_in_epoch"] = i + 1

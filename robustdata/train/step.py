@@ -43,10 +43,13 @@ def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Calla
                     tx: optax.GradientTransformation, augment: Sequence[str] = (),
                     crop_padding: int = 4,
                     project: Optional[Callable[[Any], Any]] = None) -> Callable:
-  """step(state, batch, lr) -> (state, metrics): augment, gradient rule, optimizer update,
-  then `project(params)` when given (e.g. re-applying a pruning mask after momentum)."""
+  """step(state, batch, lr, operands=None) -> (state, metrics): augment, gradient rule,
+  optimizer update, then `project(params)` when given (e.g. re-applying a pruning mask after
+  momentum). `operands` (grad_rules.RuleChoice.operands) are passed on to the rule and to
+  `project` when not None."""
 
-  def step(state: TrainState, batch: dict, lr: jnp.ndarray):
+  def step(state: TrainState, batch: dict, lr: jnp.ndarray, operands: Any = None):
+    extra = {} if operands is None else {"operands": operands}
     key = jax.random.fold_in(state.rng, state.step)
     aug_key, loss_key = jax.random.split(key)
     if augment:
@@ -57,7 +60,7 @@ def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Calla
       return objective.coefficients(losses, b, state.method_state)[0]
 
     grads, new_model_state, aux = grad_rule(loss_fn, state.params, state.model_state, batch,
-                                            loss_key, coef_fn)
+                                            loss_key, coef_fn, **extra)
     losses, logits = aux.pop("losses"), aux.pop("logits")
     _, new_method_state, method_metrics = objective.coefficients(
         jax.lax.stop_gradient(losses), batch, state.method_state)
@@ -67,7 +70,7 @@ def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Calla
     updates, opt_state = tx.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     if project is not None:
-      params = project(params)
+      params = project(params) if operands is None else project(params, operands)
 
     mask = batch["mask"]
     n = jnp.maximum(jnp.sum(mask), 1.0)

@@ -86,6 +86,39 @@ def test_pruning_masks_params_and_mode_switch(tmp_path, tiny_config, monkeypatch
   assert sum(int(np.sum(np.asarray(m) == 0)) for m in mask_0.values()) == round(0.25 * kernels)
 
 
+def test_recomputed_masks_reuse_the_compiled_step(tmp_path, tiny_config, monkeypatch):
+  """Masks at the start of epochs 0, 1, 2 (20%, 40%, 60%) under one mode: the train step is
+  built once (the mask is a step operand, not a constant), and each new mask is the one in
+  force: the weights it prunes are exactly zero after its epoch."""
+  from robustdata.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  built, seen = [], {}
+  make, choose = step_lib.make_train_step, plan_lib.DPPlan.choose
+
+  def count(*args, **kwargs):
+    built.append(1)
+    return make(*args, **kwargs)
+
+  def spy(self, epoch, params):
+    seen[epoch] = clipping.flatten(jax_get(params))
+    choice = choose(self, epoch, params)
+    seen[("mask", epoch)] = clipping.flatten(self.mask)
+    return choice
+
+  monkeypatch.setattr(step_lib, "make_train_step", count)
+  monkeypatch.setattr(plan_lib.DPPlan, "choose", spy)
+  _, r = _run(tmp_path, tiny_config, privacy__mode="dp_sgd", privacy__prune_sparsity=0.6,
+              privacy__prune_every_epochs=1, train__epochs=3)
+  assert len(built) == 1
+  kernels = 64 * 32 + 32 * 10
+  assert r["effective_dimension"] == r["total_dimension"] - round(0.6 * kernels)
+  for epoch in (0, 1):
+    mask, params = seen[("mask", epoch)], seen[epoch + 1]
+    pruned = sum(int(np.sum(np.asarray(m) == 0)) for m in mask.values())
+    assert pruned == round(0.2 * (epoch + 1) * kernels)
+    for key, m in mask.items():
+      assert np.all(params[key][np.asarray(m) == 0] == 0)
+
+
 def jax_get(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return jax.device_get(tree)
