@@ -214,23 +214,27 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
   except ValueError:  # not the main thread (e.g. a notebook worker): keep default handling
     previous_handler = None
 
-  rule_key, train_step, host_operands, operands = object(), None, None, None
+  rule_key, train_step, host_operands, operands, project = object(), None, None, None, None
+
+  def projected(params):
+    """params under the rule's projection (e.g. the pruning mask in force), if it has one."""
+    if project is None:
+      return params
+    return jax.jit(project)(*((params,) if operands is None else (params, operands)))
 
   def choose_rule() -> None:
     """Re-jits the step when the plan's rule key for this epoch changes (a mode switch, the
     first mask); new operands (a recomputed mask: the plan hands out a new object) are step
     arguments and reuse the compiled step. The projection runs whenever either changes."""
-    nonlocal state, rule_key, train_step, host_operands, operands
+    nonlocal state, rule_key, train_step, host_operands, operands, project
     choice = grad_plan.choose(host["epoch"], state.params)
     if choice.key != rule_key:
       rule_key, train_step = choice.key, compile_step(choice)
     elif choice.operands is host_operands:
       return
-    host_operands = choice.operands
+    host_operands, project = choice.operands, choice.project
     operands = None if host_operands is None else jax.device_put(host_operands, repl)
-    if choice.project is not None:
-      args = (state.params,) if operands is None else (state.params, operands)
-      state = state.replace(params=jax.jit(choice.project)(*args))
+    state = state.replace(params=projected(state.params))
 
   # --- The loop. ---------------------------------------------------------------------------------
   try:
@@ -270,8 +274,7 @@ def train_and_evaluate(config, run_dir: str) -> dict[str, Any]:
         fresh = jax.jit(lambda k: init(rng=k), out_shardings=state_sharding)(
             jax.random.fold_in(rng, host["epoch"] + 1))
         state = fresh.replace(step=state.step, rng=state.rng)
-        if project is not None:
-          state = state.replace(params=jax.jit(project)(state.params))
+        state = state.replace(params=projected(state.params))
         host["best"] = None  # model selection restarts with the new model
       host["epoch"] += 1
       host["step_in_epoch"] = 0
