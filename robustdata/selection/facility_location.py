@@ -27,7 +27,7 @@ SMALL_MAX = 128
 # ~30 us of loop control on XLA:CPU) but more evaluations; a row read from the dense matrix is
 # cheap (~6 us), a row of distances on the fly dearer, so the optimum differs (n = 20,000,
 # benchmarks/selection.py; WORKSPACE issue 4).
-LAZY_BATCH = {"lazy": 32, "lazy_dense": 16}
+LAZY_BATCH = {"lazy": 32, "lazy_dense": 8}
 
 
 def class_budgets(counts: np.ndarray, budget: int, *, equal_num: bool = True) -> np.ndarray:
