@@ -43,8 +43,8 @@ def mode_for_epoch(epoch: int, *, mode: str, switch_epoch: Optional[int] = None,
 def flat_operand_mask(mask: PyTree) -> dict[tuple, np.ndarray]:
   """A params-shaped 0/1 mask as the rule's call-time operand: every prunable kernel's leaf
   (`pruning.is_prunable`) and every other leaf that is not all ones, float32 on the host. The
-  key set depends only on the parameter shapes (not on which coordinates are pruned, unlike
-  `_as_flat_mask`), so every mask of a run gives the step the same argument structure."""
+  key set depends only on the parameter shapes, not on which coordinates are pruned, so every
+  mask of a run gives the step the same argument structure."""
   out = {}
   for path, leaf in clipping.flatten(mask).items():
     if leaf is None:
@@ -53,20 +53,6 @@ def flat_operand_mask(mask: PyTree) -> dict[tuple, np.ndarray]:
     if pruning.is_prunable(path, arr) or not np.all(arr == 1.0):
       out[path] = arr
   return out
-
-
-def _as_flat_mask(mask: Optional[PyTree]) -> Optional[dict[tuple, jnp.ndarray]]:
-  """Keeps only the non-trivial leaves of a params-shaped 0/1 mask (static, host side)."""
-  if mask is None:
-    return None
-  out = {}
-  for path, leaf in clipping.flatten(mask).items():
-    if leaf is None:
-      continue
-    arr = np.asarray(leaf, np.float32)
-    if not np.all(arr == 1.0):
-      out[path] = jnp.asarray(arr)
-  return out or None
 
 
 def make_dp_rule(*, mode: str, clip_norm: float, noise_multiplier: float,
@@ -93,7 +79,8 @@ def make_dp_rule(*, mode: str, clip_norm: float, noise_multiplier: float,
     raise checks.ConfigError(f"config.train.batch_size={expected_batch_size} must be > 0")
   if microbatch_size is not None and microbatch_size <= 0:
     raise checks.ConfigError(f"config.privacy.microbatch_size={microbatch_size} must be > 0")
-  static_mask = _as_flat_mask(mask)
+  static_mask = (None if mask is None
+                 else jax.tree.map(jnp.asarray, flat_operand_mask(mask)) or None)
 
   def rule(loss_fn, params, model_state, batch, rng, coef_fn, operands=None):
     checks.check_no_batchnorm(model_state)

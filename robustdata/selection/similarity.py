@@ -105,33 +105,36 @@ def max_distance(x: jax.Array, valid: jax.Array, *, block: int) -> jax.Array:
 def similarity_matrix(x: jax.Array, max_d: jax.Array, *, kernel: str, block: int,
                       dim: int) -> jax.Array:
   """The dense (n, n) similarity, built one row block at a time (for the dense greedy)."""
-  return similarity_and_gains(x, jnp.zeros(x.shape[0], x.dtype), max_d, kernel=kernel,
-                              block=block, dim=dim)[0]
+  return similarity_and_gains(x, None, max_d, kernel=kernel, block=block, dim=dim)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"))
-def similarity_and_gains(x: jax.Array, row_weights: jax.Array, max_d: jax.Array, *, kernel: str,
-                         block: int, dim: int) -> tuple[jax.Array, jax.Array]:
+def similarity_and_gains(x: jax.Array, row_weights: jax.Array | None, max_d: jax.Array, *,
+                         kernel: str, block: int,
+                         dim: int) -> tuple[jax.Array, jax.Array | None]:
   """The dense (n, n) similarity and the empty set's gains Σ_i w_i max(s_ij, 0), in one pass.
 
   Each row block's share of the gains is summed while the block is being written, which saves
   the lazy greedy a separate pass over the n x n matrix. (Building only the upper-triangular
   block pairs and mirroring them was measured slower on XLA:CPU: its transposed block writes
-  cost more than the matmuls they save.)
+  cost more than the matmuls they save.) Without row_weights only the matrix is built (gains
+  None).
   """
   nb = x.shape[0] // block
   sq = jnp.sum(x * x, axis=1)
-  w = row_weights.astype(x.dtype)
 
   def one(a):
     rows = jax.lax.dynamic_slice_in_dim(x, a * block, block)
     sq_r = jax.lax.dynamic_slice_in_dim(sq, a * block, block)
     f = kernel_from_distances(distances(rows, sq_r, x, sq), kernel, max_d, dim)
-    w_r = jax.lax.dynamic_slice_in_dim(w, a * block, block)
+    if row_weights is None:
+      return f, None
+    w_r = jax.lax.dynamic_slice_in_dim(row_weights.astype(x.dtype), a * block, block)
     return f, jnp.matmul(w_r, jnp.maximum(f, 0.0), precision=_HIGHEST)
 
   sim, part = jax.lax.map(one, jnp.arange(nb))
-  return sim.reshape(x.shape[0], x.shape[0]), jnp.sum(part, axis=0)
+  gains = None if row_weights is None else jnp.sum(part, axis=0)
+  return sim.reshape(x.shape[0], x.shape[0]), gains
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
