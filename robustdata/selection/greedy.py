@@ -194,7 +194,7 @@ def stochastic_greedy(x: jax.Array, row_weights: jax.Array, valid: jax.Array, ma
 @functools.partial(jax.jit, static_argnames=("k", "batch"))
 def lazy_greedy_dense(similarity: jax.Array, k: int, row_weights: jax.Array | None = None, *,
                       candidates: jax.Array | None = None, gains0: jax.Array | None = None,
-                      batch: int = 32) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+                      batch: int = 8) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Exact lazy greedy on a precomputed symmetric similarity: a re-evaluation reads one
   contiguous row instead of recomputing n distances. `gains0` (the empty set's gains, from
   similarity.similarity_and_gains) saves a pass over the matrix. Returns (order, gains,
