@@ -1,7 +1,8 @@
 """Configs: the base config every experiment starts from, the config hash, and validation.
 
-A config file builds on `base_config()` and changes what its experiment needs, so every run
-has the same sections and a field that exists nowhere is an error. The config hash is the
+A config file builds on `base_config()`, changes what its experiment needs and returns
+`finalize(config)`, so every run has the same sections, a field that exists nowhere is an
+error, and every field its dataset and model read can be set from the command line. The config hash is the
 sha256 of the canonical JSON of the resolved config (first 12 hex characters); the run
 directory is `<workdir>/<config.name>-<hash>`.
 """
