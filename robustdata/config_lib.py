@@ -150,14 +150,13 @@ def with_defaults(config, sections=("data", "model", "policy")):
   fields are added. An unknown component name is a ConfigError naming the field. `sections`
   limits which of data, model and policy are completed."""
   missing: dict[str, dict[str, Any]] = {}
-  for section, registry in (("data", DATASETS), ("model", MODELS)):
+  supervised = config.get("trainer", "supervised") == "supervised"
+  for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
+    if section == "policy" and not supervised:
+      continue  # the other trainers do not build data policies
     if section in sections and section in config and "name" in config[section]:
       defaults = registry.defaults(config[section].name)
       missing[section] = {k: v for k, v in defaults.items() if k not in config[section]}
-  if ("policy" in sections and config.get("trainer", "supervised") == "supervised"
-      and "policy" in config):
-    defaults = getattr(POLICIES.get(config.policy.name), "DEFAULTS", {})
-    missing["policy"] = {k: v for k, v in defaults.items() if k not in config.policy}
   if not any(missing.values()):
     return config
   out = copy.deepcopy(config)

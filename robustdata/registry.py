@@ -26,13 +26,15 @@ class Registry(Generic[T]):
   def register(self, name: str, *, defaults: Mapping[str, Any] | None = None
                ) -> Callable[[T], T]:
     """Registers a factory under `name`. `defaults` are the fields it reads from its config
-    section with their default values; `config_lib.with_defaults` writes the missing ones into
+    section with their default values (a class may declare them as its `DEFAULTS` attribute
+    instead, as the data policies do); `config_lib.with_defaults` writes the missing ones into
     a run's config, so they are part of its hash and of config.json."""
     def decorator(obj: T) -> T:
       if name in self._entries and self._entries[name] is not obj:
         raise ValueError(f"'{name}' is already registered for {self.field}")
       self._entries[name] = obj
-      self._defaults[name] = defaults if defaults is not None else {}  # the factory's own dict
+      declared = defaults if defaults is not None else getattr(obj, "DEFAULTS", None)
+      self._defaults[name] = declared if declared is not None else {}  # the factory's own dict
       return obj
     return decorator
 
