@@ -3,8 +3,8 @@
 A config file builds on `base_config()`, changes what its experiment needs and returns
 `finalize(config)`, so every run has the same sections, a field that exists nowhere is an
 error, and every field its dataset and model read can be set from the command line. The
-config hash is the sha256 of the canonical JSON of the resolved config (first 12 hex characters); the run
-directory is `<workdir>/<config.name>-<hash>`.
+config hash is the sha256 of the canonical JSON of the resolved config (first 12 hex
+characters); the run directory is `<workdir>/<config.name>-<hash>`.
 """
 
 from __future__ import annotations
