@@ -12,6 +12,11 @@ Then, unless --no-crest, CREST's share of wall time in selection, QUAD and check
 configs/crest/digits.py and of the same config on CIFAR-10-shaped synthetic input (digits only
 with --quick; runs are kept and reused under --crest-workdir; see selection_table.py).
 
+The 'reuse s' column times the dense method again with a SimilarityWorkspace that already holds
+the n x n matrix of a previous call (repeated selection, e.g. CRAIG's reselection): it leaves
+out the page faults of fresh memory, which on the 2-core CPU VM were ~0.5 s at n = 20,000.
+'x apricot' uses the best cold time; 'x apr reuse' the reuse time.
+
 Our time includes jit compilation (and apricot's numba compilation) unless --warmup. apricot
 (optional, `pip install apricot-select`) gets a precomputed float32 similarity of the same
 kernel; its time includes building it (NumPy). Peers are skipped where they would take
@@ -29,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from robustdata.selection import facility_location, fl_value  # noqa: E402
+from robustdata.selection import SimilarityWorkspace, facility_location, fl_value  # noqa: E402
 
 
 def brute_force_greedy(x: np.ndarray, k: int, kernel: str) -> np.ndarray:
@@ -91,16 +96,17 @@ def main() -> None:
 
   print(f"kernel={args.kernel}, budget={args.fraction:.0%} of n, one class, float32, "
         f"Gaussian proxies; times in seconds ({'warm' if warmup else 'incl. compile'})")
-  header = ["n", "d", "k"] + [f"{m} s" for m in args.methods] + [
-      "brute s", "apricot s", "x brute", "x apricot"] + [f"F {m}" for m in args.methods] + [
-          "F brute", "F apricot"]
+  dense = next((m for m in args.methods if m in ("lazy_dense", "dense")), None)
+  header = ["n", "d", "k"] + [f"{m} s" for m in args.methods] + ["reuse s"] * bool(dense) + [
+      "brute s", "apricot s", "x brute", "x apricot"] + ["x apr reuse"] * bool(dense) + [
+          f"F {m}" for m in args.methods] + ["F brute", "F apricot"]
   print(" | ".join(header))
   rng = np.random.default_rng(args.seed)
   for n in sizes:
     for d in args.dims:
       x = rng.normal(size=(n, d)).astype(np.float32)
       k = max(1, int(round(args.fraction * n)))
-      times, values = {}, {}
+      times, values, selected = {}, {}, {}
       for m in args.methods:
         if m in ("lazy_dense", "dense") and n > args.dense_max:
           times[m] = values[m] = None
@@ -109,8 +115,18 @@ def main() -> None:
         run = lambda: facility_location(x, labels, budget=k, kernel=args.kernel, method=m)[0]
         if warmup:
           run()
-        sel, times[m] = _timed(run)
-        values[m] = fl_value(x, sel, kernel=args.kernel)
+        selected[m], times[m] = _timed(run)
+        values[m] = fl_value(x, selected[m], kernel=args.kernel)
+      reuse_t = None
+      if dense and times[dense] is not None:
+        workspace = SimilarityWorkspace()
+        for _ in range(2 if warmup else 1):  # fills the workspace (and compiles the donating build)
+          first = facility_location(x, labels, budget=k, kernel=args.kernel, method=dense,
+                                    workspace=workspace)[0]
+        again, reuse_t = _timed(lambda: facility_location(
+            x, labels, budget=k, kernel=args.kernel, method=dense, workspace=workspace)[0])
+        assert np.array_equal(first, selected[dense]) and np.array_equal(again, first)
+        workspace.clear()
       exact = [times[m] for m in args.methods if m not in ("stochastic", "greedi")]
       best = min([t for t in exact if t is not None] or [t for t in times.values() if t])
       brute_t = brute_v = apr_t = apr_v = None
@@ -125,9 +141,11 @@ def main() -> None:
         return "skipped" if v is None else format(v, spec)
 
       row = [str(n), str(d), str(k)] + [fmt(times[m], ".2f") for m in args.methods] + [
+          fmt(reuse_t, ".2f")] * bool(dense) + [
           fmt(brute_t, ".2f"), fmt(apr_t, ".2f"),
           fmt(brute_t / best if brute_t else None, ".1f"),
           fmt(apr_t / best if apr_t else None, ".1f")] + [
+              fmt(apr_t / reuse_t if apr_t and reuse_t else None, ".1f")] * bool(dense) + [
               fmt(values[m], ".6g") for m in args.methods] + [fmt(brute_v, ".6g"),
                                                               fmt(apr_v, ".6g")]
       print(" | ".join(row), flush=True)

@@ -111,11 +111,13 @@ def greedy_select(x: np.ndarray, k: int, *, kernel: str = "craig", method: str =
 def _select(x: np.ndarray, k: int, *, kernel: str, method: str,
             row_weights: np.ndarray | None = None, block: int = 2048,
             lazy_batch: int | None = None, epsilon: float = 0.01, key: jax.Array | None = None,
-            mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+            mesh: Mesh | None = None, workspace: similarity.SimilarityWorkspace | None = None
+            ) -> tuple[np.ndarray, np.ndarray | None]:
   """`greedy_select`, plus the picks' cluster sizes when the greedy recorded them (the lazy
   methods track each point's most similar pick as its coverage rises; see greedy._lazy_loop),
   else None. Sizes are as `cluster_weights` computes them: points per nearest pick, ties to the
-  earlier pick, zero sizes become 1 with the 'exp' kernel."""
+  earlier pick, zero sizes become 1 with the 'exp' kernel. The dense methods build their matrix
+  in `workspace`'s buffer when it holds one of the padded size, and leave theirs there."""
   n, dim = x.shape
   x = x - x.mean(axis=0, keepdims=True)
   w = np.ones(n, x.dtype) if row_weights is None else np.asarray(row_weights, x.dtype)
@@ -127,15 +129,21 @@ def _select(x: np.ndarray, k: int, *, kernel: str, method: str,
     # constant does) as long as M >= every distance, and 2 max_i |x_i - mean| is such a bound:
     # this saves a second n^2 pass. F values with the true M come from similarity.fl_value.
     max_d = 2.0 * jnp.max(jnp.where(valid, jnp.linalg.norm(xp, axis=1), 0.0))
+    workspace = workspace if mesh is None else None
+    out = None if workspace is None else workspace.take((len(valid),) * 2, xp.dtype)
     if method == "dense":
-      sim = similarity.similarity_matrix(xp, max_d, kernel=kernel, block=b, dim=dim)
+      sim = similarity.similarity_matrix(xp, max_d, kernel=kernel, block=b, dim=dim, out=out)
       order, _ = greedy.greedy_fl(sim, k, wp, candidates=valid, block=min(256, b))
+      sizes = None
     else:
       sim, gains0 = similarity.similarity_and_gains(xp, wp, max_d, kernel=kernel, block=b,
-                                                    dim=dim)
+                                                    dim=dim, out=out)
       order, _, _, assign = greedy.lazy_greedy_dense(sim, k, wp, candidates=valid,
                                                      gains0=gains0, batch=lazy_batch)
-      return np.asarray(order, np.int64), _sizes(assign, n, k, kernel)
+      sizes = _sizes(assign, n, k, kernel)
+    if workspace is not None:
+      workspace.keep(sim)
+    return np.asarray(order, np.int64), sizes
   elif method == "lazy":
     gains0, max_d = similarity.initial_gains(xp, wp, valid, kernel=kernel, block=b, dim=dim)
     order, _, _, assign = greedy.lazy_greedy(xp, wp, valid, gains0, max_d, k, kernel=kernel,
@@ -306,7 +314,9 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
                       small_max: int = SMALL_MAX,
                       block: int = 2048, lazy_batch: int | None = None, epsilon: float = 0.01,
                       greedi_parts: int = 5, greedi_fraction: float = 0.5, seed: int = 0,
-                      mesh: Mesh | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      mesh: Mesh | None = None,
+                      workspace: similarity.SimilarityWorkspace | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
   """Per-class weighted FL coreset of `budget` points from gradient proxies (spec §0).
 
   Returns (indices into proxies in round-robin class order, raw cluster-size weights).
@@ -316,7 +326,8 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
   blocks); approximate 'stochastic' (sampled candidates) or 'greedi' (two-stage split, for very
   large pools); 'auto' picks numpy (n <= small_max, unless a mesh is given), lazy_dense or lazy
   per class (`_auto_method`; dense_max caps the n x n matrix, 20k x 20k float32 = 1.6 GB).
-  float64 proxies run in float64 when x64 is on.
+  float64 proxies run in float64 when x64 is on. `workspace` (a `SimilarityWorkspace`) lets
+  repeated selections reuse one n x n buffer for the dense methods instead of fresh memory.
   """
   similarity.check_kernel(kernel)
   if method not in METHODS:
@@ -345,7 +356,8 @@ def facility_location(proxies: np.ndarray, labels: np.ndarray, *, budget: int,
                       part_fraction=greedi_fraction, rng=rng, **kw)
     else:
       key = jax.random.fold_in(jax.random.key(seed), c)
-      local, sizes = _select(xc, int(kc), kernel=kernel, method=m, key=key, **kw)
+      local, sizes = _select(xc, int(kc), kernel=kernel, method=m, key=key,
+                             workspace=workspace, **kw)
     orders.append(idx[local])
     weights.append(cluster_weights(xc, local, kernel=kernel, block=block) if sizes is None
                    else sizes)

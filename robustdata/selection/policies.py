@@ -12,10 +12,12 @@ import math
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import facility_location, normalize_weights
+from robustdata.selection.similarity import SimilarityWorkspace
 from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 
@@ -51,6 +53,10 @@ class Craig(EpochPolicy):
     self.selected_epoch = -1
     self.ever_selected = np.zeros(len(self.train), bool)
     self.selection_time_s = 0.0
+    # Reselections write the dense methods' similarity into the previous one's memory, which
+    # saves its page faults on CPU; on accelerators the allocator already reuses memory and a
+    # held n x n matrix would only take device memory from training.
+    self.workspace = SimilarityWorkspace() if jax.default_backend() == "cpu" else None
 
   def _due(self, epoch: int) -> bool:
     return epoch >= self.cfg.start_epoch and (epoch - self.cfg.start_epoch) % self.cfg.lag == 0
@@ -65,7 +71,7 @@ class Craig(EpochPolicy):
     indices, weights = facility_location(
         np.asarray(proxies), np.asarray(self.train.y), budget=self.size, kernel=self.cfg.kernel,
         equal_num=self.cfg.equal_num, method=self.cfg.method,
-        seed=int(self.rng.integers(2**31)))
+        seed=int(self.rng.integers(2**31)), workspace=self.workspace)
     self.subset, self.subset_weights = indices, normalize_weights(weights)
     self.selected_epoch = ctx.epoch
     self.ever_selected[indices] = True

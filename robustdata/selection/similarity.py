@@ -101,40 +101,83 @@ def max_distance(x: jax.Array, valid: jax.Array, *, block: int) -> jax.Array:
   return jax.lax.fori_loop(0, nb, body, jnp.zeros((), x.dtype))
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"))
-def similarity_matrix(x: jax.Array, max_d: jax.Array, *, kernel: str, block: int,
-                      dim: int) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"), donate_argnames=("out",))
+def similarity_matrix(x: jax.Array, max_d: jax.Array, *, kernel: str, block: int, dim: int,
+                      out: jax.Array | None = None) -> jax.Array:
   """The dense (n, n) similarity, built one row block at a time (for the dense greedy)."""
-  return similarity_and_gains(x, None, max_d, kernel=kernel, block=block, dim=dim)[0]
+  return similarity_and_gains(x, None, max_d, kernel=kernel, block=block, dim=dim, out=out)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"))
+@functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"), donate_argnames=("out",))
 def similarity_and_gains(x: jax.Array, row_weights: jax.Array | None, max_d: jax.Array, *,
-                         kernel: str, block: int,
-                         dim: int) -> tuple[jax.Array, jax.Array | None]:
+                         kernel: str, block: int, dim: int,
+                         out: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
   """The dense (n, n) similarity and the empty set's gains Σ_i w_i max(s_ij, 0), in one pass.
 
   Each row block's share of the gains is summed while the block is being written, which saves
   the lazy greedy a separate pass over the n x n matrix. (Building only the upper-triangular
   block pairs and mirroring them was measured slower on XLA:CPU: its transposed block writes
   cost more than the matmuls they save.) Without row_weights only the matrix is built (gains
-  None).
+  None). `out` (n, n), donated, is written in place of a fresh matrix (`SimilarityWorkspace`).
   """
-  nb = x.shape[0] // block
+  n = x.shape[0]
+  nb = n // block
   sq = jnp.sum(x * x, axis=1)
+  w = None if row_weights is None else row_weights.astype(x.dtype)
 
-  def one(a):
+  def body(a, carry):
+    sim, gains = carry
     rows = jax.lax.dynamic_slice_in_dim(x, a * block, block)
     sq_r = jax.lax.dynamic_slice_in_dim(sq, a * block, block)
     f = kernel_from_distances(distances(rows, sq_r, x, sq), kernel, max_d, dim)
-    if row_weights is None:
-      return f, None
-    w_r = jax.lax.dynamic_slice_in_dim(row_weights.astype(x.dtype), a * block, block)
-    return f, jnp.matmul(w_r, jnp.maximum(f, 0.0), precision=_HIGHEST)
+    sim = jax.lax.dynamic_update_slice_in_dim(sim, f, a * block, 0)
+    if w is not None:
+      w_r = jax.lax.dynamic_slice_in_dim(w, a * block, block)
+      gains = gains + jnp.matmul(w_r, jnp.maximum(f, 0.0), precision=_HIGHEST)
+    return sim, gains
 
-  sim, part = jax.lax.map(one, jnp.arange(nb))
-  gains = None if row_weights is None else jnp.sum(part, axis=0)
-  return sim.reshape(x.shape[0], x.shape[0]), gains
+  sim = jnp.zeros((n, n), x.dtype) if out is None else out.astype(x.dtype)
+  sim, gains = jax.lax.fori_loop(0, nb, body, (sim, jnp.zeros(n, x.dtype)))
+  return sim, None if w is None else gains
+
+
+class SimilarityWorkspace:
+  """Keeps the last dense similarity so that the next build of the same size writes into it.
+
+  A fresh 20k x 20k float32 matrix is 1.6 GB of new memory. On the 2-core CPU VM this was
+  measured on, first touching that memory (page faults) took ~0.5 s of the 1.2 s build;
+  writing into a buffer already held took 0.8 s (WORKSPACE.md, selection speed). Repeated
+  selections over pools of one padded size (CRAIG reselecting every `lag` epochs, a benchmark
+  loop) pass one workspace to `facility_location`: the dense methods take the held matrix,
+  donate it to `similarity_and_gains` and hand the result back. The memory stays held until
+  `clear()` or until a build of another shape replaces it. Unsharded builds only (a mesh
+  ignores it).
+  """
+
+  def __init__(self):
+    self._buffer: jax.Array | None = None
+
+  def take(self, shape: tuple[int, ...], dtype) -> jax.Array | None:
+    """The held buffer if it has this shape and dtype (it is no longer held), else None (and a
+    held buffer of another shape is released)."""
+    buffer, self._buffer = self._buffer, None
+    if buffer is None or buffer.is_deleted() or buffer.shape != tuple(shape) or (
+        buffer.dtype != jnp.dtype(dtype)):
+      return None
+    return buffer
+
+  def keep(self, buffer: jax.Array) -> None:
+    """Holds `buffer` for the next `take`."""
+    self._buffer = buffer
+
+  def clear(self) -> None:
+    """Releases the held buffer."""
+    self._buffer = None
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes held (0 if none)."""
+    return 0 if self._buffer is None else int(self._buffer.nbytes)
 
 
 @functools.partial(jax.jit, static_argnames=("block",))

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.selection import cluster_weights, facility_location, greedy_fl, greedy_select
+from robustdata.selection import (SimilarityWorkspace, cluster_weights, facility_location,
+                                  greedy_fl, greedy_select)
 from tests.selection import reference
 
 
@@ -78,3 +79,34 @@ def test_uncovered_point_falls_back_to_distances():
   for method in ("lazy", "lazy_dense"):
     _, weights = facility_location(x, np.zeros(2, np.int64), budget=1, method=method)
     np.testing.assert_array_equal(weights, [2.0])
+
+
+@pytest.mark.parametrize("method", ["dense", "lazy_dense"])
+def test_workspace_reuses_the_similarity_memory(method):
+  """With a SimilarityWorkspace the next selection of the same padded size builds its matrix in
+  the previous one's memory (donated) and selects exactly what a call without it selects; a
+  selection of another size replaces the held matrix."""
+  rng = np.random.default_rng(5)
+  labels = np.zeros(700, np.int64)
+  workspace = SimilarityWorkspace()
+  x = rng.normal(size=(700, 40)).astype(np.float32)
+  facility_location(x, labels, budget=60, method=method, block=256, workspace=workspace)
+  held = workspace.take((768, 768), np.float32)  # 700 rows padded to a multiple of 256
+  assert held is not None
+  address = held.unsafe_buffer_pointer()
+  workspace.keep(held)
+  del held
+  x2 = rng.normal(size=(700, 40)).astype(np.float32)
+  reused = facility_location(x2, labels, budget=60, method=method, block=256,
+                             workspace=workspace)
+  fresh = facility_location(x2, labels, budget=60, method=method, block=256)
+  np.testing.assert_array_equal(reused[0], fresh[0])
+  np.testing.assert_array_equal(reused[1], fresh[1])
+  held = workspace.take((768, 768), np.float32)
+  assert held.unsafe_buffer_pointer() == address
+  workspace.keep(held)
+  facility_location(x2[:300], labels[:300], budget=30, method=method, block=256,
+                    workspace=workspace)
+  assert workspace.nbytes == 512 * 512 * 4
+  workspace.clear()
+  assert workspace.nbytes == 0

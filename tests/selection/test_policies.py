@@ -56,6 +56,20 @@ def test_craig_plans_weighted_coreset_and_respects_lag():
     np.testing.assert_array_equal(wa, wb)
 
 
+def test_craig_reselects_into_its_similarity_workspace():
+  """With a dense greedy, CRAIG (on CPU) keeps the last class block's similarity and builds the
+  next reselection's into it; the coresets equal fresh selections'."""
+  train, config, proxies, probe, _ = _setup("craig", fraction=0.25, method="lazy_dense")
+  policy = Craig(config, train, batch_size=8, seed=0, num_classes=C)
+  for epoch in range(2):
+    policy.plan_epoch(_ctx(epoch, probe))
+    expected, weights = facility_location(proxies, train.y, budget=30, method="lazy_dense")
+    np.testing.assert_array_equal(policy.subset, expected)
+    np.testing.assert_allclose(policy.subset_weights, normalize_weights(weights))
+    assert policy.workspace.nbytes == 64 * 64 * 4  # 40 points per class, padded to 64
+    proxies += np.random.default_rng(epoch).normal(size=proxies.shape).astype(np.float32)
+
+
 @pytest.mark.parametrize("field, value", [("lag", 0), ("lag", -1), ("fraction", 0.0)])
 def test_craig_bad_config(field, value):
   train, config, _, _, _ = _setup("craig", **{field: value})
