@@ -2,8 +2,8 @@
 
 A config file builds on `base_config()`, changes what its experiment needs and returns
 `finalize(config)`, so every run has the same sections, a field that exists nowhere is an
-error, and every field its dataset and model read can be set from the command line. The
-config hash is the sha256 of the canonical JSON of the resolved config (first 12 hex
+error, and every field its dataset, model and data policy read can be set from the command
+line. The config hash is the sha256 of the canonical JSON of the resolved config (first 12 hex
 characters); the run directory is `<workdir>/<config.name>-<hash>`.
 """
 
@@ -127,15 +127,32 @@ def config_hash(config) -> str:
 
 def finalize(config):
   """What a config file's get_config returns: `config` with the chosen dataset's and model's
-  registered defaults written into config.data / config.model, locked.
+  registered defaults written into config.data / config.model, and the data policy's other
+  fields as typed placeholders (None) in config.policy, locked.
 
-  ml_collections only overrides fields the loaded config holds, so without this a model field
-  the file leaves at its default (say model.vit_depth) could not be set with
+  ml_collections only overrides fields the loaded config holds, so without this a field the
+  file leaves at its default (say model.vit_depth or policy.lag) could not be set with
   `--config.model.vit_depth=...`. The run's hash does not change: `with_defaults` writes the
-  same fields at run time anyway. Policy defaults are left to run time, because policy fields
-  are checked strictly and switching `--config.policy.name` must not leave another policy's
-  fields behind."""
-  return with_defaults(config, sections=("data", "model")).lock()
+  same values at run time anyway. Policy fields stay None rather than taking the policy's
+  defaults because `--config.policy.name` may switch to another policy: at run time
+  `with_defaults` gives every None policy field the chosen policy's default and drops those it
+  does not have, so no field or default of the file's policy is left behind (two policies can
+  share a field name with different defaults, e.g. start_epoch)."""
+  config = with_defaults(config, sections=("data", "model"))
+  if _builds_policy(config) and "name" in config.policy:
+    fields = {k: v for k, v in POLICIES.defaults(config.policy.name).items()
+              if k not in config.policy and v is not None}
+    if fields:
+      config = copy.deepcopy(config)
+      with config.unlocked():
+        for key, value in fields.items():
+          config.policy[key] = ml_collections.config_dict.placeholder(type(value))
+  return config.lock()
+
+
+def _builds_policy(config) -> bool:
+  """Only the supervised trainer builds data policies."""
+  return config.get("trainer", "supervised") == "supervised" and "policy" in config
 
 
 def with_defaults(config, sections=("data", "model", "policy")):
@@ -145,22 +162,29 @@ def with_defaults(config, sections=("data", "model", "policy")):
   (`DATASETS.register(name, defaults=...)`, likewise MODELS), data policies declare theirs
   (`Policy.DEFAULTS`, supervised trainer only); each is merged when it is built. Without this
   step a config that leaves a field at its default would not name it, so its hash would not
-  change when the default does and a run pinned to a hash could silently change. `runner.run`
-  hashes the returned config, and it is what config.json records. A copy is returned when
-  fields are added. An unknown component name is a ConfigError naming the field. `sections`
-  limits which of data, model and policy are completed."""
+  change when the default does and a run pinned to a hash could silently change. A policy
+  field left None (a placeholder from `finalize`) takes the chosen policy's default, or is
+  dropped if that policy has no such field. `runner.run` hashes the returned config, and it is
+  what config.json records. A copy is returned when fields are added. An unknown component
+  name is a ConfigError naming the field. `sections` limits which of data, model and policy
+  are completed."""
   missing: dict[str, dict[str, Any]] = {}
-  supervised = config.get("trainer", "supervised") == "supervised"
+  unset: list[str] = []  # None policy fields: placeholders from `finalize`
   for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
-    if section == "policy" and not supervised:
+    if section == "policy" and not _builds_policy(config):
       continue  # the other trainers do not build data policies
     if section in sections and section in config and "name" in config[section]:
       defaults = registry.defaults(config[section].name)
-      missing[section] = {k: v for k, v in defaults.items() if k not in config[section]}
-  if not any(missing.values()):
+      have = config[section]
+      if section == "policy":
+        unset = [k for k in have.keys() if k != "name" and have[k] is None]
+      missing[section] = {k: v for k, v in defaults.items() if k not in have or k in unset}
+  if not any(missing.values()) and not unset:
     return config
   out = copy.deepcopy(config)
   with out.unlocked():
+    for key in unset:
+      del out.policy[key]  # a typed placeholder: rewritten below if the policy has the field
     for section, fields in missing.items():
       for key, value in fields.items():
         out[section][key] = value

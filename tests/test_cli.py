@@ -51,6 +51,20 @@ def test_registered_default_the_file_does_not_name_can_be_overridden(tmp_path):
   assert "vit_depth" not in proc.stderr
 
 
+def test_policy_field_the_file_does_not_name_can_be_overridden(tmp_path):
+  """configs/craig/digits.py names no policy.method; finalize leaves a typed placeholder for
+  it, so the override parses (and a wrong type is the flag parser's clear error)."""
+  proc = _main("--config=configs/craig/digits.py:smoke", f"--workdir={tmp_path}",
+               "--config.policy.method=lazy", "--config.model.name=resnet99")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "config.model.name='resnet99' is not known" in proc.stderr
+  assert "method" not in proc.stderr
+  proc = _main("--config=configs/craig/digits.py:smoke", f"--workdir={tmp_path}",
+               "--config.policy.use_linear=maybe")
+  assert proc.returncode != 0 and "use_linear" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_run_directory_contract_and_reproduce(tmp_path):
   proc = _main(f"--config={CFG}", f"--workdir={tmp_path}", "--config.train.epochs=1",

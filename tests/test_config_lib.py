@@ -134,3 +134,40 @@ def test_data_and_model_defaults_are_part_of_the_hash(monkeypatch):
     clip.model.name = "resnet99"
   with pytest.raises(ConfigError, match="config.model.name='resnet99' is not known"):
     config_lib.with_defaults(clip)
+
+
+def test_finalize_makes_every_policy_field_settable_and_switching_policy_safe():
+  """finalize writes the file's policy fields it leaves out as typed None placeholders, so
+  --config.policy.<field> parses for each; at run time a None field takes the chosen policy's
+  default, and is dropped when a switched-to policy has no such field."""
+  from robustdata.registry import POLICIES
+  c = config_lib.base_config()
+  with c.unlocked():
+    c.policy.name = "crest"
+    c.policy.train_frac = 0.2
+  plain = config_lib.with_defaults(c)
+  final = config_lib.finalize(c)
+  crest = POLICIES.defaults("crest")
+  assert final.is_locked and final.policy.train_frac == 0.2
+  assert set(final.policy.keys()) == {"name", *crest}
+  assert final.policy.start_epoch is None and crest["start_epoch"] == 1
+  # The placeholders leave the resolved config, and so the run id, as they were.
+  assert config_lib.canonical_json(config_lib.with_defaults(final)) == (
+      config_lib.canonical_json(plain))
+  # An override of a field the file did not name is typed like its default.
+  final.policy.start_epoch = 3
+  with pytest.raises(TypeError):
+    final.policy.check_anchor = 3
+  assert config_lib.with_defaults(final).policy.start_epoch == 3
+  final.policy.start_epoch = None
+  # A policy built from the file's config directly reads a None field as unset, too.
+  from robustdata.train.policies import resolve_fields
+  assert resolve_fields(final.policy, crest) == {**crest, "train_frac": 0.2}
+  # Switched to CRAIG: the shared start_epoch takes CRAIG's default (0, not CREST's 1), CREST's
+  # other placeholders are dropped, and the field the file named stays an error for CRAIG.
+  final.policy.name = "craig"
+  switched = config_lib.with_defaults(final)
+  assert switched.policy.start_epoch == 0 and "check_anchor" not in switched.policy
+  assert set(switched.policy.keys()) == {"name", "train_frac", *POLICIES.defaults("craig")}
+  with pytest.raises(ConfigError, match="train_frac is not a field of policy 'craig'"):
+    POLICIES.get("craig")(switched, None, batch_size=8, seed=0, num_classes=10)

@@ -101,15 +101,16 @@ class Policy(abc.ABC):
 
 
 def resolve_fields(section, defaults: dict[str, Any]):
-  """`config.policy` merged over the policy's defaults; unknown fields are an error."""
+  """`config.policy` merged over the policy's defaults; unknown fields are an error. A None
+  field is unset (as `config_lib.with_defaults` reads `finalize`'s placeholders): it takes the
+  default, and is ignored if the policy has no such field."""
   allowed = set(defaults) | {"name"}
-  for key in section.keys():
+  given = {k: section[k] for k in section.keys() if k != "name" and section[k] is not None}
+  for key in given:
     if key not in allowed:
       raise ConfigError(f"config.policy.{key} is not a field of policy {section.name!r}; "
                         f"allowed fields: {sorted(allowed)}")
-  out = dict(defaults)
-  out.update({k: section[k] for k in section.keys() if k != "name"})
-  return _AttrDict(out)
+  return _AttrDict({**defaults, **given})
 
 
 class _AttrDict(dict):
