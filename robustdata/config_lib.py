@@ -23,6 +23,37 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 
 
+# config.privacy: the gradient rule (spec §6), read by train/grad_rules.py and privacy/plan.py
+# through `privacy_field`; every config holds all of it (base_config), so all of it is hashed.
+PRIVACY_DEFAULTS: dict[str, Any] = {
+    "mode": "sgd",            # sgd (plain), clip_only, noise_only, dp_sgd
+    "clip_norm": 1.0,         # C: per-example L2 clipping threshold (clip_only, dp_sgd)
+    "noise_multiplier": 1.0,  # sigma: noise std sigma*C on the summed gradient
+    "target_epsilon": 0.0,    # > 0: calibrate sigma to this epsilon over the run's steps
+    "delta": 1e-5,            # target delta; must be < 1/N (N = train examples)
+    "sampling": "poisson",    # poisson | shuffle (fixed-size batches); sets the accounting and
+                              # must match config.policy.name for dp_sgd
+    "accountant": "rdp",      # rdp | pld
+    "clipping": "vmap",       # vmap (per-example grads) | ghost (norms without them) | loop
+    "microbatch_size": 0,     # vmap: per-example grads this many rows at a time; 0 = all
+    "per_layer": False,       # clip each layer to C / sqrt(L) instead of the whole gradient
+    "switch_epoch": -1,       # >= 0: from this epoch on train with switch_to_mode
+    "switch_to_mode": "",     # the late-phase mode (early / late window analysis)
+    "prune_sparsity": 0.0,    # magnitude pruning of conv/dense kernels; 0 disables
+    "prune_scope": "global",  # global | layer (the sparsity within each kernel)
+    "prune_start_epoch": 0,   # first pruning: masks from the parameters at this epoch
+    "prune_every_epochs": 0,  # 0: prune once; k > 0: re-prune every k epochs with the sparsity
+                              # ramping linearly to prune_sparsity at the last event
+}
+
+
+def privacy_field(section: Any, name: str) -> Any:
+  """Field `name` of a privacy section (ConfigDict, dict or None); PRIVACY_DEFAULTS[name] when
+  it is missing or None."""
+  value = section.get(name) if section is not None else None
+  return PRIVACY_DEFAULTS[name] if value is None else value
+
+
 def base_config() -> ml_collections.ConfigDict:
   """All sections and fields of a run with their defaults. Comments say what each field does."""
   c = ml_collections.ConfigDict()
@@ -76,25 +107,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.policy.name = "full"    # data policy: full, random_subset, ...; its own fields are added
                             # here by configs (e.g. policy.fraction for random_subset)
 
-  c.privacy = ml_collections.ConfigDict()
-  c.privacy.mode = "sgd"    # gradient rule: sgd (plain), clip_only, noise_only, dp_sgd (spec §6)
-  c.privacy.clip_norm = 1.0  # C: per-example L2 clipping threshold (clip_only, dp_sgd)
-  c.privacy.noise_multiplier = 1.0  # sigma: noise std sigma*C on the summed gradient
-  c.privacy.target_epsilon = 0.0  # > 0: calibrate sigma to this epsilon over the run's steps
-  c.privacy.delta = 1e-5    # target delta; must be < 1/N (N = train examples)
-  c.privacy.sampling = "poisson"  # poisson | shuffle (fixed-size batches); sets the accounting
-                            # and must match config.policy.name for dp_sgd
-  c.privacy.accountant = "rdp"  # rdp | pld
-  c.privacy.clipping = "vmap"  # vmap (per-example grads) | ghost (norms without them) | loop
-  c.privacy.microbatch_size = 0  # vmap: per-example grads this many rows at a time; 0 = all
-  c.privacy.per_layer = False  # clip each layer to C / sqrt(L) instead of the whole gradient
-  c.privacy.switch_epoch = -1  # >= 0: from this epoch on train with switch_to_mode
-  c.privacy.switch_to_mode = ""  # the late-phase mode (early / late window analysis)
-  c.privacy.prune_sparsity = 0.0  # magnitude pruning of conv/dense kernels; 0 disables
-  c.privacy.prune_scope = "global"  # global | layer (the sparsity within each kernel)
-  c.privacy.prune_start_epoch = 0  # first pruning: masks from the parameters at this epoch
-  c.privacy.prune_every_epochs = 0  # 0: prune once; k > 0: re-prune every k epochs with the
-                            # sparsity ramping linearly to prune_sparsity at the last event
+  c.privacy = ml_collections.ConfigDict(dict(PRIVACY_DEFAULTS))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.select_by = ""     # '' reports the final model; else a val metric to pick the best

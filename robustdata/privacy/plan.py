@@ -18,17 +18,12 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from robustdata import config_lib
 from robustdata.privacy import accounting, checks, clipping, pruning, rules
 from robustdata.registry import ConfigError
 from robustdata.train import grad_rules
 
 PyTree = Any
-
-
-def field(config: Any, name: str, default: Any) -> Any:
-  """`config.<name>` (a ConfigDict or a dict), `default` when missing or None."""
-  value = config.get(name, default) if hasattr(config, "get") else getattr(config, name, default)
-  return default if value is None else value
 
 
 def prune_events(*, start: int, every: int, epochs: Optional[int]) -> list[int]:
@@ -61,45 +56,50 @@ def decode_mask(encoded: dict[str, Any]) -> PyTree:
 
 
 class DPPlan(grad_rules.RulePlan):
-  """DP-SGD and its ablations over a run, from `config.privacy` (fields in register.py)."""
+  """DP-SGD and its ablations over a run, from `config.privacy` (config_lib.PRIVACY_DEFAULTS)."""
 
   def __init__(self, privacy_config: Any, *, mode: str, expected_batch_size: float,
                dataset_size: int, steps: Optional[int] = None, epochs: Optional[int] = None,
                mask: Optional[PyTree] = None):
     cfg = privacy_config
-    self.mode = field(cfg, "mode", mode)
+
+    def get(name):
+      return config_lib.privacy_field(cfg, name)
+
+    given_mode = None if cfg is None else cfg.get("mode")
+    self.mode = mode if given_mode is None else given_mode
     checks.check_choice("mode", self.mode, checks.MODES)
-    self.switch_epoch = int(field(cfg, "switch_epoch", -1))
-    self.switch_to_mode = field(cfg, "switch_to_mode", "") if self.switch_epoch >= 0 else ""
+    self.switch_epoch = int(get("switch_epoch"))
+    self.switch_to_mode = get("switch_to_mode") if self.switch_epoch >= 0 else ""
     if self.switch_epoch >= 0:
       checks.check_choice("switch_to_mode", self.switch_to_mode, checks.MODES)
     self.dataset_size = int(dataset_size)
     self.sampling_rate = expected_batch_size / dataset_size
     self.expected_batch_size = expected_batch_size
     checks.check_sampling_rate(self.sampling_rate)
-    self.sampling = field(cfg, "sampling", "poisson")
+    self.sampling = get("sampling")
     checks.check_choice("sampling", self.sampling, checks.SAMPLINGS)
-    self.accountant = field(cfg, "accountant", "rdp")
+    self.accountant = get("accountant")
     checks.check_choice("accountant", self.accountant, checks.ACCOUNTANTS)
-    self.delta = float(field(cfg, "delta", 1e-5))
+    self.delta = float(get("delta"))
     checks.check_delta(self.delta, dataset_size)
-    self.clip_norm = float(field(cfg, "clip_norm", 1.0))
+    self.clip_norm = float(get("clip_norm"))
     checks.check_clip_norm(self.clip_norm)
-    checks.check_noise_multiplier(float(field(cfg, "noise_multiplier", 1.0)))
-    self.target_epsilon = float(field(cfg, "target_epsilon", 0.0))
+    checks.check_noise_multiplier(float(get("noise_multiplier")))
+    self.target_epsilon = float(get("target_epsilon"))
     self.noise_multiplier = resolve_noise_multiplier(cfg, sampling_rate=self.sampling_rate,
                                                      steps=steps, dataset_size=dataset_size)
-    self.method = field(cfg, "clipping", "vmap")
-    self.microbatch_size = int(field(cfg, "microbatch_size", 0)) or None
-    self.per_layer = bool(field(cfg, "per_layer", False))
-    self.sparsity = float(field(cfg, "prune_sparsity", 0.0))
+    self.method = get("clipping")
+    self.microbatch_size = int(get("microbatch_size")) or None
+    self.per_layer = bool(get("per_layer"))
+    self.sparsity = float(get("prune_sparsity"))
     checks.check_prune_sparsity(self.sparsity)
-    self.scope = field(cfg, "prune_scope", "global")
+    self.scope = get("prune_scope")
     checks.check_choice("prune_scope", self.scope, checks.PRUNE_SCOPES)
-    start = int(field(cfg, "prune_start_epoch", 0))
+    start = int(get("prune_start_epoch"))
     if start < 0:
       raise ConfigError(f"config.privacy.prune_start_epoch={start} must be >= 0")
-    self.events = (prune_events(start=start, every=int(field(cfg, "prune_every_epochs", 0)),
+    self.events = (prune_events(start=start, every=int(get("prune_every_epochs")),
                                 epochs=epochs) if self.sparsity > 0 else [])
     self.mask = mask
     self.pruned_at: list[int] = []  # epochs whose start recomputed the mask
@@ -246,13 +246,13 @@ def _apply_flat_mask(params: PyTree, flat_mask: Optional[dict]) -> PyTree:
 def resolve_noise_multiplier(privacy_config: Any, *, sampling_rate: float,
                              steps: Optional[int], dataset_size: int) -> float:
   """sigma from the config, calibrated to `target_epsilon` over `steps` when that is > 0."""
-  target = float(field(privacy_config, "target_epsilon", 0.0))
+  target = float(config_lib.privacy_field(privacy_config, "target_epsilon"))
   if target <= 0:
-    return float(field(privacy_config, "noise_multiplier", 1.0))
+    return float(config_lib.privacy_field(privacy_config, "noise_multiplier"))
   if steps is None:
     raise ConfigError("config.privacy.target_epsilon > 0 needs the number of training steps")
   return accounting.calibrate_noise_multiplier(
       target_epsilon=target, sampling_rate=sampling_rate, steps=steps,
-      delta=float(field(privacy_config, "delta", 1e-5)),
-      accountant=field(privacy_config, "accountant", "rdp"),
-      sampling=field(privacy_config, "sampling", "poisson"), dataset_size=dataset_size)
+      delta=float(config_lib.privacy_field(privacy_config, "delta")),
+      accountant=config_lib.privacy_field(privacy_config, "accountant"),
+      sampling=config_lib.privacy_field(privacy_config, "sampling"), dataset_size=dataset_size)

@@ -1,24 +1,17 @@
 """Registers the DP gradient-rule builders under `config.privacy.mode`.
 
-`config.privacy` fields read here (missing fields take the defaults in brackets):
-  mode                'sgd' | 'clip_only' | 'noise_only' | 'dp_sgd' (the registry key; the
-                      core's plain rule owns 'sgd' and hands schedules to the 'dp_sgd' builder)
-  clip_norm           C, per-example L2 clipping threshold [1.0]
-  noise_multiplier    sigma; noise std is sigma * C [1.0]
-  target_epsilon      > 0: calibrate sigma for this epsilon (needs `steps`); 0: use sigma [0]
-  delta               target delta, must be < 1/N [1e-5]
-  sampling            'poisson' | 'shuffle' [poisson]; accounting follows it
-  accountant          'rdp' | 'pld' [rdp]
-  clipping            'vmap' | 'ghost' | 'loop' [vmap]
-  microbatch_size     vmap micro-batch size, 0/None = whole batch [None]
-  per_layer           clip each layer to C / sqrt(L) [False]
-  switch_epoch, switch_to_mode   change mode at that epoch (see rules.mode_for_epoch)
-  prune_sparsity, prune_scope, prune_start_epoch, prune_every_epochs   magnitude pruning
-                      (pruning.py); masks from the current parameters at the scheduled epochs
+`config.privacy` holds the fields of `config_lib.PRIVACY_DEFAULTS` (their defaults and meanings
+are listed there; a missing or None field takes its default): `mode` is the registry key ('sgd'
+is the core's plain rule, which hands schedules to the 'dp_sgd' builder); clip_norm C,
+noise_multiplier sigma (noise std sigma * C) or target_epsilon to calibrate it; delta, sampling
+and accountant for the accounting; clipping, microbatch_size and per_layer for how per-example
+gradients are clipped; switch_epoch / switch_to_mode (rules.mode_for_epoch) and the prune_*
+fields (pruning.py) schedule mode switches and magnitude pruning.
+
 The builders return a `plan.DPPlan` (a `RulePlan`): the loop asks it for the rule of each
 epoch, re-jitting on a mode switch or the first mask (later masks are step operands).
-Sampling is a policy: config.policy.name
-'poisson' or 'shuffle' (policies.py), which must equal config.privacy.sampling for dp_sgd.
+Sampling is a policy: config.policy.name 'poisson' or 'shuffle' (policies.py), which must
+equal config.privacy.sampling for dp_sgd.
 """
 
 from __future__ import annotations

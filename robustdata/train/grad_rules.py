@@ -16,6 +16,7 @@ from typing import Any, Callable, Hashable, Optional
 import jax
 import jax.numpy as jnp
 
+from robustdata import config_lib
 from robustdata.registry import GRAD_RULES
 
 PyTree = Any
@@ -97,19 +98,14 @@ def plain_rule(loss_fn, params, model_state, batch, rng, coef_fn):
   return grads, new_model_state, {"losses": losses, "logits": logits}
 
 
-def _field(section: Any, name: str, default: Any) -> Any:
-  value = section.get(name, default) if hasattr(section, "get") else default
-  return default if value is None else value
-
-
 @GRAD_RULES.register("sgd")
 def build_plain(privacy_config, *, expected_batch_size: int, dataset_size: int,
                 steps: Optional[int] = None, epochs: Optional[int] = None):
   """The plain rule. A section that schedules rules (a switch to another mode, pruning) is a
   plan: the builder of the DP modes owns it and starts it in `config.privacy.mode`."""
-  switch_to = _field(privacy_config, "switch_to_mode", "")
-  switching = _field(privacy_config, "switch_epoch", -1) >= 0 and switch_to
-  if switching or _field(privacy_config, "prune_sparsity", 0.0) > 0:
+  switch_to = config_lib.privacy_field(privacy_config, "switch_to_mode")
+  switching = config_lib.privacy_field(privacy_config, "switch_epoch") >= 0 and switch_to
+  if switching or config_lib.privacy_field(privacy_config, "prune_sparsity") > 0:
     return GRAD_RULES.get("dp_sgd")(privacy_config, expected_batch_size=expected_batch_size,
                                  dataset_size=dataset_size, steps=steps, epochs=epochs)
   return plain_rule
