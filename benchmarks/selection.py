@@ -14,7 +14,7 @@ with --quick; runs are kept and reused under --crest-workdir; see selection_tabl
 
 The 'reuse s' column times the dense method again with a SimilarityWorkspace that already holds
 the n x n matrix of a previous call (repeated selection, e.g. CRAIG's reselection): it leaves
-out the page faults of fresh memory, which on the 2-core CPU VM were ~0.5 s at n = 20,000.
+out the page faults of fresh memory, which on the 2-core CPU VM were ~0.45 s at n = 20,000.
 'x apricot' uses the best cold time; 'x apr reuse' the reuse time.
 
 Our time includes jit compilation (and apricot's numba compilation) unless --warmup. apricot

@@ -145,7 +145,7 @@ class SimilarityWorkspace:
   """Keeps the last dense similarity so that the next build of the same size writes into it.
 
   A fresh 20k x 20k float32 matrix is 1.6 GB of new memory. On the 2-core CPU VM this was
-  measured on, first touching that memory (page faults) took ~0.5 s of the 1.2 s build;
+  measured on, first touching that memory (page faults) took ~0.45 s of the 1.2 s build;
   writing into a buffer already held took 0.8 s (WORKSPACE.md, selection speed). Repeated
   selections over pools of one padded size (CRAIG reselecting every `lag` epochs, a benchmark
   loop) pass one workspace to `facility_location`: the dense methods take the held matrix,
