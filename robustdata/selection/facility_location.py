@@ -28,6 +28,9 @@ SMALL_MAX = 128
 # cheap (~6 us), a row of distances on the fly dearer, so the optimum differs (n = 20,000,
 # benchmarks/selection.py; WORKSPACE issue 4).
 LAZY_BATCH = {"lazy": 32, "lazy_dense": 8}
+# Smallest row block `_block_for` trades for less padding: smaller blocks make the block-pair
+# loop of `similarity.initial_gains` long and its matmuls small.
+MIN_BLOCK = 1024
 
 
 def class_budgets(counts: np.ndarray, budget: int, *, equal_num: bool = True) -> np.ndarray:
@@ -85,9 +88,17 @@ def _device_arrays(x: np.ndarray, w: np.ndarray, block: int, mesh: Mesh | None):
 
 
 def _block_for(n: int, block: int, mesh: Mesh | None) -> int:
-  """Row-block size: a power of two (few recompiles), at most `block`, divisible by the mesh."""
-  b = max(8, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
-  b = min(b, block)
+  """Row-block size: a power of two (few recompiles), at most `block`, divisible by the mesh.
+
+  Rows are padded to a multiple of it, and the dense work grows with the square of the padded
+  size, so of the powers of two down to MIN_BLOCK the one padding least is taken (the larger on
+  ties): n = 5,000 pads to 5,120 with 1,024-row blocks instead of 6,144 with 2,048.
+  """
+  b = min(max(8, 1 << max(0, math.ceil(math.log2(max(n, 1))))), block)
+  candidates = [b]
+  while candidates[-1] // 2 >= MIN_BLOCK:
+    candidates.append(candidates[-1] // 2)
+  b = min(candidates, key=lambda c: (-(-n // c) * c, -c))
   if mesh is not None:
     b = max(b, mesh.devices.size)
   return b
