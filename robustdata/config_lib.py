@@ -168,19 +168,21 @@ def _builds_policy(config) -> bool:
   return config.get("trainer", "supervised") == "supervised" and "policy" in config
 
 
-def with_defaults(config, sections=("data", "model", "policy")):
+def with_defaults(config, sections=("data", "model", "policy", "objective")):
   """`config` with the declared defaults of its components written into their sections.
 
   Datasets and models register the fields they read with defaults
-  (`DATASETS.register(name, defaults=...)`, likewise MODELS), data policies declare theirs
-  (`Policy.DEFAULTS`, supervised trainer only); each is merged when it is built. Without this
+  (`DATASETS.register(name, defaults=...)`, likewise MODELS), data policies and objectives
+  declare theirs (`Policy.DEFAULTS`; an objective's `DEFAULTS` fill the section named like
+  config.method, e.g. config.groupdro; supervised trainer only); each is merged when it is
+  built. Without this
   step a config that leaves a field at its default would not name it, so its hash would not
   change when the default does and a run pinned to a hash could silently change. A policy
   field left None (a placeholder from `finalize`) takes the chosen policy's default, or is
   dropped if that policy has no such field. `runner.run` hashes the returned config, and it is
   what config.json records. A copy is returned when fields are added. An unknown component
-  name is a ConfigError naming the field. `sections` limits which of data, model and policy
-  are completed."""
+  name is a ConfigError naming the field. `sections` limits which of data, model, policy and
+  objective are completed."""
   missing: dict[str, dict[str, Any]] = {}
   unset: list[str] = []  # None policy fields: placeholders from `finalize`
   for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
@@ -192,6 +194,11 @@ def with_defaults(config, sections=("data", "model", "policy")):
       if section == "policy":
         unset = [k for k in have.keys() if k != "name" and have[k] is None]
       missing[section] = {k: v for k, v in defaults.items() if k not in have or k in unset}
+  method = config.get("method")
+  if "objective" in sections and _builds_policy(config) and method in OBJECTIVES:
+    # An objective reads its own section, config.<method> (e.g. config.groupdro.step_size).
+    have = config.get(method) or {}
+    missing[method] = {k: v for k, v in OBJECTIVES.defaults(method).items() if k not in have}
   if not any(missing.values()) and not unset:
     return config
   out = copy.deepcopy(config)
@@ -199,6 +206,8 @@ def with_defaults(config, sections=("data", "model", "policy")):
     for key in unset:
       del out.policy[key]  # a typed placeholder: rewritten below if the policy has the field
     for section, fields in missing.items():
+      if fields and section not in out:
+        out[section] = ml_collections.ConfigDict()
       for key, value in fields.items():
         out[section][key] = value
   return out

@@ -171,3 +171,28 @@ def test_finalize_makes_every_policy_field_settable_and_switching_policy_safe():
   assert set(switched.policy.keys()) == {"name", "train_frac", *POLICIES.defaults("craig")}
   with pytest.raises(ConfigError, match="train_frac is not a field of policy 'craig'"):
     POLICIES.get("craig")(switched, None, batch_size=8, seed=0, num_classes=10)
+
+
+def test_objective_defaults_are_part_of_the_hash(monkeypatch):
+  """An objective's DEFAULTS fill the section named like config.method (config.groupdro), so a
+  changed default changes the run id; the objective reads the same dict."""
+  from robustdata.registry import OBJECTIVES
+  c = config_lib.base_config()
+  with c.unlocked():
+    c.method = "groupdro"
+  resolved = config_lib.with_defaults(c)
+  assert "groupdro" not in c and resolved.groupdro.step_size == 0.01
+  assert config_lib.with_defaults(resolved) is resolved
+  named = config_lib.base_config()
+  with named.unlocked():
+    named.method = "groupdro"
+    named.groupdro = ml_collections.ConfigDict({"step_size": 0.01})
+  assert config_lib.run_id(config_lib.with_defaults(named)) == config_lib.run_id(resolved)
+  groupdro = OBJECTIVES.get("groupdro")
+  monkeypatch.setitem(groupdro.DEFAULTS, "step_size", 0.02)
+  assert config_lib.run_id(config_lib.with_defaults(c)) != config_lib.run_id(resolved)
+  assert groupdro(c, num_groups=4, num_classes=2).step_size == 0.02
+  assert groupdro(resolved, num_groups=4, num_classes=2).step_size == 0.01
+  # Objectives without fields (erm) add no section.
+  assert config_lib.with_defaults(config_lib.base_config()).keys() == (
+      config_lib.base_config().keys())

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustdata.evals import groups as group_evals
-from robustdata.registry import OBJECTIVES, ConfigError
+from robustdata.registry import OBJECTIVES, ConfigError, field_reader
 from robustdata.spurious import dfr, groupdro
 from robustdata.spurious.alignment import ReportsAlignment
 from robustdata.train.objectives import Objective
@@ -24,13 +24,15 @@ class GroupDRO(ReportsAlignment, Objective):
   Config: `config.groupdro.step_size` (default 0.01, SpuCo's value).
   """
 
+  DEFAULTS = {"step_size": 0.01}
+
   def __init__(self, config, *, num_groups: int = 0, num_classes: int = 0):
     super().__init__(config, num_groups=num_groups, num_classes=num_classes)
     if num_groups <= 0:
       raise ConfigError("config.method='groupdro' needs group labels (config.data.name must "
                         "name a source with groups)")
     section = config.get("groupdro", None) if hasattr(config, "get") else None
-    self.step_size = float(section.get("step_size", 0.01)) if section is not None else 0.01
+    self.step_size = float(field_reader(section, self.DEFAULTS)("step_size"))
 
   def init(self):
     return {"q": groupdro.init_group_weights(self.num_groups)}
