@@ -152,7 +152,7 @@ def finalize(config):
   does not have, so no field or default of the file's policy is left behind (two policies can
   share a field name with different defaults, e.g. start_epoch)."""
   config = with_defaults(config, sections=("data", "model"))
-  if _builds_policy(config) and "name" in config.policy:
+  if _supervised(config) and "name" in config.get("policy", {}):
     fields = {k: v for k, v in POLICIES.defaults(config.policy.name).items()
               if k not in config.policy and v is not None}
     if fields:
@@ -163,9 +163,9 @@ def finalize(config):
   return config.lock()
 
 
-def _builds_policy(config) -> bool:
-  """Only the supervised trainer builds data policies."""
-  return config.get("trainer", "supervised") == "supervised" and "policy" in config
+def _supervised(config) -> bool:
+  """Only the supervised trainer builds data policies and objectives."""
+  return config.get("trainer", "supervised") == "supervised"
 
 
 def with_defaults(config, sections=("data", "model", "policy", "objective")):
@@ -186,7 +186,7 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
   missing: dict[str, dict[str, Any]] = {}
   unset: list[str] = []  # None policy fields: placeholders from `finalize`
   for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
-    if section == "policy" and not _builds_policy(config):
+    if section == "policy" and not _supervised(config):
       continue  # the other trainers do not build data policies
     if section in sections and section in config and "name" in config[section]:
       defaults = registry.defaults(config[section].name)
@@ -195,7 +195,7 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
         unset = [k for k in have.keys() if k != "name" and have[k] is None]
       missing[section] = {k: v for k, v in defaults.items() if k not in have or k in unset}
   method = config.get("method")
-  if "objective" in sections and _builds_policy(config) and method in OBJECTIVES:
+  if "objective" in sections and _supervised(config) and method in OBJECTIVES:
     # An objective reads its own section, config.<method> (e.g. config.groupdro.step_size).
     have = config.get(method) or {}
     missing[method] = {k: v for k, v in OBJECTIVES.defaults(method).items() if k not in have}
