@@ -175,9 +175,9 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
   (`DATASETS.register(name, defaults=...)`, likewise MODELS), data policies and objectives
   declare theirs (`Policy.DEFAULTS`; an objective's `DEFAULTS` fill the section named like
   config.method, e.g. config.groupdro; supervised trainer only); each is merged when it is
-  built. Without this
-  step a config that leaves a field at its default would not name it, so its hash would not
-  change when the default does and a run pinned to a hash could silently change. A policy
+  built. Without this step a config that leaves a field at its default would not name it, so
+  its hash would not change when the default does and a run pinned to a hash could silently
+  change. A policy
   field left None (a placeholder from `finalize`) takes the chosen policy's default, or is
   dropped if that policy has no such field. `runner.run` hashes the returned config, and it is
   what config.json records. A copy is returned when fields are added. An unknown component
