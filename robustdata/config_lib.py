@@ -177,12 +177,11 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
   config.method, e.g. config.groupdro; supervised trainer only); each is merged when it is
   built. Without this step a config that leaves a field at its default would not name it, so
   its hash would not change when the default does and a run pinned to a hash could silently
-  change. A policy
-  field left None (a placeholder from `finalize`) takes the chosen policy's default, or is
-  dropped if that policy has no such field. `runner.run` hashes the returned config, and it is
-  what config.json records. A copy is returned when fields are added. An unknown component
-  name is a ConfigError naming the field. `sections` limits which of data, model, policy and
-  objective are completed."""
+  change. A policy field left None (a placeholder from `finalize`) takes the chosen policy's
+  default, or is dropped if that policy has no such field. `runner.run` hashes the returned
+  config, and it is what config.json records. A copy is returned when fields are added. An
+  unknown component name is a ConfigError naming the field. `sections` limits which of data,
+  model, policy and objective are completed."""
   missing: dict[str, dict[str, Any]] = {}
   unset: list[str] = []  # None policy fields: placeholders from `finalize`
   for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
