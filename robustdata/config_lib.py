@@ -163,9 +163,13 @@ def finalize(config):
   return config.lock()
 
 
+# The trainers that build data policies and objectives (the supervised task and its subclasses).
+SUPERVISED_TRAINERS = ("supervised", "poison_victim")
+
+
 def _supervised(config) -> bool:
-  """Only the supervised trainer builds data policies and objectives."""
-  return config.get("trainer", "supervised") == "supervised"
+  """Only the supervised trainers build data policies and objectives."""
+  return config.get("trainer", "supervised") in SUPERVISED_TRAINERS
 
 
 def with_defaults(config, sections=("data", "model", "policy", "objective")):
@@ -212,8 +216,38 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
   return out
 
 
+def resolve(config):
+  """The run's config: `config` with every registered default of its data source, model, data
+  policy and objective written in (`with_defaults`), and so is every upstream stage nested in
+  it (`stage_sections`); privacy and the contrastive sections are complete already
+  (base_config, contrastive_defaults). `runner.run` resolves once and hashes the result;
+  trainers receive it resolved. Resolving a resolved config returns it as is."""
+  out = with_defaults(config)
+  for key in stage_sections(out):
+    stage = resolve(out[key])
+    if stage is not out[key]:
+      out = copy.deepcopy(out) if out is config else out
+      with out.unlocked():
+        out[key] = stage
+  return out
+
+
+def stage_sections(config) -> list[str]:
+  """The sections of `config` that are whole configs of upstream stages (a stage is a run: a
+  downstream stage names its upstream by config, e.g. the poisons a victim trains on)."""
+  return [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)
+          and "trainer" in v and "train" in v and "name" in v]
+
+
+def is_resolved(config) -> bool:
+  return resolve(config) is config
+
+
 def run_id(config) -> str:
-  return f"{config.name}-{config_hash(config)}"
+  """`<name>-<hash>`, the name made a safe file name (`run_dir.safe_name`: a plain identifier
+  stays as it is; `/`, `..` and the like cannot leave the workdir)."""
+  from robustdata.train.run_dir import safe_name  # pylint: disable=g-import-not-at-top
+  return f"{safe_name(config.name)}-{config_hash(config)}"
 
 
 def from_dict(d: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -284,6 +318,8 @@ def validate(config, *, num_devices: int) -> None:
   if config.train.progress not in ("auto", "bar", "log", "none"):
     raise ConfigError(f"config.train.progress={config.train.progress!r}; allowed values: "
                       "['auto', 'bar', 'log', 'none']")
+  from robustdata import validation  # pylint: disable=g-import-not-at-top
+  validation.check_ranges(config)  # every field's declared range (robustdata/validation.py)
 
 
 def _positive(config, dotted: str, kind: type) -> None:

@@ -66,6 +66,14 @@ def field_reader(section: Any, defaults: Mapping[str, Any]) -> Callable[[str], A
   return lambda k: section.get(k, defaults[k]) if section is not None else defaults[k]
 
 
+def check_known_fields(section: Any, defaults: Mapping[str, Any], path: str) -> None:
+  """ConfigError for a field of `section` (e.g. config.attack at path 'config.attack') that
+  `defaults` does not declare."""
+  for key in section.keys():
+    if key not in defaults:
+      raise ConfigError(f"{path}.{key} is not a known field; allowed: {sorted(defaults)}")
+
+
 _PLUGINS_IMPORTED = False
 
 
@@ -95,12 +103,14 @@ PLUGIN_MODULES = [
     "robustdata.train.policies",
     "robustdata.train.objectives",
     "robustdata.train.grad_rules",
-    "robustdata.train.loop",
+    "robustdata.train.supervised",
     "robustdata.spurious.policies",
     "robustdata.spurious.objectives",
     "robustdata.selection.policies",
     "robustdata.privacy.register",
     "robustdata.contrastive.trainer",
+    "robustdata.poisoning.craft",
+    "robustdata.poisoning.victim",
 ]
 
 # The registries. Components register with e.g. `@DATASETS.register("digits")`.

@@ -5,29 +5,22 @@ A small CLIP (CNN image tower, 2-layer text transformer, 64-d joint space) on 1,
 (`caption_style='object'`), batch 128, 25 epochs, AdamW 2e-3; the attack is both a targeted
 caption poisoning of 4 held-out images and a BadNet backdoor (5-px corner patch, target class
 'circle'), each with `count` poisons (default 32, about 2% each), so one run reports the clean
-utility and both attack success rates.
-
-Why these two settings (unpoisoned CLIP, seed 0, zero-shot on the 6 shapes, chance 0.167):
-with the 'attributes' captions (colour in 6 of 7 templates, size or position in most) a batch
-of 128 is matched by colour, position and size alone, and the image tower never encodes the
-shape: 15 epochs 0.17 (colour zero-shot 1.00, position 0.99; shape linear probe 0.36), batch 32
-or 64 no better, 40 epochs 0.41. Object-centred captions: 15 epochs 0.42, 25 epochs 0.65
-(linear probe 0.66), ~110 s on 2 lightly loaded cores.
-Method files change the `method` and its `contrastive` section only.
+utility and both attack success rates. Object-centred captions and 25 epochs are what make CLIP
+learn the shapes: with the 'attributes' captions a batch of 128 is matched by colour, position
+and size, and unpoisoned CLIP stays near chance zero-shot (0.17 after 15 epochs, against 0.65
+with object-centred captions after 25; docs/results/clip-poisoning.md, "Captions").
+Method files change the `method` and its `contrastive` section only; `cc3m_config` is the
+papers' CSV setting.
 """
 
 import ml_collections
 
-from robustdata import config_lib
-from robustdata.contrastive import experiment
-
-VARIANTS = (None, "", "smoke")
-
+from robustdata import config_lib, validation
+from robustdata.contrastive import config as contrastive_config
 
 def _contrastive_base(method: str, arg, *, name: str) -> ml_collections.ConfigDict:
   """The base config of a contrastive run of `method` (variant `arg` checked)."""
-  if arg not in VARIANTS:
-    raise ValueError(f"unknown variant {arg!r} of {name}; allowed: 'smoke' or none")
+  validation.parse_variants(arg, ("smoke",), name)
   config = config_lib.base_config()
   config.name = name
   config.seed = 0
@@ -72,9 +65,9 @@ def shapes_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigD
   config.train.checkpoint_every_steps = 100
   config.train.eval_every_epochs = 1000  # evaluate at the end only
 
-  config.contrastive = experiment.contrastive_defaults(method)
+  config.contrastive = contrastive_config.contrastive_defaults(method)
   config.contrastive.warmup_steps = 30
-  config.poison = experiment.poison_defaults()
+  config.poison = contrastive_config.poison_defaults()
   config.poison.kind = "both"
   config.poison.count = 32           # per attack: 32/1600 = 2% targeted + 2% backdoor
   config.poison.num_targets = 4      # 8 poisons per target image
@@ -148,9 +141,9 @@ def cc3m_config(method: str, arg=None, *, name: str) -> ml_collections.ConfigDic
   config.train.checkpoint_every_steps = 2000
   config.train.eval_every_epochs = 1000
 
-  config.contrastive = experiment.contrastive_defaults(method)
+  config.contrastive = contrastive_config.contrastive_defaults(method)
   config.contrastive.warmup_steps = 10000
-  config.poison = experiment.poison_defaults()
+  config.poison = contrastive_config.poison_defaults()
 
   if arg == "smoke":
     config.name = name + "_smoke"

@@ -8,6 +8,7 @@ defect of spec §0 and §3).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -93,3 +94,8 @@ def clamp_logit_scale(params: Any) -> Any:
   def clamp(path, leaf):
     return jnp.clip(leaf, 0.0, LOGIT_SCALE_MAX) if _key_name(path[-1]) == "logit_scale" else leaf
   return jax.tree_util.tree_map_with_path(clamp, params)
+
+
+def cosine(peak: float, t: float) -> float:
+  """Half-cosine from `peak` at t=0 to 0 at t=1 (constant 0 after)."""
+  return 0.5 * peak * (1.0 + math.cos(math.pi * min(max(t, 0.0), 1.0)))

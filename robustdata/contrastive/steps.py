@@ -17,7 +17,7 @@ Kinds:
   (`tokens`, `tokens_aug`); NNCLR-style against the image/text pools when they exist.
 - `cross_clip`: SafeCLIP's cross-augmented CLIP ½[CE(s·v1ᴵ v2ᵀᵀ) + CE(s·v1ᵀ v2ᴵᵀ)]; with
   `augment=False` the views are the un-augmented pair (plain CLIP; the trainer then feeds the
-  original captions, experiment.step_tokens): the shapes config's setting, since augmenting
+  original captions, data.step_tokens): the shapes config's setting, since augmenting
   the 24-px images (even with the 'small' chain) slows CLIP's learning of the shapes.
 - `unimodal` always augments (two identical views would make its positives trivial).
 """

@@ -17,11 +17,30 @@ _COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
 
 
 def maybe_initialize_distributed(requested: bool) -> None:
-  """Initialises multi-host JAX once when asked by the config or the environment."""
-  if jax.process_count() > 1:
+  """Initialises multi-host JAX once when asked by the config or the environment.
+
+  Must run before anything asks JAX for its devices or process count (`runner.run` calls it
+  first). Without a coordinator in the environment and no cluster JAX can detect, or when the
+  coordinator cannot be reached, it stops with a ConfigError saying what to set."""
+  env = {k: os.environ[k] for k in _COORDINATOR_ENV if os.environ.get(k)}
+  if not (requested or env) or jax.distributed.is_initialized():
     return
-  if requested or any(os.environ.get(k) for k in _COORDINATOR_ENV):
-    jax.distributed.initialize()
+  from robustdata.registry import ConfigError  # pylint: disable=g-import-not-at-top
+  where = (f"coordinator {next(iter(env.values()))!r} from ${next(iter(env))}" if env
+           else "no coordinator in the environment")
+  count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+  try:
+    jax.distributed.initialize(
+        coordinator_address=next(iter(env.values()), None),
+        num_processes=int(count) if count else None, process_id=int(index) if index else None,
+        initialization_timeout=int(os.environ.get("JAX_INITIALIZATION_TIMEOUT", "300")))
+  except (ValueError, RuntimeError) as e:
+    first = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else type(e).__name__
+    raise ConfigError(
+        f"config.train.distributed={requested} ({where}): jax.distributed.initialize() failed: "
+        f"{first}. On a cluster JAX cannot detect, set JAX_COORDINATOR_ADDRESS=host:port, "
+        "JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host; for one host, set "
+        "config.train.distributed=False and unset JAX_COORDINATOR_ADDRESS.") from None
 
 
 def make_mesh() -> Mesh:

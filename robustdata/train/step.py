@@ -42,16 +42,22 @@ def make_loss_fn(model, *, label_smoothing: float = 0.0) -> Callable:
 def make_train_step(loss_fn: Callable, *, objective: Objective, grad_rule: Callable,
                     tx: optax.GradientTransformation, augment: Sequence[str] = (),
                     crop_padding: int = 4,
-                    project: Optional[Callable[[Any], Any]] = None) -> Callable:
-  """step(state, batch, lr, operands=None) -> (state, metrics): augment, gradient rule,
-  optimizer update, then `project(params)` when given (e.g. re-applying a pruning mask after
-  momentum). `operands` (grad_rules.RuleChoice.operands) are passed on to the rule and to
-  `project` when not None."""
+                    project: Optional[Callable[[Any], Any]] = None,
+                    input_transform: Optional[Callable[[jax.Array, dict], jax.Array]] = None,
+                    ) -> Callable:
+  """step(state, batch, lr, operands=None) -> (state, metrics): input transform, augment,
+  gradient rule, optimizer update, then `project(params)` when given (e.g. re-applying a
+  pruning mask after momentum). `operands` (grad_rules.RuleChoice.operands) are passed on to
+  the rule and to `project` when not None. `input_transform(key, batch) -> x` (e.g. a defence's
+  noise on the train images) runs before augmentation on a key of its own, so the other streams
+  are the same with or without it."""
 
   def step(state: TrainState, batch: dict, lr: jnp.ndarray, operands: Any = None):
     extra = {} if operands is None else {"operands": operands}
     key = jax.random.fold_in(state.rng, state.step)
     aug_key, loss_key = jax.random.split(key)
+    if input_transform is not None:
+      batch = {**batch, "x": input_transform(jax.random.fold_in(key, 0x1A7), batch)}
     if augment:
       batch = {**batch, "x": augment_lib.apply_augmentations(aug_key, batch["x"], augment,
                                                              crop_padding=crop_padding)}

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import augment, experiment, optim, steps
+from robustdata.contrastive import augment, optim, steps
+from robustdata.contrastive import config as contrastive_config
 from robustdata.registry import ConfigError
 from tests.contrastive.conftest import tiny_model
 
@@ -95,11 +96,11 @@ def test_clip_warmup_epochs_delays_the_first_matching_epoch():
     config.train.epochs = 12
     config.contrastive.break_epoch = 2
     config.contrastive.clip_warmup_epochs = 0
-  phases = [experiment.epoch_phase(config, e) for e in range(12)]
+  phases = [contrastive_config.epoch_phase(config, e) for e in range(12)]
   assert [e + 1 for e, p in enumerate(phases) if p == "roclip_match"] == [2, 4, 6, 8, 10, 12]
   with config.unlocked():
     config.contrastive.clip_warmup_epochs = 5
-  phases = [experiment.epoch_phase(config, e) for e in range(12)]
+  phases = [contrastive_config.epoch_phase(config, e) for e in range(12)]
   # 1-based epochs 1-5 are plain CLIP; matching resumes on the next multiple of K.
   assert [e + 1 for e, p in enumerate(phases) if p == "roclip_match"] == [6, 8, 10, 12]
 
@@ -114,4 +115,4 @@ def test_bad_values_are_named(method, field, value, match):
   with config.unlocked():
     config.contrastive[field] = value
   with pytest.raises(ConfigError, match=match):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)

@@ -7,24 +7,23 @@ import jax
 import jax.numpy as jnp
 
 from robustdata.contrastive import augment, optim
-from robustdata.contrastive.train import train_clip
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.models.clip import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX
+from tests.contrastive.conftest import run_steps
 from tests.contrastive.conftest import tiny_model as _model
 
 
 @pytest.mark.slow  # the trainer smoke tests run these objectives in the fast suite
 def test_roclip_and_cleanclip_steps_run(splits):
   model = _model(splits)
-  state, hist = train_clip(model, splits.train, steps=2, batch_size=32, objective="roclip_match",
-                           pool_size=96, warmup_steps=1, seed=1)
-  assert int(state.pool.filled) == 96 and int(state.pool.ptr) == 64 and np.isfinite(hist[-1]["loss"])
-  data = splits.train.replace(extras=dict(splits.train.extras))
-  data.extras["tokens_aug"] = eda_tokens(data.extras["tokens"], np.random.default_rng(0),
-                                         tokenizer=splits.info["tokenizer"],
-                                         synonyms=splits.info["synonyms"])
-  _, hist = train_clip(_model(splits), data, steps=2, batch_size=32, objective="cleanclip",
-                      warmup_steps=1, seed=2)
+  state, hist = run_steps(model, splits.train, kind="roclip_match", steps=2, batch_size=32,
+                          pool_size=96, seed=1)
+  pool = state.pools["text"]
+  assert int(pool.filled) == 96 and int(pool.ptr) == 64 and np.isfinite(hist[-1]["loss"])
+  tokens_aug = eda_tokens(splits.train.extras["tokens"], np.random.default_rng(0),
+                          tokenizer=splits.info["tokenizer"], synonyms=splits.info["synonyms"])
+  _, hist = run_steps(_model(splits), splits.train, kind="cleanclip", steps=2, batch_size=32,
+                      seed=2, tokens_aug=tokens_aug)
   assert {"clip_loss", "inmodal_loss"} <= set(hist[0]) and np.isfinite(hist[-1]["loss"])
 
 

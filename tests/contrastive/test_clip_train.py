@@ -4,29 +4,29 @@ zero-shot and linear-probe evaluations run on it."""
 import numpy as np
 import pytest
 
-from robustdata.contrastive.train import encode_dataset, train_clip
 from robustdata.evals.linear_probe import linear_probe
 from robustdata.evals.zero_shot import class_embeddings, zero_shot_accuracy
 from robustdata.models.clip import LOGIT_SCALE_MAX
+from tests.contrastive.conftest import encode, run_steps
 from tests.contrastive.conftest import tiny_model as _model
 
 
 @pytest.mark.slow  # test_contrastive_trainer.py covers training and evals in the fast suite
 def test_tiny_clip_loss_decreases_and_evals_run(splits):
   model = _model(splits)
-  state, hist = train_clip(model, splits.train, steps=25, batch_size=32, peak_lr=3e-3,
-                           warmup_steps=3, seed=0)
+  state, hist = run_steps(model, splits.train, kind="clip", steps=25, batch_size=32,
+                          peak_lr=3e-3, warmup_steps=3, seed=0)
   losses = [h["loss"] for h in hist]
   assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.2, losses
   assert all(0.0 <= h["logit_scale"] <= LOGIT_SCALE_MAX + 1e-6 for h in hist)
   info = splits.info
-  encode_text = lambda t: encode_dataset(model, state.params, t, method="encode_text")
+  encode_text = lambda t: encode(model, state.params, t, method="encode_text")
   cls = class_embeddings(encode_text, info["tokenizer"], info["class_names"], info["prompt_templates"])
-  img = encode_dataset(model, state.params, splits.test.x)
+  img = encode(model, state.params, splits.test.x)
   acc = zero_shot_accuracy(img, splits.test.y, cls, topk=(1, 5))
   assert 0.0 <= acc["top1"] <= acc["top5"] <= 1.0
   task = info["downstream"]["color"]
-  feats = lambda d: encode_dataset(model, state.params, d.x, method="image_features")
+  feats = lambda d: encode(model, state.params, d.x, method="image_features")
   probe = linear_probe(feats(task["train"]), task["train"].y, feats(task["test"]), task["test"].y)
   assert probe["linear_probe_accuracy"] > 1.5 / task["num_classes"]
 

@@ -6,16 +6,20 @@ with a ConfigError naming the field."""
 import importlib
 import json
 import os
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 from robustdata import runner
-from robustdata.contrastive import experiment
+from robustdata.contrastive import config as contrastive_config
+from robustdata.contrastive import data as contrastive_data
 from robustdata.contrastive.trainer import train_and_evaluate_contrastive
 from robustdata.data import sources
 from robustdata.registry import ConfigError
+from robustdata.train import driver
+from robustdata.train import metrics as metrics_lib
 
 CONTRACT = ("config_hash", "config_name", "seed", "method", "dataset", "steps", "wall_time_s",
             "examples_seen", "zero_shot_accuracy", "linear_probe_accuracy", "targeted_asr",
@@ -107,7 +111,7 @@ def test_attack_puts_exactly_n_poisons_in_the_train_split():
     config.poison.count = 0
     config.poison.rate = 0.1          # floor(0.1 * 128) = 12 per attack, 6 per target
   data = sources.load(config.data)
-  train, record, attack_eval = experiment.poison_train(config, data)
+  train, record, attack_eval = contrastive_data.poison_train(config, data)
   flags = train.extras["poison"].astype(bool)
   assert record["poison_count"] == 24 == flags.sum() and len(train) == 128 + 24
   assert record["targeted"]["poisons_per_target"] == 6
@@ -117,24 +121,39 @@ def test_attack_puts_exactly_n_poisons_in_the_train_split():
   assert len(attack_eval["targeted"]["x"]) == 2 and len(attack_eval["backdoor"]["x"]) == len(data.test)
   with config.unlocked():
     config.poison.kind = "none"
-  clean, record, _ = experiment.poison_train(config, data)
+  clean, record, _ = contrastive_data.poison_train(config, data)
   assert record["poison_count"] == 0 and len(clean) == 128
 
 
-def test_interrupted_safeclip_resumes_to_the_same_results(safeclip_run, tmp_path):
+def test_interrupted_safeclip_resumes_to_the_same_results(safeclip_run, tmp_path, monkeypatch):
   config = _tiny("safeclip")
   full = safeclip_run[1]
   steps = full["steps"]
-  with config.unlocked():
-    config.train.max_steps = steps - 2  # stop inside the safe/risky epoch, after its split
   part_dir = str(tmp_path / "resumed")
-  partial = train_and_evaluate_contrastive(config, part_dir)
-  assert partial["steps"] == steps - 2
-  with config.unlocked():
-    config.train.max_steps = 0
+  append, count = metrics_lib.MetricsWindow.append, [0]
+
+  def interrupt_after(self, metrics):  # SIGINT inside the safe/risky epoch, after its split
+    append(self, metrics)
+    count[0] += 1
+    if count[0] == steps - 2:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(metrics_lib.MetricsWindow, "append", interrupt_after)
+  with pytest.raises(driver.Interrupted, match=f"at step {steps - 2}; checkpoint saved"):
+    train_and_evaluate_contrastive(config, part_dir)
+  monkeypatch.setattr(metrics_lib.MetricsWindow, "append", append)
   resumed = train_and_evaluate_contrastive(config, part_dir)
   rows = runner.compare(json.loads(json.dumps(full)), json.loads(json.dumps(resumed)))
   assert all(same for *_, same in rows), [r for r in rows if not r[3]]
+  with open(os.path.join(safeclip_run[0], "metrics.jsonl")) as f:
+    expected = [_untimed(json.loads(line)) for line in f]
+  with open(os.path.join(part_dir, "metrics.jsonl")) as f:
+    got = [_untimed(json.loads(line)) for line in f]
+  assert got == expected  # the resumed log equals the uninterrupted one
+
+
+def _untimed(record: dict) -> dict:
+  return {k: v for k, v in record.items() if not runner.is_nondeterministic(k)}
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -153,7 +172,7 @@ def test_bad_config_fields_are_named(field, value, match):
     section, _, name = field.rpartition(".")
     (config[section] if section else config)[name] = value
   with pytest.raises(ConfigError, match=match.replace("[", r"\[").replace("(", r"\(")):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)
 
 
 def test_safeclip_needs_a_filtering_epoch_and_cleanclip_one_source():
@@ -161,13 +180,13 @@ def test_safeclip_needs_a_filtering_epoch_and_cleanclip_one_source():
   with config.unlocked():
     config.train.epochs = 2
   with pytest.raises(ConfigError, match="config.train.epochs=2"):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)
   config = _tiny("cleanclip")
   with config.unlocked():
     config.contrastive.pretrained_checkpoint = "/nowhere"
   with pytest.raises(ConfigError, match="pretrained_checkpoint"):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)
   with config.unlocked():
     config.contrastive.unknown_knob = 1
   with pytest.raises(ConfigError, match="config.contrastive.unknown_knob"):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)

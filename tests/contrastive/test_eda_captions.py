@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import augment, experiment
+from robustdata.contrastive import augment
+from robustdata.contrastive import config as contrastive_config
+from robustdata.contrastive import data as contrastive_data
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.registry import ConfigError
 
@@ -26,11 +28,11 @@ def _config(mode: str | None = None, *, augment_on: bool = True):
 
 
 def test_default_is_the_reference_once_per_run():
-  assert experiment.contrastive_defaults("roclip").eda_captions == "once"
+  assert contrastive_config.contrastive_defaults("roclip").eda_captions == "once"
   assert importlib.import_module("configs.roclip.cc3m").get_config().contrastive.eda_captions \
       == "once"
   for method in ("clip", "safeclip", "cleanclip"):  # their hashed configs do not change
-    assert "eda_captions" not in experiment.contrastive_defaults(method)
+    assert "eda_captions" not in contrastive_config.contrastive_defaults(method)
 
 
 def test_once_is_one_view_for_every_epoch(splits):
@@ -40,21 +42,21 @@ def test_once_is_one_view_for_every_epoch(splits):
   expected = eda_tokens(tokens, rng, tokenizer=splits.info["tokenizer"],
                         synonyms=splits.info["synonyms"])
   for epoch in (0, 3):
-    views = experiment.caption_views(config, splits, splits.train, epoch=epoch)
+    views = contrastive_data.caption_views(config, splits, splits.train, epoch=epoch)
     np.testing.assert_array_equal(views["eda1"], expected)
-  first, second = experiment.step_tokens(config, "clip", tokens, views)
+  first, second = contrastive_data.step_tokens(config, "clip", tokens, views)
   np.testing.assert_array_equal(first, expected)
   np.testing.assert_array_equal(second, expected)
 
 
 def test_epoch_redraws_the_views_reproducibly(splits):
   config = _config("epoch")
-  view = lambda e: experiment.caption_views(config, splits, splits.train, epoch=e)["eda1"]
+  view = lambda e: contrastive_data.caption_views(config, splits, splits.train, epoch=e)["eda1"]
   v0, v1 = view(0), view(1)
   np.testing.assert_array_equal(v0, view(0))  # a resumed epoch sees the same captions
   changed = (v0 != v1).any(axis=1).mean()
   assert changed > 0.3, changed  # one EDA op per caption: most rows differ between epochs
-  first, _ = experiment.step_tokens(config, "roclip_match", splits.train.extras["tokens"],
+  first, _ = contrastive_data.step_tokens(config, "roclip_match", splits.train.extras["tokens"],
                                     {"eda1": v1})
   np.testing.assert_array_equal(first, v1)
 
@@ -62,9 +64,9 @@ def test_epoch_redraws_the_views_reproducibly(splits):
 @pytest.mark.parametrize("kind", ["clip", "roclip_match"])
 def test_off_feeds_the_original_captions(splits, kind):
   config = _config("off")
-  assert experiment.caption_views(config, splits, splits.train) == {}
+  assert contrastive_data.caption_views(config, splits, splits.train) == {}
   tokens = splits.train.extras["tokens"]
-  first, second = experiment.step_tokens(config, kind, tokens, {})
+  first, second = contrastive_data.step_tokens(config, kind, tokens, {})
   np.testing.assert_array_equal(first, tokens)
   np.testing.assert_array_equal(second, tokens)
 
@@ -81,7 +83,7 @@ def test_bad_values_are_named(value):
   with config.unlocked():
     config.contrastive.eda_captions = value
   with pytest.raises(ConfigError, match=f"config.contrastive.eda_captions={value!r}"):
-    experiment.validate(config, num_devices=1)
+    contrastive_config.validate(config, num_devices=1)
 
 
 @pytest.mark.slow

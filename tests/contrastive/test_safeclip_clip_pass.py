@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import experiment, losses, optim, steps
+from robustdata.contrastive import losses, optim, steps
+from robustdata.contrastive import config as contrastive_config
+from robustdata.contrastive import data as contrastive_data
 from robustdata.registry import ConfigError
 from tests.contrastive.conftest import tiny_model
 
@@ -33,11 +35,11 @@ def test_step_tokens_of_the_safeclip_passes(augment):
   tokens, views = _captions()
   config = _config(augment)
   # The unimodal loss always compares the two EDA views.
-  first, second = experiment.step_tokens(config, "unimodal", tokens, views)
+  first, second = contrastive_data.step_tokens(config, "unimodal", tokens, views)
   np.testing.assert_array_equal(first, views["eda1"])
   np.testing.assert_array_equal(second, views["eda2"])
   # The CLIP pass (Phases B and C): EDA views under cross_aug, else the original captions.
-  first, second = experiment.step_tokens(config, "cross_clip", tokens, views)
+  first, second = contrastive_data.step_tokens(config, "cross_clip", tokens, views)
   np.testing.assert_array_equal(first, views["eda1"] if augment else tokens)
   np.testing.assert_array_equal(second, views["eda2"] if augment else tokens)
 
@@ -54,7 +56,7 @@ def test_unimodal_step_augments_whatever_augment_says(splits):
   tokens, views = splits.train.extras["tokens"][:b], {"eda1": None, "eda2": None}
   views["eda1"] = np.roll(tokens, 1, axis=1)  # any caption view differing from the original
   views["eda2"] = np.roll(tokens, 2, axis=1)
-  first, second = experiment.step_tokens(_config(False), "unimodal", tokens, views)
+  first, second = contrastive_data.step_tokens(_config(False), "unimodal", tokens, views)
   batch = {"x": jnp.asarray(splits.train.x[:b]), "tokens": jnp.asarray(first, jnp.int32),
            "tokens_aug": jnp.asarray(second, jnp.int32), "mask": jnp.ones((b,), jnp.float32)}
 
@@ -82,5 +84,5 @@ def test_a_non_bool_augment_is_named():
   config = _config(False)
   with config.unlocked():
     config.contrastive.augment = None
-  with pytest.raises(ConfigError, match="config.contrastive.augment=None must be a bool"):
-    experiment.validate(config, num_devices=1)
+  with pytest.raises(ConfigError, match="config.contrastive.augment=None (must be|is not) a bool"):
+    contrastive_config.validate(config, num_devices=1)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from robustdata import runner
-from robustdata.train.loop import NonFiniteLossError
+from robustdata.train.driver import NonFiniteLossError
 from tests.conftest import REPO
 
 # A run long enough to be killed mid-way: tiny MLP on digits, 8 epochs, checkpoint every 7 steps.

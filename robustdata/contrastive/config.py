@@ -1,0 +1,216 @@
+"""The contrastive trainer's config: the `contrastive` and `poison` sections with their
+defaults, their validation (one ConfigError naming the field, before anything compiles), and
+the per-epoch phase plan each method's fields imply.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from robustdata.contrastive import augment as augment_lib
+from robustdata.poisoning import triggers
+from robustdata.registry import ConfigError
+
+METHODS = ("clip", "roclip", "safeclip", "cleanclip")
+EDA_CAPTIONS = ("once", "epoch", "off")  # RoCLIP's caption view when augment (see caption_views)
+POISON_KINDS = ("none", "targeted", "backdoor", "both")
+
+_COMMON = dict(
+    warmup_steps=10,        # linear warm-up steps of each warm-up + cosine phase
+    augment=False,          # cross_aug: image aug chain every step + one EDA caption per pair;
+                            # SafeCLIP: its CLIP passes only (the unimodal loss always augments)
+    probe_task="object",    # downstream task of the linear probe (captioned_shapes)
+    eval_max_images=0,      # cap on images per evaluation set (0: all)
+)
+_METHOD_FIELDS = {
+    "clip": {},
+    "roclip": dict(
+        pool_size=256,          # FIFO caption pool S (reference 21 845)
+        break_epoch=2,          # K: epochs K, 2K, ... are matching epochs
+        clip_warmup_epochs=0,   # plain-CLIP epochs before the first matching one (0: reference)
+        pool_prefill="captions",  # 'captions' (real embeddings) or 'random' (reference N(0,1))
+        drop_overflow=False,    # reference FIFO: drop the batch tail at the wrap-around
+        aug_chain="cross_aug",  # image chain when augment: 'cross_aug' (reference) or 'small'
+        eda_captions="once",    # caption when augment: one EDA view drawn 'once' per run
+                                # (reference), redrawn every 'epoch', or 'off' (the original)
+    ),
+    "safeclip": dict(
+        inmodal_warmup=5,       # Phase A epochs (unimodal on all pairs)
+        multimodal_warmup=1,    # Phase B epochs (CLIP on all pairs at filter_lr)
+        in_lr=5e-4,             # unimodal peak LR (Phase A schedule and Phase C risky pass)
+        cross_lr=5e-4,          # CLIP peak LR of the Phase C safe pass
+        filter_lr=5e-6,         # constant LR of Phase B
+        unimodal_pool_size=256,  # NN pools of the unimodal loss; 0: SimCLR-style (no pools)
+        pool_prefill="captions",
+        safe_threshold=0.9,     # first split: GMM posterior >= threshold
+        safe_fraction_update=0.01,  # r <- min(r + update, cap) after every split
+        safe_fraction_cap=0.85,
+        aug_chain="cross_aug",  # image chain of every view: 'cross_aug' (reference) or 'small'
+    ),
+    "cleanclip": dict(
+        pretrained_checkpoint="",  # a finished `clip` run directory; '' pre-trains in this run
+        pretrain_epochs=0,      # epochs of plain CLIP on the (poisoned) data before fine-tuning
+        finetune_lr=1e-5,       # peak LR of the fine-tuning phase (fresh AdamW state)
+        finetune_warmup_steps=50,
+        clean_subset_size=0,    # clean pairs fine-tuned on (0: every clean training pair)
+        clip_weight=1.0,        # lambda_1
+        inmodal_weight=1.0,     # lambda_2
+    ),
+}
+
+
+def contrastive_defaults(method: str) -> ml_collections.ConfigDict:
+  """The `config.contrastive` section of `method` with its defaults."""
+  if method not in METHODS:
+    raise ConfigError(f"config.method={method!r} is not known for trainer 'contrastive'; "
+                      f"allowed values: {list(METHODS)}")
+  return ml_collections.ConfigDict({**_COMMON, **_METHOD_FIELDS[method]})
+
+
+def poison_defaults() -> ml_collections.ConfigDict:
+  """The `config.poison` section (no attack by default)."""
+  return ml_collections.ConfigDict(dict(
+      kind="none",         # none, targeted, backdoor, both (each attack gets `count` pairs)
+      count=0,             # poisoned pairs per attack; 0: use `rate`
+      rate=0.0,            # poisoned pairs per attack as a fraction of the clean train split
+      num_targets=1,       # targeted: target images (held-out val images), count split evenly
+      adversarial_class=-1,  # targeted: class of every target (-1: a random other class each)
+      trigger="badnet",    # backdoor: badnet, blended, sig, warped
+      target_class=0,      # backdoor: the class triggered images are captioned with
+      patch_size=0,        # badnet patch in pixels (0: 16 px at 224 scaled)
+      location="random",   # badnet: random or corner
+      seed=0,              # poisons, targets and trigger noise
+  ))
+
+
+def require(cond: bool, message: str) -> None:
+  if not cond:
+    raise ConfigError(message)
+
+
+def validate(config, *, num_devices: int) -> None:
+  """One clear ConfigError naming the field before anything compiles."""
+  from robustdata import config_lib
+  from robustdata.registry import DATASETS, MODELS
+
+  config_lib.check_known_fields(config)
+  require(config.method in METHODS, f"config.method={config.method!r} is not known for trainer "
+         f"'contrastive'; allowed values: {list(METHODS)}")
+  for section in ("data", "model", "optim", "train", "contrastive", "poison"):
+    require(section in config, f"config.{section} is missing; build contrastive configs with "
+           "robustdata.contrastive.config.contrastive_defaults / poison_defaults")
+  from robustdata import validation  # pylint: disable=g-import-not-at-top
+  validation.check_ranges(config)
+  select_by = config.eval.get("select_by", "") if "eval" in config else ""
+  require(not select_by, f"config.eval.select_by={select_by!r}; the contrastive trainer reports "
+         "the final model (allowed: '')")
+  DATASETS.get(config.data.name)
+  require(config.model.name == "clip", f"config.model.name={config.model.name!r}; the "
+         "contrastive trainer needs 'clip'")
+  MODELS.get(config.model.name)
+  require(config.optim.name == "adamw", f"config.optim.name={config.optim.name!r}; the "
+         "contrastive trainer uses 'adamw' (CLIP's AdamW with masked weight decay)")
+  require(config.optim.learning_rate >= 0, f"config.optim.learning_rate="
+         f"{config.optim.learning_rate} must be >= 0")
+  require(config.optim.warmup_epochs == 0, f"config.optim.warmup_epochs={config.optim.warmup_epochs}"
+         "; the contrastive trainer warms up over config.contrastive.warmup_steps")
+  require(config.policy.name == "full", f"config.policy.name={config.policy.name!r}; the "
+         "contrastive trainer plans its own batches (allowed: 'full')")
+  require(config.privacy.mode == "sgd", f"config.privacy.mode={config.privacy.mode!r}; allowed: 'sgd'")
+  for field in ("batch_size", "eval_batch_size", "epochs", "log_every_steps",
+                "checkpoint_every_steps", "eval_every_epochs"):
+    v = config.train[field]
+    require(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+           f"config.train.{field}={v!r} must be a positive int")
+  for field in ("batch_size", "eval_batch_size"):
+    require(config.train[field] % num_devices == 0, f"config.train.{field}={config.train[field]} "
+           f"is not divisible by the number of devices ({num_devices})")
+  require(config.train.progress in ("auto", "bar", "log", "none"),
+         f"config.train.progress={config.train.progress!r}; allowed: auto, bar, log, none")
+
+  c, expected = config.contrastive, contrastive_defaults(config.method)
+  for key in c.keys():
+    require(key in expected, f"config.contrastive.{key} is not a field of method "
+           f"{config.method!r}; allowed fields: {sorted(expected.keys())}")
+  for key in expected.keys():
+    require(key in c, f"config.contrastive.{key} is missing (method {config.method!r})")
+  require(isinstance(c.augment, bool), f"config.contrastive.augment={c.augment!r} must be a bool")
+  require(c.warmup_steps >= 0, f"config.contrastive.warmup_steps={c.warmup_steps} must be >= 0")
+  require(c.eval_max_images >= 0, f"config.contrastive.eval_max_images={c.eval_max_images} must be >= 0")
+  b, epochs = config.train.batch_size, config.train.epochs
+  if "aug_chain" in c:
+    require(c.aug_chain in augment_lib.CHAINS, f"config.contrastive.aug_chain={c.aug_chain!r}; "
+           f"allowed: {sorted(augment_lib.CHAINS)}")
+  if config.method == "roclip":
+    require(c.break_epoch > 0, f"config.contrastive.break_epoch={c.break_epoch} must be a "
+           "positive int (every K-th epoch matches)")
+    require(c.clip_warmup_epochs >= 0, f"config.contrastive.clip_warmup_epochs="
+           f"{c.clip_warmup_epochs} must be >= 0")
+    require(c.pool_size >= b, f"config.contrastive.pool_size={c.pool_size} must be >= "
+           f"config.train.batch_size={b} (the pool holds a whole batch)")
+    require(c.pool_prefill in ("captions", "random"), f"config.contrastive.pool_prefill="
+           f"{c.pool_prefill!r}; allowed: captions, random")
+    require(c.eda_captions in EDA_CAPTIONS, f"config.contrastive.eda_captions="
+           f"{c.eda_captions!r}; allowed: {', '.join(EDA_CAPTIONS)}")
+  elif config.method == "safeclip":
+    require(c.inmodal_warmup >= 0 and c.multimodal_warmup >= 0,
+           "config.contrastive.inmodal_warmup and multimodal_warmup must be >= 0")
+    require(c.inmodal_warmup + c.multimodal_warmup < epochs, f"config.train.epochs={epochs} must "
+           f"exceed inmodal_warmup + multimodal_warmup = {c.inmodal_warmup + c.multimodal_warmup}"
+           " (the filtering phase needs an epoch)")
+    require(c.unimodal_pool_size == 0 or c.unimodal_pool_size >= b,
+           f"config.contrastive.unimodal_pool_size={c.unimodal_pool_size} must be 0 or >= "
+           f"config.train.batch_size={b}")
+    require(c.pool_prefill in ("captions", "random"), f"config.contrastive.pool_prefill="
+           f"{c.pool_prefill!r}; allowed: captions, random")
+    require(0 < c.safe_threshold < 1, f"config.contrastive.safe_threshold={c.safe_threshold} "
+           "must be in (0, 1)")
+    require(0 < c.safe_fraction_cap <= 1, f"config.contrastive.safe_fraction_cap="
+           f"{c.safe_fraction_cap} must be in (0, 1]")
+    require(c.safe_fraction_update >= 0, "config.contrastive.safe_fraction_update must be >= 0")
+  elif config.method == "cleanclip":
+    require(c.pretrain_epochs >= 0, f"config.contrastive.pretrain_epochs={c.pretrain_epochs} must be >= 0")
+    require(c.pretrain_epochs < epochs, f"config.contrastive.pretrain_epochs={c.pretrain_epochs} "
+           f"must be < config.train.epochs={epochs} (fine-tuning needs an epoch)")
+    require(bool(c.pretrained_checkpoint) != (c.pretrain_epochs > 0),
+           "config.contrastive: set exactly one of pretrained_checkpoint (a finished clip run "
+           f"directory) or pretrain_epochs > 0; got pretrained_checkpoint="
+           f"{c.pretrained_checkpoint!r}, pretrain_epochs={c.pretrain_epochs}")
+    require(c.clean_subset_size >= 0, "config.contrastive.clean_subset_size must be >= 0")
+
+  p, ref = config.poison, poison_defaults()
+  for key in p.keys():
+    require(key in ref, f"config.poison.{key} is not a known field; allowed: {sorted(ref.keys())}")
+  require(p.kind in POISON_KINDS, f"config.poison.kind={p.kind!r} is not known; allowed: "
+         f"{list(POISON_KINDS)}")
+  if p.kind != "none":
+    require(p.count > 0 or 0 < p.rate < 1, f"config.poison: set count > 0 or rate in (0, 1) for "
+           f"kind={p.kind!r}; got count={p.count}, rate={p.rate}")
+    require(p.num_targets > 0, f"config.poison.num_targets={p.num_targets} must be positive")
+    if p.kind in ("backdoor", "both"):
+      triggers.check_trigger(p.trigger)
+
+
+def eda_captions(config) -> str:
+  """RoCLIP's `contrastive.eda_captions` ('once' for the methods without the field)."""
+  return config.contrastive.get("eda_captions", "once")
+
+
+def augments_captions(config) -> bool:
+  """Whether `augment` replaces CLIP/RoCLIP captions by an EDA view ('off' keeps them)."""
+  return bool(config.contrastive.augment) and eda_captions(config) != "off"
+
+
+def epoch_phase(config, epoch: int) -> str:
+  """The phase of 0-based `epoch`: clip, roclip_match, unimodal, filter, safe, finetune."""
+  c = config.contrastive
+  if config.method == "roclip":
+    match = (epoch + 1) % c.break_epoch == 0 and epoch >= c.clip_warmup_epochs
+    return "roclip_match" if match else "clip"
+  if config.method == "safeclip":
+    if epoch < c.inmodal_warmup:
+      return "unimodal"
+    return "filter" if epoch < c.inmodal_warmup + c.multimodal_warmup else "safe"
+  if config.method == "cleanclip":
+    return "clip" if epoch < c.pretrain_epochs else "finetune"
+  return "clip"

@@ -1,0 +1,124 @@
+"""The contrastive trainer's data: the poisoned training pairs and the attacks' evaluation
+sets, the EDA caption views, the caption arrays each step kind is fed, and epoch batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from robustdata.contrastive.config import augments_captions, eda_captions, require
+from robustdata.data.caption_augment import eda_tokens
+from robustdata.data.dataset import Dataset, DataSplits
+from robustdata.poisoning import clip_attacks, triggers
+
+def _num_poisons(p, n_train: int) -> int:
+  return int(p.count) if p.count > 0 else int(math.floor(p.rate * n_train))
+
+
+def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dict[str, Any]]:
+  """(poisoned train split, record for results.json, evaluation sets of the attacks).
+
+  Targets of the targeted attack are held-out val images (never trained on); backdoor
+  evaluation images are the test images of other classes with the trigger stamped.
+  """
+  p, train, info = config.poison, data.train, data.info
+  record: dict[str, Any] = {"kind": p.kind, "poison_count": 0, "poison_ratio": 0.0}
+  attack_eval: dict[str, Any] = {}
+  if p.kind == "none":
+    return train, record, attack_eval
+  for need in ("class_names", "tokenizer"):
+    require(need in info, f"config.poison.kind={p.kind!r} needs a dataset with class names "
+           f"(config.data.name={config.data.name!r} has no {need!r}); poison CSV data offline")
+  names, tok = info["class_names"], info["tokenizer"]
+  n = _num_poisons(p, len(train))
+  rng = np.random.default_rng(np.random.SeedSequence([p.seed, 61]))
+  if p.kind in ("targeted", "both"):
+    per_target = n // p.num_targets
+    require(per_target > 0, f"config.poison: {n} poisons for num_targets={p.num_targets} targets "
+           "leaves none per target")
+    require(len(data.val) >= p.num_targets, f"config.poison.num_targets={p.num_targets} exceeds "
+           f"the {len(data.val)} val images the targets are drawn from")
+    rows = np.sort(rng.choice(len(data.val), size=p.num_targets, replace=False))
+    true = data.val.y[rows]
+    if p.adversarial_class >= 0:
+      require(p.adversarial_class < len(names), f"config.poison.adversarial_class="
+             f"{p.adversarial_class} must be < {len(names)} classes")
+      adv = np.full(len(rows), p.adversarial_class)
+    else:
+      adv = (true + rng.integers(1, len(names), size=len(rows))) % len(names)
+    train, rec = clip_attacks.targeted_poison(
+        train, target_images=data.val.x[rows], target_labels=true, adversarial_classes=adv,
+        num_poisons=per_target, class_names=names, tokenizer=tok, seed=p.seed,
+        templates=info.get("prompt_templates", ("a photo of a {}",)),
+        synonyms=info.get("synonyms"))
+    rec["target_ids"] = data.val.ids[rows].tolist()
+    record["targeted"] = rec
+    attack_eval["targeted"] = {"x": data.val.x[rows], "adversarial": adv}
+  if p.kind in ("backdoor", "both"):
+    require(0 <= p.target_class < len(names), f"config.poison.target_class={p.target_class} "
+           f"must be in [0, {len(names)})")
+    kwargs = {"location": p.location}
+    if p.patch_size:
+      kwargs["patch_size"] = int(p.patch_size)
+    train, rec = clip_attacks.backdoor_poison(
+        train, num_poisons=n, trigger=p.trigger, target_class=p.target_class, class_names=names,
+        tokenizer=tok, seed=p.seed, templates=info.get("prompt_templates", ("a photo of a {}",)),
+        **kwargs)
+    record["backdoor"] = rec
+    test = data.test
+    stamped = triggers.apply_trigger(test.x, trigger=p.trigger,
+                                     rng=np.random.default_rng([p.seed, 62]), **kwargs)
+    attack_eval["backdoor"] = {"x": stamped, "y": test.y, "target_class": p.target_class}
+  record["poison_count"] = int(train.extras["poison"].sum())
+  record["poison_ratio"] = record["poison_count"] / len(train)
+  return train, record, attack_eval
+
+
+def caption_views(config, data: DataSplits, train: Dataset, *,
+                  epoch: int = 0) -> dict[str, np.ndarray]:
+  """EDA caption views: 'eda1' and, for SafeCLIP, 'eda2'. Computed once per run (as the
+  reference) unless RoCLIP's `eda_captions='epoch'`, which draws them anew for each `epoch`
+  (seeded by it, so a resumed run gets the same views). Empty when neither augmentation nor
+  a unimodal term needs them, or with `eda_captions='off'`."""
+  augment = augments_captions(config)
+  needs = {"clip": 1 if augment else 0, "roclip": 1 if augment else 0,
+           "safeclip": 2, "cleanclip": 1}[config.method]
+  if not needs:
+    return {}
+  tok = data.info.get("tokenizer")
+  require(tok is not None, f"config.data.name={config.data.name!r} provides no tokenizer for EDA")
+  per_epoch = [epoch] if eda_captions(config) == "epoch" else []
+  out = {}
+  for i in range(1, needs + 1):
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 63, i, *per_epoch]))
+    out[f"eda{i}"] = eda_tokens(train.extras["tokens"], rng, tokenizer=tok,
+                                synonyms=data.info.get("synonyms", {}))
+  return out
+
+
+def step_tokens(config, kind: str, tokens: np.ndarray,
+                views: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """The caption arrays fed to a step of `kind` as (`tokens`, `tokens_aug`).
+
+  SafeCLIP's unimodal step always compares the two EDA views. Its CLIP pass (`cross_clip`,
+  Phases B and C) uses them too when `augment` (the reference cross_aug) and otherwise the
+  original captions, so that with `augment=False` it is plain CLIP on the un-augmented pair
+  while the unimodal loss keeps its views.
+  """
+  augment = config.contrastive.augment
+  if kind == "cleanclip":
+    return tokens, views["eda1"]
+  if kind == "unimodal" or (kind == "cross_clip" and augment):
+    return views["eda1"], views["eda2"]
+  first = views["eda1"] if augments_captions(config) else tokens
+  return first, first
+
+
+def batches_of(indices: np.ndarray, batch_size: int, *, drop_last: bool) -> list[np.ndarray]:
+  """Consecutive batches of `indices` (the last one short unless dropped)."""
+  n = len(indices)
+  stop = (n // batch_size) * batch_size if drop_last else n
+  return [indices[i:i + batch_size] for i in range(0, stop, batch_size)]
