@@ -9,8 +9,10 @@ Variants (comma-separated): `random` (A = a random subset of the same size), `fu
 
 Command:   python -m experiments.main --config=configs/augment_coresets/digits.py[:random]
 Hardware:  2 CPU cores. Time: ~30-60 s each.
-Expected:  coreset augmentation >= random-subset augmentation, close to full augmentation at
-           1.3x instead of 2x the steps of no augmentation; measured numbers in WORKSPACE.md.
+Expected:  seeds 0, 1: test_accuracy 0.985 (coreset), 0.982 (random), 0.989 (full_aug),
+           0.978 (none): the coreset recovers most of full augmentation's gain with 360 instead
+           of 510 steps (none: 270).
+Results:   docs/results/data-efficiency.md (coresets for strong augmentation)
 """
 
 from configs.crest import common
@@ -20,10 +22,9 @@ VARIANTS = ("random", "full_aug", "none")
 
 
 def get_config(arg=None):
-  tokens = common.parse(arg, VARIANTS + ("smoke",), "augment_coresets/digits")
+  tokens = common.parse(arg, VARIANTS + ("smoke",), "augment_coresets/digits",
+                        exclusive=(VARIANTS,))
   chosen = tokens & set(VARIANTS)
-  if len(chosen) > 1:
-    raise ValueError(f"choose one of {list(VARIANTS)}; got {sorted(tokens)}")
   variant = chosen.pop() if chosen else "coreset"
   config = common.digits(f"augment_{variant}_digits", smoke="smoke" in tokens)
   config.data.val_fraction = 0.2

@@ -11,6 +11,8 @@ Variants:  `smoke` (tiny ViT, 1 CLIP + 1 fine-tuning epoch in the run, no checkp
 Hardware:  1-8 GPUs; no CPU run is meaningful.
 Expected:  backdoor ASR near 0 on ImageNet-1K val with the trigger (not computed by caption_csv
            runs; see configs/clip/common.py), reproduced here: not yet.
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/clip-poisoning.md.
 """
 
 from configs.clip import common

@@ -1,21 +1,20 @@
-"""CleanCLIP on poisoned `captioned_shapes` (issue 6): CLIP pre-training on the poisoned pairs
-(25 epochs, as configs/clip/shapes.py), then 30 epochs (180 steps) of fine-tuning on 768 clean
-pairs at lr 2e-3 with the multimodal + unimodal loss and a fresh AdamW state.
-
-Fine-tuning budget, measured on the seed-0 CLIP run with 96 poisons per attack (zero-shot /
-targeted ASR / backdoor ASR; CLIP itself 0.81 / 1.00 / 0.90): 5 epochs at 5e-4 (the previous
-default) 0.80 / 1.00 / 0.93; 30 epochs at 5e-4 0.81 / 1.00 / 0.86; **30 epochs at 2e-3 0.82 /
-0.50 / 0.35**; the same without the unimodal terms (`inmodal_weight=0`, plain CLIP fine-tuning
-on the clean pairs) 0.74 / 0.75 / 0.88 — the unimodal loss is what removes the backdoor, as the
-CleanCLIP paper says.
+"""CleanCLIP on poisoned `captioned_shapes`: the CleanCLIP rows of
+docs/results/clip-poisoning.md. CLIP pre-training on the poisoned pairs (25 epochs, as
+configs/clip/shapes.py), then 30 epochs (180 steps) of fine-tuning on 768 clean pairs at lr 2e-3
+with the multimodal + unimodal loss (λ1 = λ2 = 1) and a fresh AdamW state.
 
 Setup and attack: configs/clip/common.py. To fine-tune an existing poisoned CLIP run instead
-of pre-training here (the campaign does), set --config.contrastive.pretrained_checkpoint=<clip
-run dir> --config.contrastive.pretrain_epochs=0 --config.train.epochs=30.
+of pre-training here (benchmarks/clip_table.py does), set
+--config.contrastive.pretrained_checkpoint=<clip run dir>
+--config.contrastive.pretrain_epochs=0 --config.train.epochs=30.
 Command:   python -m experiments.main --config=configs/cleanclip/shapes.py
 Variants:  `smoke` (tiny, 1 CLIP + 1 fine-tuning epoch, for tests), default (25 + 30 epochs).
 Hardware:  1-2 CPU cores. Time: ~5 minutes; fine-tuning a CLIP run alone ~2.5 minutes (1 core).
-Expected:  measured fine-tuning the CLIP runs, 3 seeds (issue-6 table in WORKSPACE.md).
+Expected:  fine-tuning the CLIP runs, seeds 0-2 (CLIP in brackets): at poison.count=32
+           targeted_asr 0.083 (0.750), backdoor_asr 0.370 (0.537), zero_shot_accuracy 0.796
+           (0.755); at 96: 0.333 (1.000), 0.676 (0.943), 0.829 (0.814).
+Results:   docs/results/clip-poisoning.md (also the fine-tuning budget behind lr 2e-3 and 30
+           epochs)
 """
 
 from configs.clip import common

@@ -10,6 +10,8 @@ Variants:  `smoke` (tiny ViT, 2 epochs on the same CSV), default.
 Hardware:  8 GPUs in the papers (~1 day for 24 epochs of 1M pairs); no CPU run is meaningful.
 Expected:  targeted_asr ~0.94, backdoor_asr ~1.0 on the papers' evaluation sets (not computed
            by caption_csv runs; see configs/clip/common.py), reproduced here: not yet.
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/clip-poisoning.md.
 """
 
 from configs.clip import common

@@ -13,6 +13,8 @@ Variants:  `smoke` (5 steps: checks the data_dir and the pipeline).
 Hardware:  one GPU (H100-class). Time: not measured.
 Expected:  test_accuracy within ~1-2 points of full training (~0.75) at 10% of its steps
            (paper claim; not measured in this repo).
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/data-efficiency.md.
 """
 
 from configs.crest import common

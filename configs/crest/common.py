@@ -4,14 +4,15 @@ not a config itself.
 `digits(...)`: scikit-learn's 8x8 digits (1,258 train) with the small CNN; `task='hard'` is a
 larger generated set: digits upsampled 2x (16x16) with 4 extra randomly shifted and noised
 copies of every train image (6,290 train), and a wider 3-block CNN, so a full-data epoch costs
-~5x more steps and ~20x more compute than on digits. (`config.data.label_noise` can add flipped
-labels; with 10% of them CREST's FL coresets chase the mislabeled examples: train accuracy on
-the coresets stayed ~0.5 by epoch 13 of 30 in one run, so the table's task keeps clean labels.) `cifar(...)`: the papers' CIFAR settings through a local tfds data_dir (not run here).
+~5x more steps and ~20x more compute than on digits. Both tasks keep clean labels
+(`config.data.label_noise` adds flipped ones; with 10% of them CREST's FL coresets chase the
+mislabeled examples). `cifar(...)`: the papers' CIFAR settings through a local tfds data_dir
+(not run here). Measured tables: docs/results/data-efficiency.md.
 """
 
 import ml_collections
 
-from robustdata import config_lib
+from robustdata import config_lib, validation
 
 TASKS = ("digits", "hard")
 BUDGET = 0.2          # step budget of the subset methods as a fraction of full-data steps
@@ -20,7 +21,7 @@ BUDGET = 0.2          # step budget of the subset methods as a fraction of full-
 def digits(name: str, *, task: str = "digits", smoke: bool = False) -> ml_collections.ConfigDict:
   """An unlocked digits config (policy left as 'full'); callers set the policy fields."""
   if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; allowed: {list(TASKS)}")
+    raise validation.ConfigError(f"unknown task {task!r}; allowed: {list(TASKS)}")
   config = config_lib.base_config()
   config.name = name if task == "digits" else f"{name}_hard"
   config.seed = 0
@@ -92,8 +93,7 @@ def cifar(name: str, *, dataset: str, model: str, smoke: bool = False) -> ml_col
 
 def crest_cifar(name: str, *, dataset: str, model: str, arg=None) -> ml_collections.ConfigDict:
   """The locked CREST config of the reference on a CIFAR dataset (spec §1 defaults)."""
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown variant {arg!r}; allowed: 'smoke' or none")
+  validation.parse_variants(arg, ("smoke",), name)
   config = cifar(name, dataset=dataset, model=model, smoke=arg == "smoke")
   config.optim.momentum = 0.0       # the reference builds SGD without momentum
   config.policy.name = "crest"
@@ -113,11 +113,8 @@ def crest_cifar(name: str, *, dataset: str, model: str, arg=None) -> ml_collecti
   return config_lib.finalize(config)
 
 
-def parse(arg, allowed: tuple[str, ...], what: str) -> set[str]:
-  """Comma-separated variant tokens of `arg` (None or '' -> none), each checked."""
-  tokens = {t for t in (arg or "").split(",") if t}
-  bad = tokens - set(allowed)
-  if bad:
-    raise ValueError(f"unknown variant(s) {sorted(bad)} of {what}; allowed tokens: "
-                     f"{list(allowed)}, comma-separated")
-  return tokens
+def parse(arg, allowed: tuple[str, ...], what: str, *,
+          exclusive: tuple[tuple[str, ...], ...] = ()) -> set[str]:
+  """Comma-separated variant tokens of `arg` (None or '' -> none), each checked (a ConfigError
+  names the allowed tokens); at most one token of each `exclusive` group."""
+  return validation.parse_variants(arg, allowed, what, exclusive=exclusive)

@@ -12,32 +12,33 @@ Variants (comma-separated tokens of the config arg):
            ceil(0.04 N / C) = 26 per class, pool floor 5,000.
   loose    CREST with a looser check, τ = 0.3 instead of the paper's 0.1 (fewer reselections).
   b10      the paper's 10% step budget instead of 20% (CREST's train_frac, random's and CRAIG's
-           fraction); measured on the hard task (WORKSPACE.md issue 4).
+           fraction); measured on the hard task.
   smoke    2 epochs, for tests.
 
 Command:   python -m experiments.main --config=configs/crest/digits.py[:hard,random]
 Hardware:  1 CPU core (taskset -c 0). Time: digits ~16 s (CREST), ~10 s (full); hard: ~80-90 s
            (CREST), ~106-117 s (full), ~68 s (CREST τ = 0.3), ~27 s (random).
-Expected:  measured (WORKSPACE.md, "Data-efficient training (issue 4)"): digits full 0.992,
-           random 0.972, CREST 0.987 (seeds 0, 1); hard full 0.994, random 0.992, CREST 0.994
-           at 0.76x full-data time, τ = 0.3: 0.994 at 0.58x (seed 0); hard,b10 (seeds 0-2)
-           CREST 0.994 ± 0.003 at 0.47x full-data time, random 0.990, CRAIG 0.987.
+Expected:  test_accuracy, digits (seeds 0, 1): full 0.992, random 0.972, CREST 0.987; hard
+           (seed 0): full 0.994, random 0.992, CREST 0.994 at 0.76x full-data time, τ = 0.3
+           0.994 at 0.58x; hard,b10 (seeds 0-2): CREST 0.994 ± 0.003 at 0.47x full-data time,
+           random 0.990, CRAIG 0.987.
+Results:   docs/results/data-efficiency.md (commits 311aec3, 6a7c280)
 """
 
 from configs.crest import common
-from robustdata import config_lib
+from robustdata import config_lib, validation
 
 METHODS = ("full", "random", "craig")
 
 
 def get_config(arg=None):
-  tokens = common.parse(arg, METHODS + ("hard", "loose", "smoke", "b10"), "crest/digits")
+  tokens = common.parse(arg, METHODS + ("hard", "loose", "smoke", "b10"), "crest/digits",
+                        exclusive=(METHODS,))
   budget = 0.1 if "b10" in tokens else common.BUDGET
   method = (tokens & set(METHODS) or {"crest"}).pop()
-  if len(tokens & set(METHODS)) > 1:
-    raise ValueError(f"choose one of {list(METHODS)}; got {sorted(tokens)}")
   if "loose" in tokens and method != "crest":
-    raise ValueError(f"'loose' is a CREST variant; got {sorted(tokens)}")
+    raise validation.ConfigError(f"the variant {arg!r} of crest/digits: 'loose' is a CREST "
+                                 f"variant; got {sorted(tokens)}")
   name = f"{method}_loose_digits" if "loose" in tokens else f"{method}_digits"
   config = common.digits(name, task="hard" if "hard" in tokens else "digits",
                          smoke="smoke" in tokens)

@@ -11,6 +11,8 @@ Variants:  default = dp_sgd at epsilon 3 (sigma calibrated over 30 epochs x 44 s
 Hardware:  one GPU (H100-class). Time: not measured.
 Expected:  not measured here; DP-SGD CNNs at epsilon 3 typically reach 0.55-0.65 test accuracy
            on CIFAR-10 without pre-training, SGD ~0.80 with this small CNN.
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/privacy.md.
 """
 
 from configs.dpsgd import common

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from robustdata import validation
+
 VARIANTS = {
     "": {},
     "eps1": {"privacy.target_epsilon": 1.0},
@@ -18,12 +20,10 @@ VARIANTS = {
 
 def apply_variant(config, arg, *, file: str):
   """Applies `arg` = 'variant', 'smoke' or 'variant,smoke' to an unlocked config."""
-  parts = [p for p in (arg or "").split(",") if p]
-  smoke = "smoke" in parts
-  names = [p for p in parts if p != "smoke"]
-  if len(names) > 1 or (names and names[0] not in VARIANTS):
-    raise ValueError(f"unknown variant {arg!r} of {file}; allowed: {sorted(VARIANTS)[1:]}, "
-                     "'smoke', or 'variant,smoke'")
+  named = tuple(sorted(VARIANTS)[1:])
+  tokens = validation.parse_variants(arg, named + ("smoke",), file, exclusive=(named,))
+  smoke = "smoke" in tokens
+  names = sorted(tokens - {"smoke"})
   variant = names[0] if names else ""
   for dotted, value in VARIANTS[variant].items():
     section, field = dotted.split(".")

@@ -9,16 +9,15 @@ the train split). Results add `core_alignment` / `spurious_alignment` (max over 
 
 import ml_collections
 
-from robustdata import config_lib
+from robustdata import config_lib, validation
 
 
 def pde_synthetic(method: str, arg=None) -> ml_collections.ConfigDict:
   """An unlocked config of `method` ('erm' or 'pde'); `arg`: None, 'smoke' or 'case2'."""
   if method not in ("erm", "pde"):
     raise ValueError(f"unknown method {method!r}; allowed: ['erm', 'pde']")
-  if arg not in (None, "", "smoke", "case2"):
-    raise ValueError(f"unknown variant {arg!r} of pde/synthetic_{method}; allowed: 'smoke', "
-                     "'case2' or none")
+  validation.parse_variants(arg, ("smoke", "case2"), f"pde/synthetic_{method}",
+                            exclusive=(("smoke", "case2"),))
   config = config_lib.base_config()
   config.name = f"pde_synthetic_{method}"
   config.seed = 0

@@ -6,8 +6,8 @@ Command:   python -m experiments.main --config=configs/pde/synthetic_erm.py
            (variants: ':smoke' for tests, ':case2' swaps the strengths)
 Hardware:  2 shared CPU cores. Time: ~21 s of training (+~20 s start-up).
 Expected:  test worst_group_accuracy 0.000 ± 0.000, average_accuracy
-           0.977 ± 0.000 (seeds 0-2, measured; WORKSPACE.md);
-           core / spurious alignment 0.11 / 1.55
+           0.977 ± 0.000, core / spurious alignment 0.11 / 1.55 (seeds 0-2, commit 5a9383e)
+Results:   docs/results/spurious.md (pde_synthetic)
 """
 
 from configs.pde import common

@@ -7,8 +7,8 @@ Command:   python -m experiments.main --config=configs/pde/synthetic_pde.py
            (variants: ':smoke' for tests, ':case2' swaps the strengths)
 Hardware:  2 shared CPU cores. Time: ~60 s of training (+~20 s start-up).
 Expected:  test worst_group_accuracy 0.908 ± 0.022, average_accuracy
-           0.946 ± 0.002 (seeds 0-2, measured; WORKSPACE.md);
-           core / spurious alignment 2.37 / 0.41
+           0.946 ± 0.002, core / spurious alignment 2.37 / 0.41 (seeds 0-2, commit 5a9383e)
+Results:   docs/results/spurious.md (pde_synthetic)
 """
 
 from configs.pde import common

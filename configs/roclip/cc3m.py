@@ -9,6 +9,8 @@ Variants:  `smoke` (tiny ViT, 2 epochs on the same CSV), default.
 Hardware:  8 GPUs in the paper; no CPU run is meaningful.
 Expected:  targeted_asr ~0.125 on the paper's 16 targets (evaluations are not computed by
            caption_csv runs; see configs/clip/common.py), reproduced here: not yet.
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/clip-poisoning.md.
 """
 
 from configs.clip import common

@@ -10,6 +10,8 @@ Variants:  `smoke` (tiny ViT, 3 epochs on the same CSV), default.
 Hardware:  8 GPUs in the paper; no CPU run is meaningful.
 Expected:  targeted_asr 0.0, backdoor_asr 0.0 on the paper's evaluation sets (not computed by
            caption_csv runs; see configs/clip/common.py), reproduced here: not yet.
+Results:   not measured at this scale; the embedded runs of the method are in
+           docs/results/clip-poisoning.md.
 """
 
 from configs.clip import common

@@ -7,7 +7,7 @@ validation worst-group accuracy. Each method file changes only its policy / obje
 
 import ml_collections
 
-from robustdata import config_lib
+from robustdata import config_lib, validation
 
 # method -> (config.method, config.policy.name)
 METHODS = {
@@ -26,8 +26,7 @@ def spuco_digits(method: str, arg=None) -> ml_collections.ConfigDict:
   """An unlocked config of `method` on spuco_digits; `arg` 'smoke' shrinks it for tests."""
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; allowed: {sorted(METHODS)}")
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"unknown variant {arg!r} of spuco/{method}_digits; allowed: 'smoke' or none")
+  validation.parse_variants(arg, ("smoke",), f"spuco/{method}_digits")
   config = config_lib.base_config()
   config.name = f"spuco_{method}_digits"
   config.seed = 0

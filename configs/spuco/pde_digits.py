@@ -9,7 +9,8 @@ Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
            (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.
 Hardware:  2 shared CPU cores. Time: ~8 s of training (+~20 s start-up).
 Expected:  test worst_group_accuracy 0.656 ± 0.015, average_accuracy
-           0.825 ± 0.038 (seeds 0-2, measured; WORKSPACE.md)
+           0.825 ± 0.038 (seeds 0-2, commit 5a9383e)
+Results:   docs/results/spurious.md (spuco_digits)
 """
 
 from configs.spuco import common

@@ -23,17 +23,33 @@ from robustdata.registry import DATASETS, ConfigError, field_reader
 def read_caption_table(path: str, *, image_key: str = "image", caption_key: str = "caption",
                        delimiter: Optional[str] = None) -> tuple[list[str], list[str]]:
   """(image paths, captions) of a CSV/TSV; the delimiter defaults to tab for .tsv, else comma."""
+  if not isinstance(path, str) or not path:
+    raise ConfigError(f"the caption table {path!r} is not a file path")
+  if not os.path.isfile(path):
+    raise ConfigError(f"the caption table {path!r} does not exist" if not os.path.exists(path)
+                      else f"the caption table {path!r} is not a file")
   if delimiter is None:
     delimiter = "\t" if path.endswith((".tsv", ".tsv.txt")) else ","
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f, delimiter=delimiter)
-    fields = reader.fieldnames or []
-    for key, field in ((image_key, "image_key"), (caption_key, "caption_key")):
-      if key not in fields:
-        raise ConfigError(f"config.data.{field}={key!r} is not a column of {path}; columns: {fields}")
-    rows = [(r[image_key], r[caption_key]) for r in reader]
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      reader = csv.DictReader(f, delimiter=delimiter)
+      fields = reader.fieldnames or []
+      for key, field in ((image_key, "image_key"), (caption_key, "caption_key")):
+        if key not in fields:
+          raise ConfigError(f"config.data.{field}={key!r} is not a column of {path}; columns: "
+                            f"{fields}")
+      rows = [(r[image_key], r[caption_key]) for r in reader]
+  except (OSError, UnicodeDecodeError, csv.Error, TypeError) as e:
+    raise ConfigError(f"the caption table {path!r} is not a readable CSV/TSV "
+                      f"({type(e).__name__}: {e})") from None
   root = os.path.dirname(os.path.abspath(path))
+  for i, (p, c) in enumerate(rows):
+    if not p or c is None:
+      raise ConfigError(f"{path} row {i + 2}: the {image_key!r} or {caption_key!r} cell is empty")
   images = [p if os.path.isabs(p) else os.path.join(root, p) for p, _ in rows]
+  for i, p in enumerate(images):
+    if not os.path.isfile(p):
+      raise ConfigError(f"{path} row {i + 2} names image {p!r}, which does not exist")
   return images, [c for _, c in rows]
 
 
@@ -43,9 +59,12 @@ def load_images(paths: list[str], *, image_size: int) -> np.ndarray:
 
   out = np.empty((len(paths), image_size, image_size, 3), np.float32)
   for i, p in enumerate(paths):
-    with Image.open(p) as im:
-      im = im.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
-      out[i] = np.asarray(im, np.float32) / 255.0
+    try:
+      with Image.open(p) as im:
+        im = im.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
+        out[i] = np.asarray(im, np.float32) / 255.0
+    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+      raise ConfigError(f"image {p!r} is not a readable image ({type(e).__name__})") from None
   return out
 
 
@@ -78,7 +97,14 @@ def load_caption_csv(data_config: Any) -> DataSplits:
     raise ConfigError("config.data.train_file must name a local CSV/TSV of (image, caption)")
   kwargs = dict(image_key=get("image_key"), caption_key=get("caption_key"),
                 delimiter=get("delimiter"))
+  for k in ("train", "val", "test"):
+    f = get(f"{k}_file")
+    if f and not os.path.isfile(f):
+      raise ConfigError(f"config.data.{k}_file={f!r} does not exist" if not os.path.exists(f)
+                        else f"config.data.{k}_file={f!r} is not a file")
   _, train_captions = read_caption_table(train_file, **kwargs)
+  if not train_captions:
+    raise ConfigError(f"config.data.train_file={train_file!r} holds no rows")
   tokenizer = Tokenizer.build(train_captions, context_length=int(get("context_length")),
                               min_count=int(get("min_count")))
   image_size = int(get("image_size"))

@@ -46,6 +46,30 @@ def load_image(source, image_size: int) -> np.ndarray:
   return np.asarray(img, dtype=np.float32) / 255.0
 
 
+def _int_column(rows: list[dict], column: str, allowed, path: str) -> np.ndarray:
+  """Column `column` of the metadata rows as ints (each in `allowed` unless None); a bad
+  value is a ConfigError naming the file, the row (1-based, header = 1) and the column."""
+  out = np.empty(len(rows), np.int64)
+  for i, row in enumerate(rows):
+    text = row.get(column)
+    try:
+      out[i] = int(text)
+    except (TypeError, ValueError):
+      raise ConfigError(f"{path} row {i + 2}: {column}={text!r} is not an integer") from None
+    if allowed is not None and out[i] not in allowed:
+      raise ConfigError(f"{path} row {i + 2}: {column}={out[i]} is not allowed; allowed values: "
+                        f"{list(allowed)}")
+  return out
+
+
+def _load_named_image(path: str, image_size: int, where: str) -> np.ndarray:
+  """`load_image` of a file; a file PIL cannot read is a ConfigError naming it."""
+  try:
+    return load_image(path, image_size)
+  except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+    raise ConfigError(f"{where}: {path!r} is not a readable image ({type(e).__name__})") from None
+
+
 def _limit(indices: np.ndarray, max_per_split: int, seed: int, split: str) -> np.ndarray:
   """At most max_per_split indices (a seeded random subset, kept in order); 0 keeps all."""
   if max_per_split <= 0 or len(indices) <= max_per_split:
@@ -70,19 +94,32 @@ def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "
   if not os.path.isfile(path):
     raise ConfigError(f"config.data.data_dir={root!r} has no {metadata} (Waterbirds layout: "
                       "img_filename, y, split, place columns)")
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
+  try:
+    with open(path, newline="", encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise ConfigError(f"config.data.data_dir={root!r}: {path} is not a readable CSV "
+                      f"({type(e).__name__}: {e})") from None
   needed = {"img_filename", "y", "split", "place"}
   if not rows or not needed <= set(rows[0]):
     raise ConfigError(f"config.data.data_dir={root!r}: {metadata} needs columns {sorted(needed)}")
-  y = np.array([int(r["y"]) for r in rows])
-  place = np.array([int(r["place"]) for r in rows])
-  split = np.array([int(r["split"]) for r in rows])
-  ids = np.array([int(r.get("img_id", i)) for i, r in enumerate(rows)])
+  y = _int_column(rows, "y", (0, 1), path)
+  place = _int_column(rows, "place", (0, 1), path)
+  split = _int_column(rows, "split", tuple(WATERBIRDS_SPLITS.values()), path)
+  ids = (_int_column(rows, "img_id", None, path) if "img_id" in rows[0]
+         else np.arange(len(rows)))
   parts = {}
   for name, code in WATERBIRDS_SPLITS.items():
     idx = _limit(np.flatnonzero(split == code), max_per_split, seed, name)
-    images = (load_image(os.path.join(root, rows[i]["img_filename"]), image_size) for i in idx)
+    if name in ("train", "test") and not len(idx):
+      raise ConfigError(f"config.data.data_dir={root!r}: {metadata} has no {name} rows "
+                        f"(split={code}); the {name} split must not be empty")
+    files = [(i, os.path.join(root, rows[i]["img_filename"])) for i in idx]
+    for i, file in files:
+      if not os.path.isfile(file):
+        raise ConfigError(f"config.data.data_dir={root!r}: {metadata} row {i + 2} names image "
+                          f"{file!r}, which does not exist")
+    images = (_load_named_image(file, image_size, f"{metadata} row {i + 2}") for i, file in files)
     parts[name] = _group_dataset(images, y[idx], place[idx], ids[idx], image_size)
   return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,
                     num_groups=4,
@@ -134,6 +171,9 @@ def read_celeb_a_groups(data_dir: str, *, target: str = "Blond_Hair", spurious: 
         ys.append(int(bool(attributes[target])))
         spur.append(int(bool(attributes[spurious])))
         images.append(load_image(np.asarray(record["image"]), image_size))
+    if name in ("train", "test") and not len(idx):
+      raise ConfigError(f"config.data.data_dir={data_dir!r}: the celeb_a split '{tfds_split}' "
+                        "is empty; the train and test splits must hold examples")
     parts[name] = _group_dataset(images, np.array(ys), np.array(spur), offset + idx, image_size)
     offset += len(source)
   names = tuple(f"{target}={g // 2},{spurious}={g % 2}" for g in range(4))

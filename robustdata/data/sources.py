@@ -154,5 +154,15 @@ for _name in TFDS_DATASETS:
 
 
 def load(cfg) -> DataSplits:
-  """The splits named by `cfg.name` (a `config.data` section)."""
-  return DATASETS.get(cfg.name)(cfg)
+  """The splits named by `cfg.name` (a `config.data` section). A file a source cannot find or
+  read, or an empty train split, is a ConfigError naming the dataset (and the file)."""
+  source = DATASETS.get(cfg.name)
+  try:
+    data = source(cfg)
+  except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    raise ConfigError(f"config.data.name={cfg.name!r}: cannot read {e.filename!r} "
+                      f"({e.strerror or type(e).__name__}); check config.data") from None
+  if len(data.train) == 0:
+    raise ConfigError(f"config.data.name={cfg.name!r} gave an empty train split; check "
+                      "config.data (its files, sizes and fractions)")
+  return data

@@ -197,6 +197,10 @@ class Crest(Policy):
     if cfg.start_epoch < 0 or cfg.min_train_size < 0:
       raise ConfigError(f"config.policy.start_epoch={cfg.start_epoch} and min_train_size="
                         f"{cfg.min_train_size} must be >= 0")
+    if cfg.drop_learned and cfg.min_train_size > n:
+      raise ConfigError(f"config.policy.min_train_size={cfg.min_train_size} exceeds the {n} train "
+                        "examples, so drop_learned could never drop one; allowed: an integer in "
+                        f"[0, {n}] (or config.policy.drop_learned=False)")
     counts = np.bincount(np.asarray(self.train.y), minlength=self.num_classes)
     self.per_class = math.ceil(cfg.random_subset_size * n / self.num_classes)
     subset_size = int(np.minimum(counts, self.per_class).sum())
@@ -324,8 +328,17 @@ class Crest(Policy):
       except Exception:  # pylint: disable=broad-except
         pass  # the first real QUAD call compiles (and raises) in the main thread instead
 
-    self._precompile = threading.Thread(target=work, name="crest-quad-compile", daemon=True)
+    # Not a daemon: the interpreter joins it before shutting down, so the process never exits
+    # while XLA is compiling in it (which aborts); `close` joins it explicitly.
+    self._precompile = threading.Thread(target=work, name="crest-quad-compile", daemon=False)
     self._precompile.start()
+
+  def close(self) -> None:
+    """Waits for the background QUAD compile (if one runs); the loop calls it when the run
+    ends, normally or not, so no thread is left inside XLA."""
+    thread = self._precompile
+    if thread is not None and thread.is_alive():
+      thread.join()
 
   def _quad_inputs(self, idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """(x, y, w, mask) of one QUAD batch: the training loader's padded host batch (repeated

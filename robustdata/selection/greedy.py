@@ -24,6 +24,16 @@ from robustdata.selection.similarity import distances, kernel_from_distances
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def _check_picks(k: int, n: int, where: str, **same_length) -> None:
+  """Static checks of a greedy call: 0 <= k <= n and every array of `same_length` has n rows
+  (shapes are static under jit, so these raise at trace time with a clear message)."""
+  if not 0 <= k <= n:
+    raise ValueError(f"{where}: k={k} picks must be in [0, n={n}]")
+  for name, a in same_length.items():
+    if a is not None and a.shape[0] != n:
+      raise ValueError(f"{where}: {name} has {a.shape[0]} rows, expected n={n}")
+
+
 @functools.partial(jax.jit, static_argnames=("k", "block", "refine"))
 def greedy_fl(similarity: jax.Array, k: int, row_weights: jax.Array | None = None, *,
               candidates: jax.Array | None = None, block: int = 256,
@@ -37,6 +47,11 @@ def greedy_fl(similarity: jax.Array, k: int, row_weights: jax.Array | None = Non
   `candidates` (bool, n) masks columns that may be picked (default all).
   """
   n = similarity.shape[0]
+  if similarity.ndim != 2 or similarity.shape[1] != n:
+    raise ValueError(f"greedy_fl: similarity has shape {similarity.shape}, not (n, n)")
+  _check_picks(k, n, "greedy_fl", row_weights=row_weights, candidates=candidates)
+  if block < 1 or refine < 1:
+    raise ValueError(f"greedy_fl: block={block} and refine={refine} must be >= 1")
   dtype = similarity.dtype
   w = jnp.ones(n, dtype) if row_weights is None else row_weights.astype(dtype)
   allowed = jnp.ones(n, bool) if candidates is None else candidates
@@ -89,13 +104,17 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
 
   Returns (order, gains, evaluations, assign): assign[i] is the position in `order` of the pick
   most similar to point i (the earliest on ties; -1 if no pick has s_ij > 0), recorded as the
-  coverage rises, so cluster sizes need no second pass over the data.
+  coverage rises, so cluster sizes need no second pass over the data. Any n works: the bounds
+  are padded to a multiple of G with -inf entries that are never picked. `k` must not exceed
+  the number of allowed points (callers check; see `check_lazy_inputs`).
   """
   n = gains0.shape[0]
   dtype = gains0.dtype
   group = min(128, n)
-  ng = n // group
+  ng = -(-n // group)
+  pad = ng * group - n
   nq = min(batch, ng)
+  rows_of = lambda cols: sim_rows(jnp.minimum(cols, n - 1))  # padded slots read a real row
 
   def gmax_of(u):
     return jnp.max(u.reshape(ng, group), axis=1)
@@ -117,7 +136,7 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
       _, blocks = jax.lax.top_k(gmax, nq)
       segs = u.reshape(ng, group)[blocks]
       cols = (blocks * group + jnp.argmax(segs, axis=1)).astype(jnp.int32)
-      g = jnp.matmul(jnp.maximum(sim_rows(cols) - cur[None, :], 0.0), weights, precision=_HIGHEST)
+      g = jnp.matmul(jnp.maximum(rows_of(cols) - cur[None, :], 0.0), weights, precision=_HIGHEST)
       g = jnp.where(jnp.isneginf(u[cols]), -jnp.inf, g)
       u = u.at[cols].set(g)
       gmax = gmax.at[blocks].set(jnp.max(u.reshape(ng, group)[blocks], axis=1))
@@ -126,7 +145,7 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
     u, gmax, fresh_at, evals, j = jax.lax.while_loop(
         stale, refresh, (u, gmax, fresh_at, evals, argmax_u(u, gmax)))
     gain = u[j]
-    row = sim_rows(j[None])[0]
+    row = rows_of(j[None])[0]
     gained = row > cur
     assign = jnp.where(gained, t, assign)
     cur = jnp.where(gained, row, cur)
@@ -136,10 +155,10 @@ def _lazy_loop(gains0, allowed, k, sim_rows, weights, batch):
     return (u, gmax, cur, assign, fresh_at, order.at[t].set(j), picked_gains.at[t].set(gain),
             evals)
 
-  u0 = jnp.where(allowed, gains0, -jnp.inf)
+  u0 = jnp.concatenate([jnp.where(allowed, gains0, -jnp.inf), jnp.full(pad, -jnp.inf, dtype)])
   # gains0 are exact for the empty set, so every bound counts as fresh at t = 0.
   init = (u0, gmax_of(u0), jnp.zeros(n, dtype), jnp.full(n, -1, jnp.int32),
-          jnp.zeros(n, jnp.int32), jnp.zeros(k, jnp.int32), jnp.zeros(k, dtype),
+          jnp.zeros(n + pad, jnp.int32), jnp.zeros(k, jnp.int32), jnp.zeros(k, dtype),
           jnp.zeros((), jnp.int32))
   _, _, _, assign, _, order, picked_gains, evals = jax.lax.fori_loop(0, k, step, init)
   return order, picked_gains, evals, assign
@@ -152,6 +171,7 @@ def lazy_greedy(x: jax.Array, row_weights: jax.Array, valid: jax.Array, gains0: 
   """Exact lazy greedy from features (distances on the fly, O(n d) memory), with
   gains0 = initial_gains(...) as the first bounds. Returns (order, gains, evaluations, assign)
   as `_lazy_loop`."""
+  _check_picks(k, x.shape[0], "lazy_greedy", row_weights=row_weights, valid=valid, gains0=gains0)
   sq = jnp.sum(x * x, axis=1)
 
   def sim_rows(cols):
@@ -168,6 +188,9 @@ def stochastic_greedy(x: jax.Array, row_weights: jax.Array, valid: jax.Array, ma
   """Stochastic greedy (Mirzasoleiman et al. 2015): each pick takes the best of a uniform sample
   of `sample_size` unchosen candidates (the top of uniform scores). Returns (order, gains)."""
   n = x.shape[0]
+  _check_picks(k, n, "stochastic_greedy", row_weights=row_weights, valid=valid)
+  if not 1 <= sample_size <= n:
+    raise ValueError(f"stochastic_greedy: sample_size={sample_size} must be in [1, n={n}]")
   dtype = x.dtype
   sq = jnp.sum(x * x, axis=1)
 
@@ -200,6 +223,10 @@ def lazy_greedy_dense(similarity: jax.Array, k: int, row_weights: jax.Array | No
   similarity.similarity_and_gains) saves a pass over the matrix. Returns (order, gains,
   evaluations, assign) as `_lazy_loop`."""
   n = similarity.shape[0]
+  if similarity.ndim != 2 or similarity.shape[1] != n:
+    raise ValueError(f"lazy_greedy_dense: similarity has shape {similarity.shape}, not (n, n)")
+  _check_picks(k, n, "lazy_greedy_dense", row_weights=row_weights, candidates=candidates,
+               gains0=gains0)
   w = jnp.ones(n, similarity.dtype) if row_weights is None else row_weights.astype(similarity.dtype)
   allowed = jnp.ones(n, bool) if candidates is None else candidates
   if gains0 is None:

@@ -51,6 +51,14 @@ def pad_rows(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
   return padded, valid
 
 
+def check_blocks(n: int, block: int, where: str) -> None:
+  """Raises ValueError unless `n` rows split into whole blocks of `block` rows (the row-blocked
+  kernels' precondition; `pad_rows` pads to it)."""
+  if block <= 0 or n % block:
+    raise ValueError(f"{where}: x has {n} rows, not a multiple of block={block}; pad the rows "
+                     "with similarity.pad_rows(x, block) (padded rows: weight 0, valid False)")
+
+
 @functools.partial(jax.jit, static_argnames=("kernel", "block", "dim"))
 def initial_gains(x: jax.Array, row_weights: jax.Array, valid: jax.Array, *, kernel: str,
                   block: int, dim: int) -> tuple[jax.Array, jax.Array]:
@@ -60,6 +68,7 @@ def initial_gains(x: jax.Array, row_weights: jax.Array, valid: jax.Array, *, ker
   `x` has a multiple of `block` rows, padded rows carry weight 0 and are not candidates.
   """
   n_pad = x.shape[0]
+  check_blocks(n_pad, block, "initial_gains")
   nb = n_pad // block
   pa, pb = (jnp.asarray(v, jnp.int32) for v in np.triu_indices(nb))
   sq = jnp.sum(x * x, axis=1)
@@ -87,7 +96,9 @@ def initial_gains(x: jax.Array, row_weights: jax.Array, valid: jax.Array, *, ker
 
 @functools.partial(jax.jit, static_argnames=("block",))
 def max_distance(x: jax.Array, valid: jax.Array, *, block: int) -> jax.Array:
-  """Largest pairwise distance among valid rows (the CRAIG kernel's M), row-blocked."""
+  """Largest pairwise distance among valid rows (the CRAIG kernel's M), row-blocked (x has a
+  multiple of `block` rows)."""
+  check_blocks(x.shape[0], block, "max_distance")
   nb = x.shape[0] // block
   sq = jnp.sum(x * x, axis=1)
 
@@ -121,6 +132,7 @@ def similarity_and_gains(x: jax.Array, row_weights: jax.Array | None, max_d: jax
   None). `out` (n, n), donated, is written in place of a fresh matrix (`SimilarityWorkspace`).
   """
   n = x.shape[0]
+  check_blocks(n, block, "similarity_and_gains")
   nb = n // block
   sq = jnp.sum(x * x, axis=1)
   w = None if row_weights is None else row_weights.astype(x.dtype)
@@ -184,6 +196,7 @@ class SimilarityWorkspace:
 def nearest_medoid(x: jax.Array, medoids: jax.Array, *, block: int) -> tuple[jax.Array, jax.Array]:
   """For each row of x (a multiple of `block` rows): position in `medoids` of its nearest medoid
   (ties: earliest position, i.e. earliest greedy pick) and the distance to it."""
+  check_blocks(x.shape[0], block, "nearest_medoid")
   nb = x.shape[0] // block
   sq_m = jnp.sum(medoids * medoids, axis=1)
 

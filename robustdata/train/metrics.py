@@ -28,17 +28,23 @@ def _jsonable(v: Any) -> Any:
 
 
 class MetricsWriter:
-  """Appends records to `metrics.jsonl` and scalars to TensorBoard event files."""
+  """Appends records to `metrics.jsonl` and scalars to TensorBoard event files.
 
-  def __init__(self, run_dir: str, *, resume_step: int = 0, tensorboard: bool = True):
+  Each record is one line written with a single `os.write`, so a kill leaves at most one torn
+  last line. `offset()` is the byte length committed so far; stored in a checkpoint, it lets a
+  resumed run cut the file back to exactly what an uninterrupted run had written by then.
+  """
+
+  def __init__(self, run_dir: str, *, resume_offset: Optional[int] = None, resume_step: int = 0,
+               tensorboard: bool = True):
+    """Opens `<run_dir>/metrics.jsonl` for a run resuming at `resume_step` (0: a fresh run,
+    whose old file is emptied). `resume_offset` (from the checkpoint) truncates the file to
+    that byte length; without it (older checkpoints) records after `resume_step` are dropped.
+    A torn or unparseable trailing line is dropped either way, with a note on stderr."""
     self.path = os.path.join(run_dir, "metrics.jsonl")
-    # A resumed run drops records written after its checkpoint, so no step appears twice.
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        keep = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-      with open(self.path, "w") as f:
-        f.writelines(keep)
-    self._file = open(self.path, "a")
+    _repair(self.path, resume_offset=resume_offset, resume_step=resume_step)
+    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    self._offset = os.lseek(self._fd, 0, os.SEEK_END)
     self._tb = None
     if tensorboard:
       try:
@@ -49,17 +55,91 @@ class MetricsWriter:
 
   def write(self, step: int, split: str, metrics: dict[str, Any], **extra: Any) -> None:
     record = {"step": int(step), "split": split, **_jsonable(extra), **_jsonable(metrics)}
-    self._file.write(json.dumps(record, sort_keys=True) + "\n")
-    self._file.flush()
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    written = os.write(self._fd, line)
+    while written < len(line):  # a short write (e.g. the disk filled): finish or raise
+      written += os.write(self._fd, line[written:])
+    self._offset += len(line)
     if self._tb is not None:
       for k, v in metrics.items():
         if isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(float(v)):
           self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
+  def offset(self) -> int:
+    """Bytes of metrics.jsonl written so far: store it in the checkpoint's host state."""
+    return self._offset
+
+  def sync(self) -> None:
+    """Makes the records written so far durable (call before saving a checkpoint)."""
+    os.fsync(self._fd)
+    if self._tb is not None:
+      self._tb.flush()
+
   def close(self) -> None:
-    self._file.close()
+    if self._fd >= 0:
+      os.close(self._fd)
+      self._fd = -1
     if self._tb is not None:
       self._tb.close()
+      self._tb = None
+
+
+def _repair(path: str, *, resume_offset: Optional[int], resume_step: int) -> None:
+  """Cuts metrics.jsonl back to the records of a run resuming at `resume_step`."""
+  if not os.path.exists(path):
+    if resume_offset:
+      _note(f"{path} is missing; the records before the checkpoint are lost")
+    return
+  if resume_offset is None and resume_step == 0:  # a fresh run
+    with open(path, "r+b") as f:
+      f.truncate(0)
+    return
+  with open(path, "rb") as f:
+    data = f.read()
+  original = data
+  if data and not data.endswith(b"\n"):
+    data = data[:data.rfind(b"\n") + 1]
+    _note(f"dropped the torn last line of {path} (the run was killed while writing it)")
+  if resume_offset is not None:
+    if resume_offset > len(data):
+      _note(f"{path} holds {len(data)} bytes, fewer than the {resume_offset} its checkpoint "
+            "recorded (records were lost); keeping them all")
+    else:
+      data = data[:resume_offset]
+      if data and not data.endswith(b"\n"):
+        data = data[:data.rfind(b"\n") + 1]
+        _note(f"byte {resume_offset} recorded by the checkpoint is inside a record of {path}; "
+              "dropped that record")
+  kept, bad = [], 0
+  for line in (data[:-1].split(b"\n") if data else []):  # data ends with a newline here
+    line += b"\n"
+    record = _parse(line)
+    if record is None:
+      bad += bool(line.strip())
+    elif resume_offset is not None or record["step"] <= resume_step:
+      kept.append(line)
+  if bad:
+    _note(f"dropped {bad} unparseable line(s) of {path}")
+  data = b"".join(kept)
+  if data != original:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _parse(line: bytes) -> Optional[dict]:
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
+
+
+def _note(text: str) -> None:
+  print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -84,9 +164,9 @@ class Progress:
       elapsed = time.time() - self._t0
       rate = (step - self._s0) / max(elapsed, 1e-9)
       eta = (self.total - step) / rate if rate > 0 else float("inf")
-      print(f"step {step}/{self.total} loss={metrics.get('loss', float('nan')):.4f} "
-            f"acc={metrics.get('accuracy', float('nan')):.4f} {rate:.1f} steps/s "
-            f"{examples_per_sec:.0f} ex/s eta {eta:.0f}s", flush=True)
+      acc = f"acc={metrics['accuracy']:.4f} " if "accuracy" in metrics else ""
+      print(f"step {step}/{self.total} loss={metrics.get('loss', float('nan')):.4f} {acc}"
+            f"{rate:.1f} steps/s {examples_per_sec:.0f} ex/s eta {eta:.0f}s", flush=True)
 
   def message(self, text: str) -> None:
     if self.mode == "bar":
