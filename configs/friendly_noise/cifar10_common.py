@@ -1,0 +1,160 @@
+"""Builders of the Friendly Noise experiments in the paper's CIFAR-10 / ResNet-18 setting; the
+same three stages as `common.py`, each a run of its own:
+
+  substitute (trainer supervised)  ->  poisons (trainer poison_craft)  ->  victim (poison_victim)
+
+CIFAR-10 comes from a prepared local tfds data_dir (robustdata never downloads). The three stages
+share one `data_dir` field reference, so `--config.data.data_dir=/path/to/tfds` sets it for all
+of them (each stage's hash still holds the value).
+
+Variant tokens (comma-separated): those of `common.py` without `dp` (ResNet-18 has BatchNorm,
+which per-example clipping does not allow), plus `eps8`: the benchmark's l_inf bound 8/255
+instead of 16/255.
+
+Targets: the data is not read when a config is built, so the target of `trial<k>` is the k-th
+entry of TARGETS (test-split indices of the prepared tfds split, chosen, not the benchmark's).
+A target whose label is the adversarial class is rejected by the crafting stage with an error
+naming config.attack.target_index; pass another with --config.poisons.attack.target_index.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from configs.friendly_noise import common
+from robustdata import config_lib, validation
+from robustdata.poisoning import craft, friendly_noise
+
+DATASET = "cifar10"
+EPOCHS = 40
+DEFENCES = ("none", "random", "friendly", "friendly_random")
+TOKENS = ("smoke", "eps8", *DEFENCES, *(f"trial{k}" for k in range(common.TRIALS)),
+          *(f"seed{s}" for s in range(common.SEEDS)))
+TARGETS = tuple(int(i) for i in np.random.default_rng(1234).permutation(10_000)[:common.TRIALS])
+# The reference optimises the perturbation in normalised units (x - mean) / std, so its signed
+# Adam step 0.1 (pbatch 512) is 0.1 * std in pixels; CIFAR-10's std is (0.247, 0.243, 0.261),
+# one scalar (their mean) is used for the three channels.
+CIFAR10_STD = 0.2507
+REFERENCE_SIGN_LR = 0.1 * CIFAR10_STD
+
+
+def milestones(epochs: int) -> tuple[int, ...]:
+  """The reference's LR drops, [E // 2.667, E // 1.6, E // 1.142] in float floor division:
+  (14, 24, 35) for E = 40 (40 / 1.6 is 25 but 40 // 1.6 is 24.0 in floating point)."""
+  return tuple(int(epochs // d) for d in (2.667, 1.6, 1.142))
+
+
+def cifar10_data(c: ml_collections.ConfigDict, data_dir: config_dict.FieldReference) -> None:
+  """CIFAR-10 (all 50,000 train images, the test split for evaluation), ResNet-18 (CIFAR stem,
+  BatchNorm), SGD lr 0.1 Nesterov momentum 0.9, wd 5e-4, batch 128, LR x0.1 at `milestones`.
+  The reference's differentiable random translation (+-4 px) and flip is approximated by the
+  integer crop (zero padding 4) and flip; its weight decay skips biases and BatchNorm, ours
+  decays every parameter."""
+  c.data.name = DATASET
+  c.data.data_dir = data_dir      # required: a prepared local tfds data_dir (array_record)
+  c.data.val_fraction = 0.0       # train on all 50k, report the test split
+  c.data.split_seed = 0
+  c.data.augment = ("crop", "flip")
+  c.data.crop_padding = 4
+  c.model.name = "resnet18"
+  c.model.norm = "batch"
+  c.model.width = 64
+  c.optim.name = "sgd"
+  c.optim.learning_rate = 0.1
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = "step"
+  c.optim.milestones = milestones(EPOCHS)
+  c.optim.gamma = 0.1
+  c.train.batch_size = 128
+  c.train.eval_batch_size = 1000
+  c.train.log_every_steps = 100
+  c.train.checkpoint_every_steps = 2000
+  c.train.eval_every_epochs = 10  # the reference evaluates every 10 epochs and at the end
+
+
+def _smoke(c: ml_collections.ConfigDict) -> None:
+  """A few steps of one epoch: checks the data_dir and the pipeline, not the attack."""
+  c.train.epochs = 1
+  c.train.max_steps = 5
+  c.train.eval_every_epochs = 1
+
+
+def substitute_config(data_dir: config_dict.FieldReference, *, smoke: bool
+                      ) -> ml_collections.ConfigDict:
+  """The clean ResNet-18 the poisons are crafted against (40 epochs, its own seed)."""
+  c = config_lib.base_config()
+  c.name = f"fn_substitute_{DATASET}" + ("_smoke" if smoke else "")
+  c.seed = 100
+  cifar10_data(c, data_dir)
+  c.train.epochs = EPOCHS
+  if smoke:
+    _smoke(c)
+  return c
+
+
+def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial: int,
+                   smoke: bool) -> ml_collections.ConfigDict:
+  """The crafting stage: `attack` overrides craft.ATTACK_DEFAULTS; the target is TARGETS[trial]
+  (Sleeper Agent has none: its trigger moves the source class)."""
+  c = config_lib.base_config()
+  c.trainer = "poison_craft"
+  c.name = f"fn_craft_{attack['name']}_{DATASET}" + ("_smoke" if smoke else "")
+  c.seed = 0
+  cifar10_data(c, data_dir)
+  c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
+  c.train.log_every_steps = 1
+  c.train.checkpoint_every_steps = 1
+  c.attack = ml_collections.ConfigDict(dict(craft.ATTACK_DEFAULTS))
+  c.attack.update(attack)
+  c.attack.seed = trial
+  c.attack.target_index = None if attack["name"] == "sleeper_agent" else TARGETS[trial]
+  if smoke:
+    c.attack.iterations = 3
+    c.attack.restarts = 1
+    c.attack.retrain_every = min(c.attack.retrain_every, 1)  # one retraining, at iteration 1
+  c.substitute = substitute_config(data_dir, smoke=smoke)
+  return c
+
+
+def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
+  """The victim run of `attack` on CIFAR-10 for the variant tokens of `arg`."""
+  tokens = validation.parse_variants(arg, TOKENS, what, exclusive=(
+      DEFENCES, [f"trial{k}" for k in range(common.TRIALS)],
+      [f"seed{s}" for s in range(common.SEEDS)]))
+  smoke = "smoke" in tokens
+  defence = next((t for t in DEFENCES if t in tokens), "none")
+  trial = next((k for k in range(common.TRIALS) if f"trial{k}" in tokens), 0)
+  seed = next((s for s in range(common.SEEDS) if f"seed{s}" in tokens), 0)
+  if "eps8" in tokens:
+    attack = {**attack, "eps": 8 / 255}
+  data_dir = config_dict.FieldReference("", field_type=str)
+  c = config_lib.base_config()
+  c.trainer = "poison_victim"
+  c.name = (f"fn_{attack['name']}_{DATASET}_{defence}_t{trial}_s{seed}"
+            + ("_eps8" if "eps8" in tokens else "") + ("_smoke" if smoke else ""))
+  c.seed = seed
+  cifar10_data(c, data_dir)
+  c.train.epochs = EPOCHS
+  c.friendly = ml_collections.ConfigDict(
+      {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
+  c.friendly.begin_epoch = 5  # the README's command (--friendly_begin_epoch 5)
+  c.friendly.enabled = defence in ("friendly", "friendly_random")
+  c.friendly.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
+  c.friendly.noise_eps = 8 / 255  # the code's value (the paper's text mentions 16/255)
+  if smoke:
+    _smoke(c)
+    c.friendly.begin_epoch = 0    # generated before the first step, so the smoke covers it
+    c.friendly.iterations = 2
+  c.poisons = poisons_config(attack, data_dir, trial=trial, smoke=smoke)
+  # One deep copy of the whole chain keeps the shared data_dir reference shared.
+  return config_lib.finalize(c)
+
+
+def sweep(attack_file: str) -> list[str]:
+  """Every variant of a results table: defences x trials x seeds."""
+  return [f"{attack_file}:{d},trial{k},seed{s}" for d in DEFENCES
+          for k in range(common.TRIALS) for s in range(common.SEEDS)]

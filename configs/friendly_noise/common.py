@@ -1,0 +1,150 @@
+"""Builders of the clean-label poisoning experiments: three stages, each a run of its own.
+
+  substitute (trainer supervised)  ->  poisons (trainer poison_craft)  ->  victim (poison_victim)
+
+The victim's config holds the crafting stage's whole config in `config.poisons`, which holds the
+substitute's in `config.poisons.substitute`; each stage's run id is the hash of its own config,
+so victims with another defence on the same poisons reuse the substitute and the poisons.
+
+Variant tokens (comma-separated): `smoke`; a defence (`none` [default], `random`, `friendly`,
+`friendly_random`, `dp`); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test image);
+`seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import ml_collections
+import numpy as np
+
+from robustdata import config_lib, validation
+from robustdata.data import sources
+from robustdata.poisoning import craft, friendly_noise
+
+DEFENCES = ("none", "random", "friendly", "friendly_random", "dp")
+TRIALS = 10
+SEEDS = 3
+TOKENS = ("smoke", *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
+          *(f"seed{s}" for s in range(SEEDS)))
+
+
+def digits_data(c: ml_collections.ConfigDict) -> None:
+  """The embedded digits upsampled to 16x16: an l_inf budget of 16/255 then has 256 pixels per
+  image to act on (8x8 gives the attacks too little room)."""
+  c.data.name = "digits"
+  c.data.upsample = 2
+  c.data.augment = ()
+  c.model.name = "cnn"
+  c.model.channels = (32, 64)
+  c.model.dense = 128
+  c.model.norm = "none"
+  c.optim.name = "sgd"
+  c.optim.learning_rate = 0.05
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
+  c.optim.schedule = "cosine"
+  c.train.batch_size = 64
+  c.train.eval_batch_size = 512
+  c.train.progress = "log"
+
+
+def substitute_config(dataset: str, *, smoke: bool) -> ml_collections.ConfigDict:
+  """The clean model the poisons are crafted against (its own seed, fixed across victims)."""
+  c = config_lib.base_config()
+  c.name = f"fn_substitute_{dataset}" + ("_smoke" if smoke else "")
+  c.seed = 100
+  DATA[dataset](c)
+  c.train.epochs = 2 if smoke else 20
+  c.train.log_every_steps = 20
+  c.train.checkpoint_every_steps = 200
+  return config_lib.finalize(c)
+
+
+@functools.lru_cache(maxsize=None)
+def _test_labels(dataset: str) -> np.ndarray:
+  c = config_lib.base_config()
+  DATA[dataset](c)
+  return sources.load(c.data).test.y
+
+
+def target_index(dataset: str, adversarial_class: int, trial: int) -> int:
+  """The `trial`-th target: a test image of another class than the adversarial one, drawn by a
+  fixed permutation of the test split."""
+  labels = _test_labels(dataset)
+  order = np.random.default_rng(1234).permutation(len(labels))
+  return int([i for i in order if labels[i] != adversarial_class][trial])
+
+
+def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool
+                   ) -> ml_collections.ConfigDict:
+  """The crafting stage: `attack` overrides craft.ATTACK_DEFAULTS."""
+  c = config_lib.base_config()
+  c.trainer = "poison_craft"
+  c.name = f"fn_craft_{attack['name']}_{dataset}" + ("_smoke" if smoke else "")
+  c.seed = 0
+  DATA[dataset](c)
+  c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
+  c.train.log_every_steps = 1
+  c.train.checkpoint_every_steps = 1
+  c.attack = ml_collections.ConfigDict(dict(craft.ATTACK_DEFAULTS))
+  c.attack.update(attack)
+  c.attack.seed = trial
+  if c.attack.name != "sleeper_agent":
+    c.attack.target_index = target_index(dataset, c.attack.adversarial_class, trial)
+  if smoke:
+    c.attack.iterations = 5
+    c.attack.restarts = 1
+    c.attack.retrain_every = min(c.attack.retrain_every, 2)
+  c.substitute = substitute_config(dataset, smoke=smoke)
+  return config_lib.finalize(c)
+
+
+def victim_config(attack: dict, dataset: str, arg, *, what: str,
+                  transfer: bool = False) -> ml_collections.ConfigDict:
+  """The victim run of `attack` on `dataset` for the variant tokens of `arg`: trained from
+  scratch, or (`transfer`) the benchmark's transfer setting: the substitute's feature
+  extractor frozen and its last layer trained on the poisoned data."""
+  tokens = validation.parse_variants(arg, TOKENS, what, exclusive=(
+      DEFENCES, [f"trial{k}" for k in range(TRIALS)], [f"seed{s}" for s in range(SEEDS)]))
+  smoke = "smoke" in tokens
+  defence = next((t for t in DEFENCES if t in tokens), "none")
+  trial = next((k for k in range(TRIALS) if f"trial{k}" in tokens), 0)
+  seed = next((s for s in range(SEEDS) if f"seed{s}" in tokens), 0)
+  c = config_lib.base_config()
+  c.trainer = "poison_victim"
+  c.name = (f"fn_{attack['name']}_{dataset}_{defence}_t{trial}_s{seed}"
+            + ("_smoke" if smoke else ""))
+  c.seed = seed
+  DATA[dataset](c)
+  c.train.epochs = 2 if smoke else 20
+  c.train.log_every_steps = 20
+  c.train.checkpoint_every_steps = 200
+  c.friendly = ml_collections.ConfigDict(
+      {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
+  c.friendly.begin_epoch = 1 if smoke else 5  # the README's command
+  c.friendly.enabled = defence in ("friendly", "friendly_random")
+  c.friendly.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
+  if smoke:
+    c.friendly.iterations = 3
+  if defence == "dp":  # DP-SGD as a poisoning defence, at one epsilon
+    c.policy.name = "poisson"
+    c.privacy.mode = "dp_sgd"
+    c.privacy.sampling = "poisson"
+    c.privacy.clip_norm = 1.0
+    c.privacy.target_epsilon = 8.0
+    c.privacy.clipping = "ghost"
+  if transfer:
+    c.victim = ml_collections.ConfigDict({"init": "substitute", "trainable": "last_layer"})
+    c.train.epochs = 2 if smoke else 10
+  c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke)
+  return config_lib.finalize(c)
+
+
+def sweep(attack_file: str) -> list[str]:
+  """Every variant of the results table: defences x trials x seeds."""
+  return [f"{attack_file}:{d},trial{k},seed{s}" for d in DEFENCES for k in range(TRIALS)
+          for s in range(SEEDS)]
+
+
+DATA = {"digits": digits_data}

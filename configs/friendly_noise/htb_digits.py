@@ -1,0 +1,26 @@
+"""Hidden Trigger Backdoor (feature collision with a patch trigger) on the embedded digits (16x16), victim trained from scratch, with or without a defence.
+
+Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022):
+           the attacks (with feature collision) are rendered ineffective.
+Stages:    substitute CNN (20 epochs) -> Hidden Trigger Backdoor (feature collision towards patched images, <= 5000 steps) -> victim CNN from scratch (20 epochs, another
+           seed), each its own run directory; a second defence reuses the first two.
+Command:   python -m experiments.main --config=configs/friendly_noise/htb_digits.py:friendly_random
+Variants:  a defence none (default), random, friendly, friendly_random or dp; trial0..trial9
+           (the target); seed0..seed2 (the victim); smoke (a minute on a laptop CPU).
+Hardware:  2 CPU cores. Time: ~1 minute per victim, crafting ~1 minute once per trial (smoke: under a minute).
+Expected:  see the results file: undefended targeted_asr (the patched target) against each defence.
+Results:   docs/results/poisoning.md
+"""
+
+from configs.friendly_noise import common
+
+ATTACK = dict(name="hidden_trigger", eps=16 / 255, budget=0.04, adversarial_class=0,
+              trigger="checkerboard", patch_size=4, iterations=5000, lr=0.01)
+
+
+def get_config(arg=None):
+  return common.victim_config(ATTACK, "digits", arg, transfer=True, what="friendly_noise/htb_digits.py")
+
+
+def get_sweep():
+  return common.sweep("configs/friendly_noise/htb_digits.py")
