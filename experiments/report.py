@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags
 
+from experiments import parse_flags_or_exit
 from robustdata import report
 
 _ROWS = flags.DEFINE_list("rows", [], "Fields whose values make the table's rows.")
@@ -29,14 +30,5 @@ def main(argv):
                            plot_spec=_PLOT.value, by=_BY.value, out=_OUT.value)
 
 
-def parse_flags(argv):
-  """absl's parser; a bad flag ends with one message and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_flags_or_exit)

@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
+from experiments import parse_flags_or_exit
 from robustdata import sweep
 
 _CONFIG = flags.DEFINE_string(
@@ -33,14 +34,5 @@ def main(argv):
                          metric=_METRIC.value or None, log=lambda line: print(line, flush=True))
 
 
-def parse_flags(argv):
-  """absl's parser; a bad flag ends with one message and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
-
-
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=parse_flags_or_exit)

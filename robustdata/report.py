@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import math
 import os
 import sys
 from typing import Any, Iterable, Sequence
 
 from robustdata.registry import ConfigError
+from robustdata.train import run_dir as run_dir_lib
 
 _MISSING = object()
 
@@ -28,23 +28,12 @@ class Run:
   results: dict[str, Any]
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise ConfigError(f"{path} is not valid JSON ({e})") from None
-  if not isinstance(value, dict):
-    raise ConfigError(f"{path} holds a JSON {type(value).__name__}, not an object")
-  return value
-
-
 def read_run(path: str) -> Run | None:
   """The run in directory `path`, or None if it has not finished (no results.json)."""
   if not os.path.isfile(os.path.join(path, "results.json")):
     return None
-  return Run(path, _read_json(os.path.join(path, "config.json")),
-             _read_json(os.path.join(path, "results.json")))
+  return Run(path, run_dir_lib.read_json_object(os.path.join(path, "config.json")),
+             run_dir_lib.read_json_object(os.path.join(path, "results.json")))
 
 
 def _is_run_dir(path: str) -> bool:

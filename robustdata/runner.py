@@ -162,14 +162,7 @@ def reproduce(run_dir: str, scratch: str | None = None) -> tuple[bool, list]:
     path = os.path.join(run_dir, name)
     if not os.path.isfile(path):
       raise ConfigError(f"--reproduce={run_dir!r} holds no {name} (not a finished run directory)")
-    try:
-      with open(path, encoding="utf-8") as f:
-        value = json.load(f)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-      raise ConfigError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-      raise ConfigError(f"{path} holds a JSON {type(value).__name__}, not an object")
-    return value
+    return run_dir_lib.read_json_object(path)
 
   from robustdata import validation  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(run_dir):

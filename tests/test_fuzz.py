@@ -20,6 +20,7 @@ import pytest
 from robustdata import config_lib, runner, validation
 from robustdata.registry import ConfigError
 from tests.conftest import REPO, run_python
+from tests.test_validation import _with
 
 NAN, INF = float("nan"), float("inf")
 
@@ -29,16 +30,6 @@ def _load(rel, arg="smoke"):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
-
-
-def _with(config, dotted, value):
-  d = config_lib.to_dict(config)
-  node = d
-  *parents, field = dotted.split(".")
-  for p in parents:
-    node = node.setdefault(p, {})
-  node[field] = value
-  return config_lib.from_dict(d)
 
 
 @pytest.fixture

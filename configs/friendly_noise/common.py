@@ -123,6 +123,12 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   c.friendly = ml_collections.ConfigDict(
       {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
   c.friendly.begin_epoch = 1 if smoke else 5  # the README's command
+  # The defence's magnitudes keep the paper's ratios to the attack budget (zeta = 16/255 and a
+  # random 8/255 against eps = 8/255): zeta = 2 eps, random noise and initialisation = eps.
+  scale = attack["eps"] / (8 / 255)
+  c.friendly.clamp = friendly_noise.DEFAULTS["clamp"] * scale
+  c.friendly.init = friendly_noise.DEFAULTS["init"] * scale
+  c.friendly.noise_eps = friendly_noise.DEFAULTS["noise_eps"] * scale
   c.friendly.enabled = defence in ("friendly", "friendly_random")
   c.friendly.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
   if smoke:
@@ -141,10 +147,11 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   return config_lib.finalize(c)
 
 
-def sweep(attack_file: str) -> list[str]:
-  """Every variant of the results table: defences x trials x seeds."""
-  return [f"{attack_file}:{d},trial{k},seed{s}" for d in DEFENCES for k in range(TRIALS)
-          for s in range(SEEDS)]
+def sweep(attack_file: str, *, trials: int = TRIALS, seeds: int = 1) -> list[str]:
+  """The variants of the results table: defences x trials (targets) x victim seeds; each trial
+  crafts its own poisons once for all defences and seeds."""
+  return [f"{attack_file}:{d},trial{k},seed{s}" for k in range(trials) for d in DEFENCES
+          for s in range(seeds)]
 
 
 DATA = {"digits": digits_data}

@@ -1,20 +1,30 @@
-"""Gradient matching (Witches' Brew) on the embedded digits (16x16), victim trained from scratch, with or without a defence.
+"""Gradient matching (Witches' Brew) against a victim trained from scratch, on the
+embedded digits at 16x16.
 
-Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022):
-           the attack is rendered ineffective with only a slight drop in clean accuracy.
-Stages:    substitute CNN (20 epochs) -> gradient matching (250 signed-Adam iterations x 2 restarts) -> victim CNN from scratch (20 epochs, another
-           seed), each its own run directory; a second defence reuses the first two.
-Command:   python -m experiments.main --config=configs/friendly_noise/gm_digits.py:friendly_random
-Variants:  a defence none (default), random, friendly, friendly_random or dp; trial0..trial9
-           (the target); seed0..seed2 (the victim); smoke (a minute on a laptop CPU).
-Hardware:  2 CPU cores. Time: ~3 minutes per victim, crafting ~2 minutes once per trial (smoke: under a minute).
-Expected:  see the results file: undefended targeted_asr against each defence.
+Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022): the
+           attacks are rendered ineffective with only a slight drop in clean accuracy.
+Stages:    substitute CNN (20 epochs) -> gradient matching (250 signed-Adam iterations, 2
+           restarts) -> victim CNN from scratch (20 epochs, another seed)
+           (each stage its own run directory; other defences reuse the first two).
+Budgets:   eps = 0.3 (l_inf, pixel units): the MNIST-scale budget of the adversarial-example
+           literature (CIFAR's 8/255 leaves the digits CNN's features nearly in place); 4% of the
+           train split (50 poisons of class 0). The defence keeps the paper's ratios to eps
+           (zeta = 2 eps, random Bernoulli noise eps), begins at epoch 5.
+Command:   python -m experiments.main \
+             --config=configs/friendly_noise/gm_digits.py:friendly_random
+Variants:  a defence: none (default), random, friendly, friendly_random, dp (DP-SGD, epsilon 8);
+           trial0..trial9 (the target); seed0..seed2 (the victim's seed); smoke.
+Sweep:     python -m experiments.sweep --config=configs/friendly_noise/gm_digits.py \
+             --workdir=runs/fn
+Hardware:  2 CPU cores.
+Time:      ~3 minutes of crafting per trial, ~30 s per victim (smoke: about a minute).
+Expected:  targeted_asr without a defence (see the results file; measured low on digits).
 Results:   docs/results/poisoning.md
 """
 
 from configs.friendly_noise import common
 
-ATTACK = dict(name="gradient_matching", eps=16 / 255, budget=0.04, adversarial_class=0,
+ATTACK = dict(name="gradient_matching", eps=0.3, budget=0.04, adversarial_class=0,
               iterations=250, restarts=2, pbatch=64, augment=False)
 
 

@@ -1,20 +1,30 @@
-"""Sleeper Agent (hidden-trigger backdoor by gradient matching) on the embedded digits (16x16), victim trained from scratch, with or without a defence.
+"""Sleeper Agent (hidden-trigger backdoor by gradient matching) against a victim trained
+from scratch, on the embedded digits at 16x16.
 
-Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022):
-           the backdoor is rendered ineffective with only a slight drop in clean accuracy.
-Stages:    substitute CNN (20 epochs) -> Sleeper Agent (250 iterations, substitute retrained every 50) -> victim CNN from scratch (20 epochs, another
-           seed), each its own run directory; a second defence reuses the first two.
-Command:   python -m experiments.main --config=configs/friendly_noise/sa_digits.py:friendly_random
-Variants:  a defence none (default), random, friendly, friendly_random or dp; trial0..trial9
-           (the target); seed0..seed2 (the victim); smoke (a minute on a laptop CPU).
-Hardware:  2 CPU cores. Time: ~1 minute per victim, crafting ~5 minutes once per trial (smoke: under a minute).
-Expected:  see the results file: undefended backdoor_asr against each defence.
+Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022): the
+           attacks are rendered ineffective with only a slight drop in clean accuracy.
+Stages:    substitute CNN (20 epochs) -> Sleeper Agent (250 iterations, substitute retrained every
+           50 on the current poisons) -> victim CNN from scratch (20 epochs, another seed)
+           (each stage its own run directory; other defences reuse the first two).
+Budgets:   eps = 0.3 (l_inf, pixel units): the MNIST-scale budget of the adversarial-example
+           literature (CIFAR's 8/255 leaves the digits CNN's features nearly in place); 4% of the
+           train split (50 poisons of class 0). The defence keeps the paper's ratios to eps
+           (zeta = 2 eps, random Bernoulli noise eps), begins at epoch 5.
+Command:   python -m experiments.main \
+             --config=configs/friendly_noise/sa_digits.py:friendly_random
+Variants:  a defence: none (default), random, friendly, friendly_random, dp (DP-SGD, epsilon 8);
+           trial0..trial9 (the target); seed0..seed2 (the victim's seed); smoke.
+Sweep:     python -m experiments.sweep --config=configs/friendly_noise/sa_digits.py \
+             --workdir=runs/fn
+Hardware:  2 CPU cores.
+Time:      ~10 minutes of crafting per trial, ~30 s per victim (smoke: about a minute).
+Expected:  backdoor_asr without a defence (see the results file).
 Results:   docs/results/poisoning.md
 """
 
 from configs.friendly_noise import common
 
-ATTACK = dict(name="sleeper_agent", eps=16 / 255, budget=0.04, adversarial_class=0, source_class=1,
+ATTACK = dict(name="sleeper_agent", eps=0.3, budget=0.04, adversarial_class=0, source_class=1,
               iterations=250, restarts=1, retrain_every=50, pbatch=64, augment=False,
               trigger="checkerboard", patch_size=4)
 

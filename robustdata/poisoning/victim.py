@@ -30,6 +30,7 @@ from robustdata.poisoning import artifact as artifact_lib
 from robustdata.poisoning import friendly_noise as friendly_lib
 from robustdata.poisoning import supervised_triggers
 from robustdata.registry import TRAINERS, ConfigError, check_known_fields, field_reader
+from robustdata.train import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train.driver import Driver, Loop
 from robustdata.train.supervised import SupervisedTask, restore_model
@@ -37,7 +38,8 @@ from robustdata.train.supervised import SupervisedTask, restore_model
 NOISE_DIR = "friendly_noise"
 # config.victim: how the victim starts and what it trains. 'scratch' + 'all' is training from
 # scratch (gradient matching, Sleeper Agent); 'substitute' + 'last_layer' is the benchmark's
-# transfer setting (the pre-trained feature extractor frozen; Bullseye Polytope, HTB).
+# transfer setting (the pre-trained feature extractor frozen, a new classifier 'head' trained;
+# Bullseye Polytope, HTB).
 VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all"}
 
 
@@ -107,8 +109,8 @@ class VictimTask(SupervisedTask):
     state = super().init_state()
     if self.victim("init") != "substitute":
       return state
-    variables = self.substitute_variables()
-    params = variables.pop("params")
+    variables = self.substitute_variables()  # its feature extractor, a freshly drawn 'head'
+    params = {**variables.pop("params"), "head": state.params["head"]}
     state = state.replace(params=params, model_state=variables, opt_state=self.tx.init(params))
     return jax.device_put(state, self.state_sharding)
 
@@ -198,6 +200,9 @@ class VictimTask(SupervisedTask):
                     "poison_count": int(len(a.base_indices)), "poison_budget": float(a.budget),
                     "poison_eps": float(a.eps), "adversarial_class": int(a.adversarial_class)})
     results.update({k: v for k, v in self.noise_info.items() if k != "epoch"})
+    craft = run_dir_lib.read_json_object(os.path.join(
+        runner.stage_dir(self.config, "poisons", self.driver.run_dir), "results.json"))
+    results.update(craft_time_s=craft["craft_time_s"], craft_objective=craft["craft_objective"])
     return results
 
   def predict(self, x: np.ndarray) -> np.ndarray:

@@ -141,6 +141,11 @@ class Driver:
     self.writer: Optional[metrics_lib.MetricsWriter] = None
     self.progress: Optional[metrics_lib.Progress] = None
     self.ckpt: Optional[checkpoint_lib.Checkpointer] = None
+    self.task: Optional[Task] = None
+    self.loop = Loop()
+    self.window: Optional[metrics_lib.MetricsWindow] = None
+    self.timer: Optional[metrics_lib.Timer] = None
+    self._last_log = (0.0, 0)  # (time, step) of the last train record
     self._signal: Optional[int] = None
 
   def run(self, task: Task) -> dict[str, Any]:
@@ -164,105 +169,113 @@ class Driver:
 
   def _run(self, task: Task) -> dict[str, Any]:
     config, train = self.config, self.config.train
+    self.task = task
     task.setup(self)
     self.ckpt = checkpoint_lib.Checkpointer(
         os.path.join(self.run_dir, "checkpoints"), max_to_keep=train.max_checkpoints_to_keep,
         identity={"config_hash": config_lib.config_hash(config), "seed": int(config.seed)})
-    loop, pending, offset = Loop(), [], None
+    self.loop, pending, offset = Loop(), [], None
     if self.ckpt.latest_step() is not None:
       task.state, saved = self.ckpt.restore(task.abstract_state())
       pending = saved.pop("pending_metrics", [])
       offset = saved.pop("metrics_offset", None)
-      loop = Loop(**{k: saved.pop(k) for k in _LOOP_KEYS if k in saved})
+      self.loop = Loop(**{k: saved.pop(k) for k in _LOOP_KEYS if k in saved})
       task.load_host_state(saved)
     else:
       task.state = task.init_state()
+    loop = self.loop
     self.writer = metrics_lib.MetricsWriter(self.run_dir, resume_step=loop.step,
                                             resume_offset=offset)
-    timer = metrics_lib.Timer(loop.wall_time_s)
+    self.timer = metrics_lib.Timer(loop.wall_time_s)
     total = task.expected_steps()
     if train.max_steps:
       total = min(total, train.max_steps)
     self.progress = metrics_lib.Progress(total_steps=max(1, total), initial=loop.step,
                                          mode=train.progress)
-    window = metrics_lib.MetricsWindow(pending)  # carried through checkpoints
-    last_log = [time.time(), loop.step]
-
-    def fetch_window() -> None:
-      """Brings the window to the host; a non-finite loss stops the run before any log line or
-      checkpoint is written after it."""
-      bad = window.fetch()
-      if bad is not None:
-        last = self.ckpt.latest_step()
-        raise NonFiniteLossError(
-            f"the {task.loss_name} became {bad} by step {loop.step} (epoch {loop.epoch}); "
-            f"stopping. The last good checkpoint is "
-            f"{'step ' + str(last) if last is not None else 'none'} in {self.ckpt.directory}. "
-            f"{task.nan_hint}")
-
-    def flush() -> Optional[dict[str, float]]:
-      """Writes the mean of the window's step metrics as one train record."""
-      if not window:
-        return None
-      fetch_window()
-      mean = window.take_mean()
-      now = time.time()
-      rate = (loop.step - last_log[1]) * train.batch_size / max(now - last_log[0], 1e-9)
-      last_log[:] = [now, loop.step]
-      mean["examples_per_sec"] = rate
-      self.writer.write(loop.step, "train", mean, epoch=loop.epoch)
-      self.progress.update(loop.step, mean, rate)
-      return mean
-
-    def save() -> None:
-      fetch_window()
-      loop.wall_time_s = timer.total()
-      self.writer.sync()
-      host = {**dataclasses.asdict(loop), **task.host_state(),
-              "pending_metrics": window.state(), "metrics_offset": self.writer.offset()}
-      self.ckpt.save(loop.step, task.state, to_json(host))
-
+    self.window = metrics_lib.MetricsWindow(pending)  # carried through checkpoints
+    self._last_log = (time.time(), loop.step)
     try:
-      done = False
-      epochs = task.epochs()
-      while loop.epoch < epochs and not done:
-        steps = task.start_epoch(loop)
-        for i in range(loop.step_in_epoch, steps):
-          metrics, examples = task.train_step(loop, i)
-          window.append(metrics)
-          loop.step += 1
-          loop.step_in_epoch = i + 1
-          loop.examples_seen += int(examples)
-          logged = flush() if loop.step % train.log_every_steps == 0 else None
-          task.after_step(loop, logged)
-          if loop.step % train.checkpoint_every_steps == 0 or self._signal:
-            save()
-          if self._signal:
-            raise Interrupted(self._signal, loop.step)
-          if train.max_steps and loop.step >= train.max_steps:
-            done = True
-            break
-        if done and loop.step_in_epoch < steps:
-          break
-        flush()
-        task.end_epoch(loop)
-        loop.epoch += 1
-        loop.step_in_epoch = 0
-        task.after_epoch(loop, eval_due=(loop.epoch % train.eval_every_epochs == 0
-                                         or loop.epoch == epochs))
-      flush()
-      save()
-      if self._signal:  # arrived after the last step: the final checkpoint holds everything
-        raise Interrupted(self._signal, loop.step)
+      self._train()
     finally:
       self.progress.close()
-
-    results = task.results(loop, timer.total())
+    results = task.results(loop, self.timer.total())
     self.writer.write(loop.step, "results", {k: v for k, v in results.items()
                                              if isinstance(v, (int, float))
                                              and not isinstance(v, bool)})
     run_dir_lib.write_results(self.run_dir, to_json(results))
     return results
+
+  def _train(self) -> None:
+    """The epochs: the task's steps with the log, checkpoint, max-steps and eval cadence."""
+    task, loop, train = self.task, self.loop, self.config.train
+    epochs = task.epochs()
+    while loop.epoch < epochs:
+      steps = task.start_epoch(loop)
+      for i in range(loop.step_in_epoch, steps):
+        if train.max_steps and loop.step >= train.max_steps:
+          break
+        metrics, examples = task.train_step(loop, i)
+        self.window.append(metrics)
+        loop.step += 1
+        loop.step_in_epoch = i + 1
+        loop.examples_seen += int(examples)
+        logged = self._flush() if loop.step % train.log_every_steps == 0 else None
+        task.after_step(loop, logged)
+        if loop.step % train.checkpoint_every_steps == 0 or self._signal:
+          self._save()
+        if self._signal:
+          raise Interrupted(self._signal, loop.step)
+      if loop.step_in_epoch < steps:  # stopped by max_steps inside the epoch
+        break
+      self._flush()
+      task.end_epoch(loop)
+      loop.epoch += 1
+      loop.step_in_epoch = 0
+      task.after_epoch(loop, eval_due=(loop.epoch % train.eval_every_epochs == 0
+                                       or loop.epoch == epochs))
+      if train.max_steps and loop.step >= train.max_steps:
+        break
+    self._flush()
+    self._save()
+    if self._signal:  # arrived after the last step: the final checkpoint holds everything
+      raise Interrupted(self._signal, loop.step)
+
+  def _fetch_window(self) -> None:
+    """Brings the window to the host; a non-finite loss stops the run before any log line or
+    checkpoint is written after it."""
+    bad = self.window.fetch()
+    if bad is not None:
+      last = self.ckpt.latest_step()
+      raise NonFiniteLossError(
+          f"the {self.task.loss_name} became {bad} by step {self.loop.step} (epoch "
+          f"{self.loop.epoch}); stopping. The last good checkpoint is "
+          f"{'step ' + str(last) if last is not None else 'none'} in {self.ckpt.directory}. "
+          f"{self.task.nan_hint}")
+
+  def _flush(self) -> Optional[dict[str, float]]:
+    """Writes the mean of the window's step metrics as one train record."""
+    if not self.window:
+      return None
+    self._fetch_window()
+    mean = self.window.take_mean()
+    now, step = time.time(), self.loop.step
+    then, then_step = self._last_log
+    rate = (step - then_step) * self.config.train.batch_size / max(now - then, 1e-9)
+    self._last_log = (now, step)
+    mean["examples_per_sec"] = rate
+    self.writer.write(step, "train", mean, epoch=self.loop.epoch)
+    self.progress.update(step, mean, rate)
+    return mean
+
+  def _save(self) -> None:
+    """Checkpoints the train state with the counters, the task's host state, the unlogged
+    window and the log's byte offset."""
+    self._fetch_window()
+    self.loop.wall_time_s = self.timer.total()
+    self.writer.sync()
+    host = {**dataclasses.asdict(self.loop), **self.task.host_state(),
+            "pending_metrics": self.window.state(), "metrics_offset": self.writer.offset()}
+    self.ckpt.save(self.loop.step, self.task.state, to_json(host))
 
   # --- Signals: finish the step, checkpoint, stop with 128 + signum. ----------------------------
 

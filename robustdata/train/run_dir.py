@@ -162,6 +162,19 @@ def _explain(error: OSError) -> str:
   return reasons.get(error.errno, error.strerror or str(error))
 
 
+def read_json_object(path: str) -> dict[str, Any]:
+  """The JSON object in `path` (config.json, results.json); a missing, unreadable or non-object
+  file is a ConfigError naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise ConfigError(f"{path} is not valid JSON ({e})") from None
+  if not isinstance(value, dict):
+    raise ConfigError(f"{path} holds a JSON {type(value).__name__}, not an object")
+  return value
+
+
 def write_results(run_dir: str, results: dict[str, Any]) -> None:
   """Writes results.json atomically (the marker of a finished run)."""
   write_json(os.path.join(run_dir, "results.json"), results)
