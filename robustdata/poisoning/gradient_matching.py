@@ -210,11 +210,12 @@ def _make_iteration(logits_fn: LogitsFn, *, augment: bool, max_shift: float) -> 
   value_and_grad = jax.value_and_grad(batch_loss)
 
   def iteration(variables, target_grad, x, y, mask, ids, delta, adam_state, lr, eps, key):
-    def body(_, batch):
-      xb, yb, mb, ib, db = batch
-      return None, value_and_grad(db, variables, target_grad, xb, yb, mb, ib, key)
-
-    _, (losses, grads) = jax.lax.scan(body, None, (x, y, mask, ids, delta))
+    # The batches (a few) are unrolled rather than scanned: XLA:CPU runs convolutions inside a
+    # loop body several times slower (benchmarks/poisoning.py: 5x per iteration).
+    parts = [value_and_grad(delta[b], variables, target_grad, x[b], y[b], mask[b], ids[b], key)
+             for b in range(x.shape[0])]
+    losses = jnp.stack([loss for loss, _ in parts])
+    grads = jnp.stack([grad for _, grad in parts])
     delta, adam_state = craft_step(delta, adam_state, grads, x, lr=lr, eps=eps)
     return delta, adam_state, jnp.mean(losses)
 

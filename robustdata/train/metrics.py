@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -142,6 +143,9 @@ def _note(text: str) -> None:
   print(f"note: {text}", file=sys.stderr, flush=True)
 
 
+RECENT_UPDATES = 5  # the progress line's rate and ETA are over this many recent updates
+
+
 class Progress:
   """A tqdm bar (step, loss, throughput, ETA) on a terminal; plain log lines otherwise."""
 
@@ -150,7 +154,7 @@ class Progress:
       mode = "bar" if sys.stderr.isatty() else "log"
     self.mode, self.total = mode, total_steps
     self._bar = None
-    self._t0, self._s0 = time.time(), initial
+    self._recent = collections.deque([(time.time(), initial)], maxlen=RECENT_UPDATES + 1)
     if mode == "bar":
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total_steps, initial=initial, unit="step", dynamic_ncols=True)
@@ -161,12 +165,19 @@ class Progress:
       self._bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
                             ex_s=f"{examples_per_sec:.0f}")
     elif self.mode == "log":
-      elapsed = time.time() - self._t0
-      rate = (step - self._s0) / max(elapsed, 1e-9)
+      rate = self.steps_per_sec(step)
       eta = (self.total - step) / rate if rate > 0 else float("inf")
       acc = f"acc={metrics['accuracy']:.4f} " if "accuracy" in metrics else ""
       print(f"step {step}/{self.total} loss={metrics.get('loss', float('nan')):.4f} {acc}"
             f"{rate:.1f} steps/s {examples_per_sec:.0f} ex/s eta {eta:.0f}s", flush=True)
+
+  def steps_per_sec(self, step: int, now: Optional[float] = None) -> float:
+    """Steps per second over the last RECENT_UPDATES updates (ending at `step`), so the first
+    compile and earlier phases do not skew the rate and the ETA for the rest of a run."""
+    now = time.time() if now is None else now
+    self._recent.append((now, step))
+    then, then_step = self._recent[0]
+    return (step - then_step) / max(now - then, 1e-9)
 
   def message(self, text: str) -> None:
     if self.mode == "bar":
