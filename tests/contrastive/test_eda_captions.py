@@ -87,11 +87,16 @@ def test_bad_values_are_named(value):
 
 
 @pytest.mark.slow
-def test_interrupted_run_with_fresh_captions_per_epoch_resumes_to_the_same_results(tmp_path):
-  """The views of 'epoch' are seeded by the epoch, so a run stopped inside its second epoch
-  and resumed sees the captions the uninterrupted run saw (results equal)."""
+def test_interrupted_run_with_fresh_captions_per_epoch_resumes_to_the_same_results(tmp_path,
+                                                                                  monkeypatch):
+  """The views of 'epoch' are seeded by the epoch, so a run stopped inside its last epoch (by
+  SIGINT) and resumed sees the captions the uninterrupted run saw (results equal)."""
+  import os
+  import signal
   from robustdata import runner
   from robustdata.contrastive.trainer import train_and_evaluate_contrastive
+  from robustdata.train import driver
+  from robustdata.train import metrics as metrics_lib
   from tests.contrastive.test_contrastive_trainer import _tiny
 
   config = _tiny("roclip")
@@ -99,12 +104,19 @@ def test_interrupted_run_with_fresh_captions_per_epoch_resumes_to_the_same_resul
     config.contrastive.eda_captions = "epoch"
     config.contrastive.clip_warmup_epochs = 0
   full = train_and_evaluate_contrastive(config, str(tmp_path / "full"))
-  with config.unlocked():
-    config.train.max_steps = full["steps"] - 1  # stop inside the last (matching) epoch
+  append, count = metrics_lib.MetricsWindow.append, [0]
+
+  def interrupt_before_the_last_step(self, metrics):  # inside the last (matching) epoch
+    append(self, metrics)
+    count[0] += 1
+    if count[0] == full["steps"] - 1:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(metrics_lib.MetricsWindow, "append", interrupt_before_the_last_step)
   part_dir = str(tmp_path / "resumed")
-  train_and_evaluate_contrastive(config, part_dir)
-  with config.unlocked():
-    config.train.max_steps = 0
+  with pytest.raises(driver.Interrupted):
+    train_and_evaluate_contrastive(config, part_dir)
+  monkeypatch.setattr(metrics_lib.MetricsWindow, "append", append)
   resumed = train_and_evaluate_contrastive(config, part_dir)
   rows = runner.compare(json.loads(json.dumps(full)), json.loads(json.dumps(resumed)))
   assert rows and all(same for _, _, _, same in rows), [r for r in rows if not r[3]]
