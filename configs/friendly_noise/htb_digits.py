@@ -18,7 +18,7 @@ Sweep:     python -m experiments.sweep --config=configs/friendly_noise/htb_digit
              --workdir=runs/fn
 Hardware:  2 CPU cores.
 Time:      ~1 minute of crafting per trial, ~20 s per victim (smoke: under a minute).
-Expected:  targeted_asr (the patched target) without a defence (see the results file).
+Expected:  targeted_asr 0.00 without a defence on digits (1 target measured).
 Results:   docs/results/poisoning.md
 """
 

@@ -18,7 +18,7 @@ Sweep:     python -m experiments.sweep --config=configs/friendly_noise/sa_digits
              --workdir=runs/fn
 Hardware:  2 CPU cores.
 Time:      ~10 minutes of crafting per trial, ~30 s per victim (smoke: about a minute).
-Expected:  backdoor_asr without a defence (see the results file).
+Expected:  backdoor_asr 0.00 without a defence on digits (measured at eps 16/255 and 0.3).
 Results:   docs/results/poisoning.md
 """
 
