@@ -54,6 +54,7 @@ def test_distributed_without_a_coordinator_is_one_clear_error(tmp_path):
   assert "Traceback" not in proc.stderr
   assert "config.train.distributed=True" in proc.stderr
   assert "JAX_COORDINATOR_ADDRESS" in proc.stderr
+  assert "before any JAX" not in proc.stderr  # initialised before JAX was first used
   assert not any(tmp_path.iterdir())  # nothing was written
 
 

@@ -6,14 +6,10 @@ Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, N
 Stages:    substitute CNN (20 epochs) -> Bullseye Polytope (1200 Adam iterations, mean mode, one
            substitute) -> victim: new last layer on the frozen extractor (10 epochs)
            (each stage its own run directory; other defences reuse the first two).
-Budgets:   eps = 0.3 (l_inf, pixel units): the MNIST-scale budget of the adversarial-example
-           literature (CIFAR's 8/255 leaves the digits CNN's features nearly in place); 4% of the
-           train split (50 poisons of class 0). The defence keeps the paper's ratios to eps
-           (zeta = 2 eps, random Bernoulli noise eps), begins at epoch 5.
+Budgets:   eps = 0.3 and 4% of the train split, the defence scaled to eps (common.py: why).
 Command:   python -m experiments.main \
              --config=configs/friendly_noise/bp_digits.py:friendly_random
-Variants:  a defence: none (default), random, friendly, friendly_random, dp (DP-SGD, epsilon 8);
-           trial0..trial9 (the target); seed0..seed2 (the victim's seed); smoke.
+Variants:  a defence, trial0..trial9, seed0..seed2, smoke (common.py).
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/bp_digits.py \
              --workdir=runs/fn
 Hardware:  2 CPU cores.

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-_LUMA = jnp.array([0.299, 0.587, 0.114], jnp.float32)
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # NumPy: no JAX work at import
 
 
 def _bilinear(image: jnp.ndarray, rows: jnp.ndarray, cols: jnp.ndarray) -> jnp.ndarray:
