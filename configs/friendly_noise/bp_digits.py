@@ -30,4 +30,4 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  return common.sweep("configs/friendly_noise/bp_digits.py")
+  return common.sweep("configs/friendly_noise/bp_digits.py", seeds=3)

@@ -10,12 +10,15 @@ import json
 import os
 import signal
 
+import jax
 import numpy as np
 import pytest
 
 from robustdata import config_lib, runner
 from robustdata.poisoning import artifact as artifact_lib
+from robustdata.data import sources
 from robustdata.registry import ConfigError
+from robustdata.train import supervised
 from robustdata.train import driver
 from robustdata.train import metrics as metrics_lib
 
@@ -105,6 +108,27 @@ def test_interrupted_crafting_resumes_to_identical_poisons(tmp_path, monkeypatch
   with open(os.path.join(got_dir, "results.json")) as f:
     got_results = json.load(f)
   assert ref_results["restart_objectives"] == got_results["restart_objectives"]
+
+
+@pytest.mark.slow
+def test_transfer_victim_trains_only_a_new_head_on_the_substitute(workdir):
+  config = config_lib.resolve(_config("bp", "smoke,none"))
+  run_dir, _ = runner.run(config, workdir)
+  data = sources.load(config.data)
+  _, victim = supervised.restore_model(config, run_dir, data)
+  craft_dir = runner.stage_dir(config, "poisons", run_dir)
+  _, substitute = supervised.restore_model(
+      config.poisons.substitute, runner.stage_dir(config.poisons, "substitute", craft_dir), data)
+  frozen = [k for k in substitute["params"] if k != "head"]
+  assert frozen
+  for name in frozen:  # the feature extractor is the substitute's, bit for bit
+    for a, b in zip(jax.tree.leaves(victim["params"][name]),
+                    jax.tree.leaves(substitute["params"][name])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in
+           zip(jax.tree.leaves(victim["params"]["head"]),
+               jax.tree.leaves(substitute["params"]["head"]))]
+  assert min(moved) > 0  # a new head, trained
 
 
 def test_poisons_for_other_data_are_refused(tmp_path):
