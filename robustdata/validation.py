@@ -10,6 +10,7 @@ needs the loaded splits (an empty validation split that `eval.select_by` reads, 
 
 from __future__ import annotations
 
+import abc
 import fnmatch
 import math
 import numbers
@@ -42,13 +43,14 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-class Rule:
+class Rule(abc.ABC):
   """A rule: `problem(value)` is None when the value is allowed, else why it is not."""
 
   allowed: str = ""
 
+  @abc.abstractmethod
   def problem(self, value: Any) -> Optional[str]:
-    raise NotImplementedError
+    """None when `value` is allowed, else the reason it is not."""
 
 
 class Range(Rule):
