@@ -3,7 +3,6 @@ every shipped config and variant accepted, SELECT_BY against the evaluators, che
 variant parsing, and the selection kernels' preconditions (odd n, padding inside)."""
 
 import glob
-import importlib.util
 import math
 import os
 import threading
@@ -23,6 +22,7 @@ from robustdata.registry import ConfigError
 from robustdata.selection import crest, greedy, similarity
 from robustdata.selection.facility_location import greedy_select
 from tests.conftest import REPO
+from tests.test_configs import _load
 
 
 def _base():
@@ -157,13 +157,6 @@ SINGLE_TOKEN = ("pde/synthetic_erm.py", "pde/synthetic_pde.py")
 CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.py"),
                                            recursive=True)
                       if not p.endswith("__init__.py") and not p.endswith("common.py"))
-
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: os.path.relpath(p, REPO))

@@ -24,8 +24,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from configs.friendly_noise import common
-from robustdata import config_lib, validation
-from robustdata.poisoning import craft, friendly_noise
+from robustdata import config_lib
 
 DATASET = "cifar10"
 EPOCHS = 40
@@ -108,9 +107,7 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
   c.train.log_every_steps = 1
   c.train.checkpoint_every_steps = 1
-  c.attack = ml_collections.ConfigDict(dict(craft.ATTACK_DEFAULTS))
-  c.attack.update(attack)
-  c.attack.seed = trial
+  c.attack = common.attack_section(attack, trial)
   c.attack.target_index = None if attack["name"] == "sleeper_agent" else TARGETS[trial]
   if smoke:
     c.attack.iterations = 3
@@ -122,13 +119,9 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
 
 def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
   """The victim run of `attack` on CIFAR-10 for the variant tokens of `arg`."""
-  tokens = validation.parse_variants(arg, TOKENS, what, exclusive=(
-      DEFENCES, [f"trial{k}" for k in range(common.TRIALS)],
-      [f"seed{s}" for s in range(common.SEEDS)]))
+  tokens, defence, trial, seed = common.parse_tokens(arg, what, defences=DEFENCES,
+                                                      tokens=TOKENS)
   smoke = "smoke" in tokens
-  defence = next((t for t in DEFENCES if t in tokens), "none")
-  trial = next((k for k in range(common.TRIALS) if f"trial{k}" in tokens), 0)
-  seed = next((s for s in range(common.SEEDS) if f"seed{s}" in tokens), 0)
   if "eps8" in tokens:
     attack = {**attack, "eps": 8 / 255}
   data_dir = config_dict.FieldReference("", field_type=str)
@@ -139,12 +132,9 @@ def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
   c.seed = seed
   cifar10_data(c, data_dir)
   c.train.epochs = EPOCHS
-  c.friendly = ml_collections.ConfigDict(
-      {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
-  c.friendly.begin_epoch = 5  # the README's command (--friendly_begin_epoch 5)
-  c.friendly.enabled = defence in ("friendly", "friendly_random")
-  c.friendly.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
-  c.friendly.noise_eps = 8 / 255  # the code's value (the paper's text mentions 16/255)
+  # The README's command (--friendly_begin_epoch 5); the random noise's 8/255 is the code's value
+  # (the paper's text mentions 16/255).
+  c.friendly = common.friendly_section(defence, begin_epoch=5)
   if smoke:
     _smoke(c)
     c.friendly.begin_epoch = 0    # generated before the first step, so the smoke covers it
@@ -156,5 +146,4 @@ def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
 
 def sweep(attack_file: str) -> list[str]:
   """Every variant of a results table: defences x trials x seeds."""
-  return [f"{attack_file}:{d},trial{k},seed{s}" for d in DEFENCES
-          for k in range(common.TRIALS) for s in range(common.SEEDS)]
+  return common.sweep(attack_file, seeds=common.SEEDS, defences=DEFENCES)

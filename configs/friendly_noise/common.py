@@ -92,9 +92,7 @@ def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
   c.train.log_every_steps = 1
   c.train.checkpoint_every_steps = 1
-  c.attack = ml_collections.ConfigDict(dict(craft.ATTACK_DEFAULTS))
-  c.attack.update(attack)
-  c.attack.seed = trial
+  c.attack = attack_section(attack, trial)
   if c.attack.name != "sleeper_agent":
     c.attack.target_index = target_index(dataset, c.attack.adversarial_class, trial)
   if smoke:
@@ -110,12 +108,8 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   """The victim run of `attack` on `dataset` for the variant tokens of `arg`: trained from
   scratch, or (`transfer`) the benchmark's transfer setting: the substitute's feature
   extractor frozen and its last layer trained on the poisoned data."""
-  tokens = validation.parse_variants(arg, TOKENS, what, exclusive=(
-      DEFENCES, [f"trial{k}" for k in range(TRIALS)], [f"seed{s}" for s in range(SEEDS)]))
+  tokens, defence, trial, seed = parse_tokens(arg, what)
   smoke = "smoke" in tokens
-  defence = next((t for t in DEFENCES if t in tokens), "none")
-  trial = next((k for k in range(TRIALS) if f"trial{k}" in tokens), 0)
-  seed = next((s for s in range(SEEDS) if f"seed{s}" in tokens), 0)
   c = config_lib.base_config()
   c.trainer = "poison_victim"
   c.name = (f"fn_{attack['name']}_{dataset}_{defence}_t{trial}_s{seed}"
@@ -125,17 +119,10 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   c.train.epochs = 2 if smoke else 20
   c.train.log_every_steps = 20
   c.train.checkpoint_every_steps = 200
-  c.friendly = ml_collections.ConfigDict(
-      {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
-  c.friendly.begin_epoch = 1 if smoke else 5  # the README's command
   # The defence's magnitudes keep the paper's ratios to the attack budget (zeta = 16/255 and a
   # random 8/255 against eps = 8/255): zeta = 2 eps, random noise and initialisation = eps.
-  scale = attack["eps"] / (8 / 255)
-  c.friendly.clamp = friendly_noise.DEFAULTS["clamp"] * scale
-  c.friendly.init = friendly_noise.DEFAULTS["init"] * scale
-  c.friendly.noise_eps = friendly_noise.DEFAULTS["noise_eps"] * scale
-  c.friendly.enabled = defence in ("friendly", "friendly_random")
-  c.friendly.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
+  c.friendly = friendly_section(defence, begin_epoch=1 if smoke else 5,  # the README's command
+                                scale=attack["eps"] / (8 / 255))
   if smoke:
     c.friendly.iterations = 3
   if defence == "dp":  # DP-SGD as a poisoning defence, at one epsilon
@@ -152,11 +139,45 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   return config_lib.finalize(c)
 
 
-def sweep(attack_file: str, *, trials: int = TRIALS, seeds: int = 1) -> list[str]:
+def sweep(attack_file: str, *, trials: int = TRIALS, seeds: int = 1,
+          defences: tuple[str, ...] = DEFENCES) -> list[str]:
   """The variants of the results table: defences x trials (targets) x victim seeds; each trial
   crafts its own poisons once for all defences and seeds."""
-  return [f"{attack_file}:{d},trial{k},seed{s}" for k in range(trials) for d in DEFENCES
+  return [f"{attack_file}:{d},trial{k},seed{s}" for k in range(trials) for d in defences
           for s in range(seeds)]
+
+
+def parse_tokens(arg, what: str, *, defences: tuple[str, ...] = DEFENCES,
+                 tokens: tuple[str, ...] = TOKENS) -> tuple[set[str], str, int, int]:
+  """(tokens, defence, trial, seed) of a victim config's variant `arg`."""
+  given = validation.parse_variants(arg, tokens, what, exclusive=(
+      defences, [f"trial{k}" for k in range(TRIALS)], [f"seed{s}" for s in range(SEEDS)]))
+  defence = next((t for t in defences if t in given), "none")
+  trial = next((k for k in range(TRIALS) if f"trial{k}" in given), 0)
+  seed = next((s for s in range(SEEDS) if f"seed{s}" in given), 0)
+  return given, defence, trial, seed
+
+
+def friendly_section(defence: str, *, begin_epoch: int, scale: float = 1.0
+                     ) -> ml_collections.ConfigDict:
+  """config.friendly of `defence`: Friendly Noise on for friendly*, Bernoulli noise on for
+  *random, the magnitudes (clamp, init, noise_eps) `scale` times the reference's."""
+  f = ml_collections.ConfigDict(
+      {k: v for k, v in friendly_noise.DEFAULTS.items() if k != "milestones"})
+  f.begin_epoch = begin_epoch
+  for field in ("clamp", "init", "noise_eps"):
+    f[field] = friendly_noise.DEFAULTS[field] * scale
+  f.enabled = defence in ("friendly", "friendly_random")
+  f.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
+  return f
+
+
+def attack_section(attack: dict, trial: int) -> ml_collections.ConfigDict:
+  """config.attack: craft.ATTACK_DEFAULTS with `attack` over them, seeded by the trial."""
+  a = ml_collections.ConfigDict(dict(craft.ATTACK_DEFAULTS))
+  a.update(attack)
+  a.seed = trial
+  return a
 
 
 DATA = {"digits": digits_data}
