@@ -87,13 +87,14 @@ class CraftTask(Task):
       raise ConfigError("config.data must equal config.substitute.data (poisons are crafted for "
                         "the substitute's train split)")
     config_lib.validate(config, num_devices=num_devices)
-    _poison_count(config.attack, sources.load(config.data))
+    self.data = sources.load(config.data)  # setup reuses it
+    _poison_count(config.attack, self.data)
 
   def setup(self, driver: Driver) -> None:
     config = self.config = driver.config
     self.driver = driver
     self.get = get = field_reader(config.attack, ATTACK_DEFAULTS)
-    self.data = data = sources.load(config.data)
+    data = self.data  # loaded by validate, which the driver runs first
     train, test = data.train, data.test
     self.count = _poison_count(config.attack, data)
     self.name, self.adv = get("name"), int(get("adversarial_class"))

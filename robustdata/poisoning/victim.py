@@ -81,6 +81,7 @@ class VictimTask(SupervisedTask):
     self.friendly = field_reader(driver.config.friendly, friendly_lib.DEFAULTS)
     self.victim = field_reader(driver.config.get("victim"), VICTIM_DEFAULTS)
     self.frozen = None
+    self._substitute: Optional[dict[str, Any]] = None
     self.noise: Optional[np.ndarray] = None
     self.noise_info: dict[str, Any] = {}
     super().setup(driver)
@@ -99,17 +100,18 @@ class VictimTask(SupervisedTask):
   # --- Transfer: start from the substitute, optionally train the last layer only. -----------
 
   def substitute_variables(self) -> dict[str, Any]:
-    craft_dir = runner.stage_dir(self.config, "poisons", self.driver.run_dir)
-    sub = self.config.poisons.substitute
-    _, variables = restore_model(sub, runner.stage_dir(self.config.poisons, "substitute",
-                                                       craft_dir), self.data)
-    return variables
+    """The substitute's final eval variables (restored from its run once)."""
+    if self._substitute is None:
+      craft_dir = runner.stage_dir(self.config, "poisons", self.driver.run_dir)
+      sub_dir = runner.stage_dir(self.config.poisons, "substitute", craft_dir)
+      _, self._substitute = restore_model(self.config.poisons.substitute, sub_dir, self.data)
+    return self._substitute
 
   def init_state(self) -> Any:
     state = super().init_state()
     if self.victim("init") != "substitute":
       return state
-    variables = self.substitute_variables()  # its feature extractor, a freshly drawn 'head'
+    variables = dict(self.substitute_variables())  # its extractor, a freshly drawn 'head'
     params = {**variables.pop("params"), "head": state.params["head"]}
     state = state.replace(params=params, model_state=variables, opt_state=self.tx.init(params))
     return jax.device_put(state, self.state_sharding)
