@@ -246,7 +246,7 @@ def is_resolved(config) -> bool:
 def run_id(config) -> str:
   """`<name>-<hash>`, the name made a safe file name (`run_dir.safe_name`: a plain identifier
   stays as it is; `/`, `..` and the like cannot leave the workdir)."""
-  from robustdata.train.run_dir import safe_name  # pylint: disable=g-import-not-at-top
+  from robustdata.run_dir import safe_name  # pylint: disable=g-import-not-at-top
   return f"{safe_name(config.name)}-{config_hash(config)}"
 
 
@@ -315,9 +315,6 @@ def validate(config, *, num_devices: int) -> None:
       raise ConfigError(
           f"config.train.{field}={value} is not divisible by the number of devices "
           f"({num_devices}); allowed values: multiples of {num_devices}")
-  if config.train.progress not in ("auto", "bar", "log", "none"):
-    raise ConfigError(f"config.train.progress={config.train.progress!r}; allowed values: "
-                      "['auto', 'bar', 'log', 'none']")
   from robustdata import validation  # pylint: disable=g-import-not-at-top
   validation.check_ranges(config)  # every field's declared range (robustdata/validation.py)
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from robustdata.registry import ConfigError
-from robustdata.train import run_dir as run_dir_lib
+from robustdata import run_dir as run_dir_lib
 
 _MISSING = object()
 

@@ -18,7 +18,7 @@ from robustdata import config_lib
 from robustdata.registry import TRAINERS, ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import driver
-from robustdata.train import run_dir as run_dir_lib
+from robustdata import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
 
 # Results that legitimately differ between two runs of the same config: these, and every

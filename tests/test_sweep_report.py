@@ -15,7 +15,7 @@ from configs import quickstart
 from robustdata import config_lib, report, runner, sweep, validation
 from robustdata.registry import ConfigError
 from robustdata.train import driver
-from robustdata.train import run_dir as run_dir_lib
+from robustdata import run_dir as run_dir_lib
 from tests.conftest import run_python
 
 SMOKE_STEPS = 2  # quickstart smoke stopped after 2 steps: a real run in a few seconds

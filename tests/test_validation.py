@@ -280,3 +280,19 @@ def test_crest_close_joins_the_background_thread():
   assert done == [1] and not policy._precompile.is_alive()
   policy._precompile = None
   policy.close()  # nothing started: a no-op
+
+
+def test_choice_rules_agree_with_the_code_that_reads_them():
+  from robustdata.contrastive import augment as contrastive_augment
+  assert set(validation.rule_for("contrastive.aug_chain").values) == set(contrastive_augment.CHAINS)
+  for method in contrastive_config.METHODS:
+    for key, value in contrastive_config.contrastive_defaults(method).items():
+      rule = validation.rule_for(f"contrastive.{key}")
+      if isinstance(value, str) and rule is not None:
+        assert rule.problem(value) is None, (key, value)
+  assert validation.rule_for("poison.kind").problem(contrastive_config.poison_defaults().kind) is None
+  assert validation.rule_for("train.progress").problem(config_lib.base_config().train.progress) is None
+  bad = contrastive_config.poison_defaults()
+  bad.kind = "sneaky"
+  assert validation.range_errors({"poison": bad.to_dict()}) == [
+      "config.poison.kind='sneaky' is not known; allowed: ['none', 'targeted', 'backdoor', 'both']"]

@@ -42,14 +42,14 @@ class Pool:
 def check_pool_size(pool_size: int, batch_size: int) -> None:
   """ConfigError unless the pool holds at least one global batch."""
   if pool_size < batch_size:
-    raise ConfigError(f"config.method.pool_size={pool_size} must be >= the global batch size "
+    raise ConfigError(f"config.contrastive.pool_size={pool_size} must be >= the global batch size "
                       f"{batch_size} (the pool must hold a whole batch of captions)")
 
 
 def check_break_epoch(break_epoch: int) -> None:
   """ConfigError unless the matching period K is positive."""
   if int(break_epoch) <= 0:
-    raise ConfigError(f"config.method.break_epoch={break_epoch} must be a positive integer "
+    raise ConfigError(f"config.contrastive.break_epoch={break_epoch} must be a positive integer "
                       "(every K-th epoch is a matching epoch)")
 
 
@@ -70,7 +70,7 @@ def init_pool(pool_size: int, dim: int, *, prefill: Optional[jnp.ndarray] = None
   check_pool_size(pool_size, batch_size)
   if prefill_random:
     if key is None:
-      raise ConfigError("config.method.prefill_random=True needs a PRNG key")
+      raise ConfigError("config.contrastive.pool_prefill='random' needs a PRNG key (init_pool key=...)")
     emb = jax.random.normal(key, (pool_size, dim), jnp.float32)
     return Pool(emb, jnp.zeros((), jnp.int32), jnp.asarray(pool_size, jnp.int32))
   emb = jnp.zeros((pool_size, dim), jnp.float32)
@@ -89,7 +89,7 @@ def enqueue(pool: Pool, batch: jnp.ndarray, *, drop_overflow: bool = False,
   """
   s, b = pool.size, batch.shape[0]
   if b > s:
-    raise ConfigError(f"config.method.pool_size={s} must be >= the batch size {b}")
+    raise ConfigError(f"config.contrastive.pool_size={s} must be >= the batch size {b}")
   valid = jnp.ones((b,), bool) if mask is None else mask.astype(bool)
   slot = jnp.cumsum(valid) - 1  # Position of each valid row among the valid rows.
   count = jnp.sum(valid).astype(jnp.int32)

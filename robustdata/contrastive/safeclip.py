@@ -92,14 +92,15 @@ def fit_gmm_1d(scores: np.ndarray, *, seed: int = 0, max_iter: int = 100, tol: f
 def check_safe_fraction(safe_fraction: float) -> None:
   """ConfigError unless 0 < safe_fraction <= 1."""
   if not 0.0 < float(safe_fraction) <= 1.0:
-    raise ConfigError(f"config.method.safe_fraction={safe_fraction} must be in (0, 1]")
+    raise ConfigError(f"the SafeCLIP safe fraction {safe_fraction} must be in (0, 1] (set by "
+                      "config.contrastive.safe_fraction_update and safe_fraction_cap)")
 
 
 def next_safe_fraction(safe_fraction: float, *, update: float = 0.01, cap: float = 0.85) -> float:
   """The schedule r <- min(r + update, cap), applied after building an epoch's split."""
   check_safe_fraction(safe_fraction)
   if not 0.0 < cap <= 1.0:
-    raise ConfigError(f"config.method.cap_filter_ratio={cap} must be in (0, 1]")
+    raise ConfigError(f"config.contrastive.safe_fraction_cap={cap} must be in (0, 1]")
   return min(safe_fraction + update, cap)
 
 

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustdata import config_lib
 from robustdata.contrastive import augment as augment_lib
 from robustdata.contrastive import config as ccfg
 from robustdata.contrastive import data as cdata
@@ -308,13 +307,8 @@ class ContrastiveTask(Task):
                      with_probe=with_probe)
 
   def results(self, loop: Loop, wall_time_s: float) -> dict[str, Any]:
-    config = self.config
     results: dict[str, Any] = {
-        "config_hash": config_lib.config_hash(config), "config_name": config.name,
-        "seed": config.seed, "method": self.method, "dataset": config.data.name,
-        "steps": loop.step, "epochs": loop.epoch, "wall_time_s": wall_time_s,
-        "examples_seen": loop.examples_seen, "train_size": self.n,
-        "poison_count": self.poison_record["poison_count"],
+        "train_size": self.n, "poison_count": self.poison_record["poison_count"],
         "poison_ratio": self.poison_record["poison_ratio"], "poison": self.poison_record,
         **self.evaluate(with_probe=True)}
     if self.method == "safeclip":
@@ -352,11 +346,5 @@ def _pretrained_params(path: str, abstract_sharded) -> Any:
   if not os.path.isdir(directory):
     raise ConfigError(f"config.contrastive.pretrained_checkpoint={path!r} holds no checkpoints/ "
                       "directory (give a finished clip run directory)")
-  source = checkpoint_lib.Checkpointer(directory, max_to_keep=1000)
-  try:
-    if source.latest_step() is None:
-      raise ConfigError(f"config.contrastive.pretrained_checkpoint={path!r} has no checkpoint")
-    state, _ = source.restore(abstract_sharded)
-  finally:
-    source.close()
-  return state.params
+  return checkpoint_lib.restore_finished(directory, abstract_sharded, missing=(
+      f"config.contrastive.pretrained_checkpoint={path!r} has no checkpoint")).params

@@ -230,11 +230,7 @@ class CraftTask(Task):
         data_fingerprint=artifact_lib.dataset_fingerprint(data.train.x, data.train.y),
         trigger=self.trigger, extra=extra)
     art.save(self.driver.run_dir)
-    config = self.config
-    return {"config_hash": config_lib.config_hash(config), "config_name": config.name,
-            "seed": config.seed, "method": "poison_craft", "dataset": config.data.name,
-            "attack": self.name, "steps": loop.step, "epochs": loop.epoch,
-            "wall_time_s": wall_time_s, "craft_time_s": self.craft_time_s,
+    return {"method": "poison_craft", "attack": self.name, "craft_time_s": self.craft_time_s,
             "poison_count": self.count, "poison_budget": float(get("budget")),
             "poison_eps": float(get("eps")), "craft_objective": float(state["loss"]),
             "restart_objectives": self.restart_losses, "substitute_run_id": art.substitute_run_id,

@@ -30,7 +30,7 @@ from robustdata.poisoning import artifact as artifact_lib
 from robustdata.poisoning import friendly_noise as friendly_lib
 from robustdata.poisoning import supervised_triggers
 from robustdata.registry import TRAINERS, ConfigError, check_known_fields, field_reader
-from robustdata.train import run_dir as run_dir_lib
+from robustdata import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train.driver import Driver, Loop
 from robustdata.train.supervised import SupervisedTask, restore_model

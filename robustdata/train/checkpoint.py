@@ -15,12 +15,13 @@ import hashlib
 import json
 import os
 import sys
-import time
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from robustdata import run_dir as run_dir_lib
 
 RECORD = "integrity.json"  # written into each step directory after orbax commits it
 FORMAT = 1
@@ -90,7 +91,7 @@ class Checkpointer:
                   "orbax_markers": [m for m in ORBAX_MARKERS
                                     if os.path.exists(os.path.join(step_dir, m))],
                   "orbax_version": ocp.__version__}
-        _write_json_atomic(os.path.join(step_dir, RECORD), record)
+        run_dir_lib.write_json(os.path.join(step_dir, RECORD), record)
     except OSError as e:
       raise CheckpointError(f"cannot write checkpoint {step} to {self.directory}: "
                             f"{e.strerror or e}") from None
@@ -190,6 +191,20 @@ class Checkpointer:
     self.manager.reload()
 
 
+def restore_finished(directory: str, abstract_state: Any, *, missing: str,
+                     identity: Optional[dict[str, Any]] = None) -> Any:
+  """The train state of the newest intact checkpoint in `directory` (another, finished run's:
+  an upstream stage, a pre-trained model); a directory without one raises ConfigError(missing)."""
+  from robustdata.registry import ConfigError  # pylint: disable=g-import-not-at-top
+  source = Checkpointer(directory, max_to_keep=1000, identity=identity)
+  try:
+    if source.latest_step() is None:
+      raise ConfigError(missing)
+    return source.restore(abstract_state)[0]
+  finally:
+    source.close()
+
+
 def _array_records(state: Any) -> list[dict[str, Any]]:
   """[{path, shape, dtype, sha256}] of every leaf, hashed from its host bytes (sha256 None
   for a leaf this process does not hold whole)."""
@@ -263,21 +278,6 @@ def _read_record(step_dir: str) -> Optional[dict[str, Any]]:
   if record.get("format") != FORMAT:
     raise _Corrupt(f"its {RECORD} has format {record.get('format')!r}, this code reads {FORMAT}")
   return record
-
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  """Writes `obj` to `path` through a synced temporary file and a rename."""
-  tmp = f"{path}.tmp-{os.getpid()}-{time.time_ns()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-  fd = os.open(os.path.dirname(path), os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
 
 
 def _check_tree(expected: Any, got: Any) -> None:

@@ -30,7 +30,7 @@ import jax
 from robustdata import config_lib
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import metrics as metrics_lib
-from robustdata.train import run_dir as run_dir_lib
+from robustdata import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train.policies import to_json
 
@@ -126,7 +126,7 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def results(self, loop: Loop, wall_time_s: float) -> dict[str, Any]:
-    """The run's results (the results contract) once training is done."""
+    """The run's results once training is done, added to `Driver.results_header`."""
 
   def close(self) -> None:
     """Joins or cancels background work; called however the run ends."""
@@ -198,12 +198,21 @@ class Driver:
       self._train()
     finally:
       self.progress.close()
-    results = task.results(loop, self.timer.total())
+    wall = self.timer.total()
+    results = {**self.results_header(wall), **task.results(loop, wall)}
     self.writer.write(loop.step, "results", {k: v for k, v in results.items()
                                              if isinstance(v, (int, float))
                                              and not isinstance(v, bool)})
     run_dir_lib.write_results(self.run_dir, to_json(results))
     return results
+
+  def results_header(self, wall_time_s: float) -> dict[str, Any]:
+    """The keys of the results contract every run has; a task's results add to them."""
+    config, loop = self.config, self.loop
+    return {"config_hash": config_lib.config_hash(config), "config_name": config.name,
+            "seed": config.seed, "method": config.method, "dataset": config.data.name,
+            "steps": loop.step, "epochs": loop.epoch, "wall_time_s": wall_time_s,
+            "examples_seen": loop.examples_seen}
 
   def _train(self) -> None:
     """The epochs: the task's steps with the log, checkpoint, max-steps and eval cadence."""

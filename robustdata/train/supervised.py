@@ -21,6 +21,7 @@ from robustdata.data import sources
 from robustdata.evals import groups as group_evals
 from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAINERS,
                                  ConfigError)
+from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import grad_rules
 from robustdata.train import optim as optim_lib
 from robustdata.train import sharding as sharding_lib
@@ -252,7 +253,7 @@ class SupervisedTask(Task):
     final = {"val": self.evaluate("val"), "test": self.evaluate("test")}
     selected = config.eval.select_by and self.best
     chosen = self.best["metrics"] if selected else final
-    results = _results(config, loop, chosen, wall_time_s, self.policy)
+    results = _results(config, chosen, self.policy)
     results.update(self.grad_plan.results(epoch=loop.epoch, steps=loop.step))
     if selected:
       results["selected_epoch"] = self.best["epoch"]
@@ -273,23 +274,11 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or k.endswith("accuracy")}
 
 
-def _results(config, loop: Loop, chosen, wall_time_s: float, policy) -> dict[str, Any]:
-  """The flat results.json of the results contract (design.md)."""
+def _results(config, chosen, policy) -> dict[str, Any]:
+  """The supervised keys of the flat results.json (design.md; the driver adds the header)."""
   val, test = chosen["val"], chosen["test"]
-  out: dict[str, Any] = {
-      "config_hash": config_lib.config_hash(config),
-      "config_name": config.name,
-      "seed": config.seed,
-      "method": config.method,
-      "policy": config.policy.name,
-      "dataset": config.data.name,
-      "model": config.model.name,
-      "steps": loop.step,
-      "epochs": loop.epoch,
-      "wall_time_s": wall_time_s,
-      "examples_seen": loop.examples_seen,
-      "examples_probed": policy.examples_probed,
-  }
+  out: dict[str, Any] = {"policy": config.policy.name, "model": config.model.name,
+                         "examples_probed": policy.examples_probed}
   if test:
     out["test_accuracy"] = test["accuracy"]
     out["test_loss"] = test["loss"]
@@ -309,7 +298,6 @@ def _results(config, loop: Loop, chosen, wall_time_s: float, policy) -> dict[str
 def restore_model(config, run_dir: str, data) -> tuple[Any, dict[str, Any]]:
   """(model, eval variables {'params', **model_state}) of the final checkpoint of the finished
   supervised run of `config` in `run_dir` (an upstream stage, e.g. a poisoning substitute)."""
-  from robustdata.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   model = MODELS.get(config.model.name)(config.model, data.num_classes)
   objective = OBJECTIVES.get(config.method)(config, num_groups=data.num_groups,
                                             num_classes=data.num_classes)
@@ -317,15 +305,10 @@ def restore_model(config, run_dir: str, data) -> tuple[Any, dict[str, Any]]:
                            input_shape=data.input_shape, method_state=objective.init())
   repl = sharding_lib.replicated(sharding_lib.make_mesh())
   abstract = jax.eval_shape(lambda k: init(rng=k), jax.random.PRNGKey(0))
-  ckpt = checkpoint_lib.Checkpointer(
-      f"{run_dir}/checkpoints", max_to_keep=1000,
+  state = checkpoint_lib.restore_finished(
+      f"{run_dir}/checkpoints", abstract_on(abstract, jax.tree.map(lambda _: repl, abstract)),
+      missing=f"the upstream run {run_dir} has no checkpoint; run it first",
       identity={"config_hash": config_lib.config_hash(config), "seed": int(config.seed)})
-  try:
-    if ckpt.latest_step() is None:
-      raise ConfigError(f"the upstream run {run_dir} has no checkpoint; run it first")
-    state, _ = ckpt.restore(abstract_on(abstract, jax.tree.map(lambda _: repl, abstract)))
-  finally:
-    ckpt.close()
   return model, {"params": state.params, **state.model_state}
 
 

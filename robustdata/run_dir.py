@@ -120,8 +120,9 @@ def make_dir(path: str) -> None:
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as indented JSON through a temporary file and a rename (no torn file)."""
-  tmp = f"{path}.tmp-{os.getpid()}"
+  """Writes `obj` as indented JSON through a synced temporary file and a rename, then syncs the
+  directory: no torn file, and once this returns the file survives a crash."""
+  tmp = f"{path}.tmp-{os.getpid()}-{time.time_ns()}"
   with fs_errors(path):
     try:
       fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -129,9 +130,15 @@ def write_json(path: str, obj: Any) -> None:
         data = json.dumps(obj, indent=2, sort_keys=True).encode()
         while data:
           data = data[os.write(fd, data):]
+        os.fsync(fd)
       finally:
         os.close(fd)
       os.replace(tmp, path)
+      fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+      try:
+        os.fsync(fd)
+      finally:
+        os.close(fd)
     except OSError:
       if os.path.exists(tmp):
         os.remove(tmp)

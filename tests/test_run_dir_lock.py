@@ -16,8 +16,8 @@ import pytest
 
 from robustdata import config_lib, runner
 from robustdata.registry import ConfigError
-from robustdata.train import run_dir as run_dir_lib
-from robustdata.train.run_dir import RunDirError, RunLock, safe_name
+from robustdata import run_dir as run_dir_lib
+from robustdata.run_dir import RunDirError, RunLock, safe_name
 from tests.conftest import REPO
 from tests.test_configs import CONFIG_FILES, _load
 
@@ -232,7 +232,7 @@ def test_release_leaves_a_lock_it_does_not_hold(tmp_path):
 
 def test_lock_is_released_at_interpreter_exit(tmp_path):
   run_dir = str(tmp_path / "run")
-  code = ("import sys; from robustdata.train.run_dir import RunLock\n"
+  code = ("import sys; from robustdata.run_dir import RunLock\n"
           f"RunLock({run_dir!r}).acquire(); print('held', flush=True); sys.exit(3)")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
