@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 
@@ -84,10 +84,37 @@ def run_path(config, workdir: str) -> str:
   return run_dir
 
 
+def on_primary(action: Callable[[], Any], *, what: str) -> None:
+  """Runs `action` on process 0 only (a run directory's files are written once); in a
+  multi-process run the others wait for it and learn whether it succeeded, raising a
+  RunDirError saying what process 0 could not do instead of hanging at the next collective."""
+  if jax.process_count() == 1:
+    action()
+    return
+  from robustdata.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  error = None
+  if jax.process_index() == 0:
+    try:
+      action()
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised below)
+      error = e
+  if not sharding_lib.primary_succeeded(error is None):
+    if error is not None:
+      raise error
+    raise RunDirError(f"process 0 could not {what}; its output says why")
+
+
 def prepare(config, workdir: str) -> str:
-  """Creates the run directory for `config` under `workdir`; writes config.json, meta.json.
-  A workdir that is a file, not writable or full is a RunDirError naming the path."""
+  """Creates the run directory for `config` under `workdir`; writes config.json, meta.json
+  (process 0 of a multi-process run; the others wait for it). A workdir that is a file, not
+  writable or full is a RunDirError naming the path."""
   run_dir = run_path(config, workdir)
+  on_primary(lambda: _write_prepared(config, run_dir),
+             what=f"prepare the run directory {run_dir}")
+  return run_dir
+
+
+def _write_prepared(config, run_dir: str) -> None:
   with fs_errors(run_dir):
     make_dir(run_dir)
     write_json(os.path.join(run_dir, "config.json"), config_lib.to_dict(config))
@@ -104,7 +131,6 @@ def prepare(config, workdir: str) -> str:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(os.path.join(run_dir, "meta.json"), meta)
-  return run_dir
 
 
 def make_dir(path: str) -> None:
@@ -183,8 +209,10 @@ def read_json_object(path: str) -> dict[str, Any]:
 
 
 def write_results(run_dir: str, results: dict[str, Any]) -> None:
-  """Writes results.json atomically (the marker of a finished run)."""
-  write_json(os.path.join(run_dir, "results.json"), results)
+  """Writes results.json atomically (the marker of a finished run); process 0 of a
+  multi-process run writes it and the others return once it exists."""
+  path = os.path.join(run_dir, "results.json")
+  on_primary(lambda: write_json(path, results), what=f"write {path}")
 
 
 _HELD: dict[str, "RunLock"] = {}  # run directories this process holds, by absolute path
@@ -194,14 +222,15 @@ _HELD: dict[str, "RunLock"] = {}  # run directories this process holds, by absol
 def locked(run_dir: str) -> Iterator[None]:
   """Holds the run directory's lock for the block: re-entrant within this process (the runner
   locks before it writes config.json and meta.json, the driver again when called directly),
-  and taken by process 0 only in a multi-process run (the directory is shared)."""
+  and taken by process 0 only in a multi-process run (the directory is shared; the others
+  stop with a RunDirError when process 0 cannot take it)."""
   key = os.path.abspath(run_dir)
-  if key in _HELD or jax.process_index() != 0:
+  if key in _HELD:
     yield
     return
   lock = _HELD[key] = RunLock(run_dir)
   try:
-    lock.acquire()
+    on_primary(lock.acquire, what=f"take the lock of the run directory {run_dir}")
     yield
   finally:
     _HELD.pop(key, None)

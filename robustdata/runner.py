@@ -133,8 +133,9 @@ def run_cli(config, workdir: str) -> int:
     print("interrupted before training started; nothing to resume yet, rerun the same command",
           file=sys.stderr)
     return 128 + signal.SIGINT
-  print(f"\nrun directory: {run_dir}\n")
-  print(format_results(results))
+  if sharding_lib.is_primary():  # one table per run, not one per process
+    print(f"\nrun directory: {run_dir}\n")
+    print(format_results(results))
   return 0
 
 

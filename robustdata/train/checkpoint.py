@@ -80,18 +80,23 @@ class Checkpointer:
     host = {**host, HOST_KEY: {"format": FORMAT, "step": int(step)}}
     primary = jax.process_index() == 0  # writes the record
     arrays = _array_records(state) if primary else None  # the bytes orbax is handed
-    try:
+
+    def write_record():
+      step_dir = self._step_dir(step)
+      record = {"format": FORMAT, "step": int(step), "identity": self.identity,
+                "host_sha256": _host_digest(host), "arrays": arrays,
+                "orbax_markers": [m for m in ORBAX_MARKERS
+                                  if os.path.exists(os.path.join(step_dir, m))],
+                "orbax_version": ocp.__version__}
+      run_dir_lib.write_json(os.path.join(step_dir, RECORD), record)
+
+    try:  # every process takes part in orbax's save (process 0 writes the host JSON)
       self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        host=ocp.args.JsonSave(host)))
       self.manager.wait_until_finished()
-      if primary:
-        step_dir = self._step_dir(step)
-        record = {"format": FORMAT, "step": int(step), "identity": self.identity,
-                  "host_sha256": _host_digest(host), "arrays": arrays,
-                  "orbax_markers": [m for m in ORBAX_MARKERS
-                                    if os.path.exists(os.path.join(step_dir, m))],
-                  "orbax_version": ocp.__version__}
-        run_dir_lib.write_json(os.path.join(step_dir, RECORD), record)
+      # Then process 0 writes the record; the others wait for it, so no process moves on to
+      # a later save or a restore before this checkpoint is committed.
+      run_dir_lib.on_primary(write_record, what=f"commit checkpoint {step} in {self.directory}")
     except OSError as e:
       raise CheckpointError(f"cannot write checkpoint {step} to {self.directory}: "
                             f"{e.strerror or e}") from None
@@ -113,12 +118,12 @@ class Checkpointer:
       except _Corrupt as e:
         failures.append((s, str(e)))
         continue
-      for bad, why in failures:
+      for bad, why in failures if jax.process_index() == 0 else ():
         print(f"checkpoint {bad} of run {self.run} is corrupt ({why}); falling back to "
               f"checkpoint {s}", file=sys.stderr, flush=True)
       if failures:
         self._quarantine([bad for bad, _ in failures])
-      if legacy:
+      if legacy and jax.process_index() == 0:
         print(f"note: checkpoint {s} of run {self.run} has no checksums (written before they "
               "existed); restored it unverified", file=sys.stderr, flush=True)
       self.restored_step = s
@@ -177,7 +182,13 @@ class Checkpointer:
     return state, host, legacy
 
   def _quarantine(self, steps: list[int]) -> None:
-    """Moves corrupt step directories aside as `<step>.corrupt[-k]`, which orbax ignores."""
+    """Moves corrupt step directories aside as `<step>.corrupt[-k]`, which orbax ignores
+    (process 0 moves them; every process reloads the step list after)."""
+    run_dir_lib.on_primary(lambda: self._move_aside(steps),
+                           what=f"move corrupt checkpoints aside in {self.directory}")
+    self.manager.reload()
+
+  def _move_aside(self, steps: list[int]) -> None:
     for step in steps:
       target = f"{self._step_dir(step)}.corrupt"
       k = 0
@@ -187,8 +198,7 @@ class Checkpointer:
       try:
         os.rename(self._step_dir(step), target)
       except OSError:
-        pass  # another process of a multi-process run moved it, or a read-only directory
-    self.manager.reload()
+        pass  # a read-only directory: the restore still skips it
 
 
 def restore_finished(directory: str, abstract_state: Any, *, missing: str,

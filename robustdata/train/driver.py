@@ -3,7 +3,10 @@
 The driver owns everything that is not method-specific: the mesh (distributed init happens in
 `runner.run`, before JAX is first used), the run-directory lock, restore-or-init, the metric
 writers and the progress line, the NaN check, SIGINT/SIGTERM, the log/checkpoint/eval/max-steps
-cadence and results.json. A trainer is a `Task`: its initial state, the steps of each epoch, the
+cadence and results.json. Under several processes every process runs the same loop and takes
+part in checkpoint saves and restores; process 0 alone writes metrics, progress and
+results.json, and a signal to any process stops all of them at the same step
+(docs/multihost.md). A trainer is a `Task`: its initial state, the steps of each epoch, the
 compiled step, hooks after a step and around an epoch's end, evaluation, its host state for the
 checkpoint and its results. The supervised trainer (`train/supervised.py`) and the contrastive
 trainer (`contrastive/trainer.py`) are the two tasks today.
@@ -154,6 +157,7 @@ class Driver:
       raise ValueError("a trainer takes a resolved config: pass config_lib.resolve(config) (what "
                        "runner.run hashes and records)")
     self.mesh = sharding_lib.make_mesh()
+    sharding_lib.check_batch_fields(config.train)
     task.validate(config, num_devices=self.mesh.size)
     previous = self._install_signal_handlers()  # a signal during setup stops at the first step
     with run_dir_lib.locked(self.run_dir):
@@ -183,15 +187,15 @@ class Driver:
       task.load_host_state(saved)
     else:
       task.state = task.init_state()
-    loop = self.loop
-    self.writer = metrics_lib.MetricsWriter(self.run_dir, resume_step=loop.step,
-                                            resume_offset=offset)
+    loop, primary = self.loop, sharding_lib.is_primary()  # process 0 writes the run's files
+    writer = metrics_lib.MetricsWriter if primary else metrics_lib.NullWriter
+    self.writer = writer(self.run_dir, resume_step=loop.step, resume_offset=offset)
     self.timer = metrics_lib.Timer(loop.wall_time_s)
     total = task.expected_steps()
     if train.max_steps:
       total = min(total, train.max_steps)
     self.progress = metrics_lib.Progress(total_steps=max(1, total), initial=loop.step,
-                                         mode=train.progress)
+                                         mode=train.progress if primary else "none")
     self.window = metrics_lib.MetricsWindow(pending)  # carried through checkpoints
     self._last_log = (time.time(), loop.step)
     try:
@@ -230,10 +234,11 @@ class Driver:
         loop.examples_seen += int(examples)
         logged = self._flush() if loop.step % train.log_every_steps == 0 else None
         task.after_step(loop, logged)
-        if loop.step % train.checkpoint_every_steps == 0 or self._signal:
+        stop = self._agreed_signal()
+        if loop.step % train.checkpoint_every_steps == 0 or stop:
           self._save()
-        if self._signal:
-          raise Interrupted(self._signal, loop.step)
+        if stop:
+          raise Interrupted(stop, loop.step)
       if loop.step_in_epoch < steps:  # stopped by max_steps inside the epoch
         break
       self._flush()
@@ -246,8 +251,15 @@ class Driver:
         break
     self._flush()
     self._save()
-    if self._signal:  # arrived after the last step: the final checkpoint holds everything
-      raise Interrupted(self._signal, loop.step)
+    stop = self._agreed_signal()
+    if stop:  # arrived after the last step: the final checkpoint holds everything
+      raise Interrupted(stop, loop.step)
+
+  def _agreed_signal(self) -> int:
+    """The signal that stops the run at this step (0: none). Under several processes one that
+    reached any process stops all of them at the same step (one scalar all-gather per step),
+    so they save the same checkpoint and none waits for the others in a collective."""
+    return sharding_lib.max_over_processes(self._signal or 0)
 
   def _fetch_window(self) -> None:
     """Brings the window to the host; a non-finite loss stops the run before any log line or

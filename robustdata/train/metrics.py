@@ -85,6 +85,28 @@ class MetricsWriter:
       self._tb = None
 
 
+class NullWriter:
+  """The metric writer of every process but 0 in a multi-process run: it records nothing
+  (process 0 writes metrics.jsonl and TensorBoard) and has MetricsWriter's interface."""
+
+  def __init__(self, run_dir: str, *, resume_offset: Optional[int] = None, resume_step: int = 0):
+    del run_dir, resume_step
+    self.path = None
+    self._offset = resume_offset or 0
+
+  def write(self, step: int, split: str, metrics: dict[str, Any], **extra: Any) -> None:
+    del step, split, metrics, extra
+
+  def offset(self) -> int:
+    return self._offset
+
+  def sync(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _repair(path: str, *, resume_offset: Optional[int], resume_step: int) -> None:
   """Cuts metrics.jsonl back to the records of a run resuming at `resume_step`."""
   if not os.path.exists(path):
