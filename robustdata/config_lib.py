@@ -115,10 +115,44 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Optional fields: known everywhere, in no base config, and in a run's config (and its hash)
+# only when set. Each changes how a run executes, not what it computes beyond float rounding
+# (train.conv: robustdata/models/conv.py). `finalize` adds them as None placeholders so the
+# command line can set them; a None one is left out of the dict, the JSON and the hash.
+# model.width is the exception: the base width k of a width sweep (robustdata/models/__init__.py);
+# the ResNets register it with a default (so it is always set and hashed for them), the MLP and
+# the CNN keep their `hidden` / `channels` while it is None.
+OPTIONAL_FIELDS: dict[str, type] = {"train.conv": str, "model.width": int}
+
+
+# config.mask: a parameter mask over the conv/dense kernels (robustdata/train/masks.py), with or
+# without DP. A config holds the section only when it masks, so other run ids do not change;
+# `with_defaults` completes a section a config holds, so all of it is hashed.
+MASK_DEFAULTS: dict[str, Any] = {
+    "kind": "random",     # random (uniform, from config.seed) | magnitude (smallest |w| pruned)
+    "density": 1.0,       # d in (0, 1]: the fraction of kernel coordinates kept; 1 = no mask
+    "scope": "global",    # global (over all kernels at once) | layer (d within each kernel)
+    "start_epoch": 0,     # the mask is drawn at this epoch's start (0: at init), then fixed
+}
+
+
 def to_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
-  """A plain, JSON-ready dict (tuples become lists)."""
+  """A plain, JSON-ready dict (tuples become lists; unset optional fields left out)."""
   raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-  return json.loads(json.dumps(raw, sort_keys=True, default=_json_default))
+  out = json.loads(json.dumps(raw, sort_keys=True, default=_json_default))
+  _drop_unset_optional(out)
+  return out
+
+
+def _drop_unset_optional(d: dict[str, Any]) -> None:
+  """Removes None OPTIONAL_FIELDS from `d` and from the upstream stages nested in it."""
+  for dotted in OPTIONAL_FIELDS:
+    section, field = dotted.split(".")
+    if isinstance(d.get(section), dict) and d[section].get(field, 0) is None:
+      del d[section][field]
+  for value in d.values():
+    if isinstance(value, dict):
+      _drop_unset_optional(value)
 
 
 def _json_default(obj):
@@ -150,8 +184,17 @@ def finalize(config):
   defaults because `--config.policy.name` may switch to another policy: at run time
   `with_defaults` gives every None policy field the chosen policy's default and drops those it
   does not have, so no field or default of the file's policy is left behind (two policies can
-  share a field name with different defaults, e.g. start_epoch)."""
+  share a field name with different defaults, e.g. start_epoch). Unset OPTIONAL_FIELDS are
+  None placeholders too, left out of the hash."""
   config = with_defaults(config, sections=("data", "model"))
+  absent = [d.split(".") for d in OPTIONAL_FIELDS
+            if d.split(".")[0] in config and d.split(".")[1] not in config[d.split(".")[0]]]
+  if absent:
+    config = copy.deepcopy(config)
+    with config.unlocked():
+      for section, field in absent:
+        config[section][field] = ml_collections.config_dict.placeholder(
+            OPTIONAL_FIELDS[f"{section}.{field}"])
   if _supervised(config) and "name" in config.get("policy", {}):
     fields = {k: v for k, v in POLICIES.defaults(config.policy.name).items()
               if k not in config.policy and v is not None}
@@ -172,7 +215,7 @@ def _supervised(config) -> bool:
   return config.get("trainer", "supervised") in SUPERVISED_TRAINERS
 
 
-def with_defaults(config, sections=("data", "model", "policy", "objective")):
+def with_defaults(config, sections=("data", "model", "policy", "objective", "mask")):
   """`config` with the declared defaults of its components written into their sections.
 
   Datasets and models register the fields they read with defaults
@@ -183,9 +226,11 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
   its hash would not change when the default does and a run pinned to a hash could silently
   change. A policy field left None (a placeholder from `finalize`) takes the chosen policy's
   default, or is dropped if that policy has no such field. `runner.run` hashes the returned
-  config, and it is what config.json records. A copy is returned when fields are added. An
-  unknown component name is a ConfigError naming the field. `sections` limits which of data,
-  model, policy and objective are completed."""
+  config, and it is what config.json records. A config.mask section is completed with
+  MASK_DEFAULTS, and a None OPTIONAL_FIELDS model field (model.width) takes the model's
+  registered default if it has one. A copy is returned when fields are added. An unknown
+  component name is a ConfigError naming the field. `sections` limits which of data, model,
+  policy, objective and mask are completed."""
   missing: dict[str, dict[str, Any]] = {}
   unset: list[str] = []  # None policy fields: placeholders from `finalize`
   for section, registry in (("data", DATASETS), ("model", MODELS), ("policy", POLICIES)):
@@ -196,12 +241,15 @@ def with_defaults(config, sections=("data", "model", "policy", "objective")):
       have = config[section]
       if section == "policy":
         unset = [k for k in have.keys() if k != "name" and have[k] is None]
-      missing[section] = {k: v for k, v in defaults.items() if k not in have or k in unset}
+      missing[section] = {k: v for k, v in defaults.items() if k not in have or k in unset
+                          or (have[k] is None and f"{section}.{k}" in OPTIONAL_FIELDS)}
   method = config.get("method")
   if "objective" in sections and _supervised(config) and method in OBJECTIVES:
     # An objective reads its own section, config.<method> (e.g. config.groupdro.step_size).
     have = config.get(method) or {}
     missing[method] = {k: v for k, v in OBJECTIVES.defaults(method).items() if k not in have}
+  if "mask" in sections and isinstance(config.get("mask"), ml_collections.ConfigDict):
+    missing["mask"] = {k: v for k, v in MASK_DEFAULTS.items() if k not in config.mask}
   if not any(missing.values()) and not unset:
     return config
   out = copy.deepcopy(config)
@@ -271,6 +319,8 @@ def check_known_fields(config, reference=None, path: str = "config") -> None:
   open_sections = {"policy", "privacy", "data", "model", "eval"}
   for key in config.keys():
     if key not in reference:
+      if f"{path.removeprefix('config.')}.{key}" in OPTIONAL_FIELDS:
+        continue
       if path == "config":
         continue  # a method family's own top-level section (validated by that family)
       raise ConfigError(f"{path}.{key} is not a known field; allowed fields: "

@@ -96,6 +96,7 @@ PLUGIN_MODULES = [
     "robustdata.data.pde_synthetic",
     "robustdata.data.group_folders",
     "robustdata.data.captioned_shapes",
+    "robustdata.data.captioned_scenes",
     "robustdata.data.caption_csv",
     "robustdata.models",
     "robustdata.models.pde_conv",
@@ -111,6 +112,7 @@ PLUGIN_MODULES = [
     "robustdata.contrastive.trainer",
     "robustdata.poisoning.craft",
     "robustdata.poisoning.victim",
+    "robustdata.spurious.infer_stage",
 ]
 
 # The registries. Components register with e.g. `@DATASETS.register("digits")`.

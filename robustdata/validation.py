@@ -211,6 +211,8 @@ RULES: dict[str, Rule] = {
     "data.upsample": POS_INT,
     "data.train_copies": NONNEG_INT,
     "data.label_noise": Fraction(hi_inclusive=False),
+    "data.label_noise_kind": Choice(("symmetric", "asymmetric")),  # data/label_noise.py
+    "data.subset_size": Fraction(lo_inclusive=False),
     "data.augment": TupleOf(Text()),
     "optim.learning_rate": NONNEG,
     "optim.momentum": Fraction(hi_inclusive=False),
@@ -231,6 +233,7 @@ RULES: dict[str, Rule] = {
     "train.max_steps": NONNEG_INT,
     "train.distributed": Flag(),
     "train.progress": Choice(("auto", "bar", "log", "none")),
+    "train.conv": Nullable(Choice(("auto", "xla", "cpu"))),  # config_lib.OPTIONAL_FIELDS
     "eval.select_by": Choice(("",) + tuple(SELECT_BY)),
     # --- config.privacy (config_lib.PRIVACY_DEFAULTS). ---
     "privacy.clip_norm": POSITIVE,
@@ -243,6 +246,12 @@ RULES: dict[str, Rule] = {
     "privacy.prune_sparsity": Fraction(hi_inclusive=False),
     "privacy.prune_start_epoch": NONNEG_INT,
     "privacy.prune_every_epochs": NONNEG_INT,
+    # --- config.mask (config_lib.MASK_DEFAULTS; robustdata/train/masks.py). ---
+    "mask": Section(),
+    "mask.kind": Choice(("random", "magnitude")),
+    "mask.density": Fraction(lo_inclusive=False),
+    "mask.scope": Choice(("global", "layer")),
+    "mask.start_epoch": NONNEG_INT,
     # --- Datasets (registry DATASETS defaults). ---
     "data.seed": SEED,
     "data.image_size": POS_INT,
@@ -275,7 +284,7 @@ RULES: dict[str, Rule] = {
     "model.hidden": TupleOf(POS_INT),
     "model.channels": TupleOf(POS_INT, nonempty=True),
     "model.dense": POS_INT,
-    "model.width": POS_INT,
+    "model.width": Nullable(POS_INT),  # None: the MLP's / CNN's own shape (OPTIONAL_FIELDS)
     "model.num_filters": POS_INT,
     "model.patch_dim": POS_INT,
     "model.init_scale": NONNEG,
@@ -330,6 +339,24 @@ RULES: dict[str, Rule] = {
     "dfr.c_grid": TupleOf(POSITIVE, nonempty=True),
     "dfr.standardize": Flag(),
     "dfr.tune_fraction": Fraction(lo_inclusive=False, hi_inclusive=False),
+    "elr": Section(),
+    "elr.beta": Fraction(hi_inclusive=False),
+    "elr.lam": NONNEG,
+    "mixup": Section(),
+    "mixup.alpha": POSITIVE,
+    # --- Group inference (spurious/infer_stage.py INFERENCE_DEFAULTS; group_source.py). ---
+    "inference": Section(),
+    "inference.method": Choice(("jtt", "cluster", "spare", "eiil")),
+    "inference.features": Choice(("logits", "probs", "features")),
+    "inference.algorithm": Choice(("kmeans", "gmm")),
+    "inference.min_clusters": Int(2),
+    "inference.max_clusters": Int(2),
+    "inference.silhouette_threshold": Range(-1.0, 1.0),
+    "inference.high_sampling_power": POSITIVE,
+    "inference.eiil_steps": POS_INT,
+    "inference.eiil_lr": POSITIVE,
+    "inference.seed": SEED,
+    "group_stage.trainer": Choice(("group_inference",)),
     # --- The contrastive trainer (contrastive/config.py). ---
     "contrastive.warmup_steps": NONNEG_INT,
     "contrastive.augment": Flag(),
@@ -364,6 +391,10 @@ RULES: dict[str, Rule] = {
     "poison.target_class": NONNEG_INT,
     "poison.patch_size": NONNEG_INT,      # 0: the trigger's default size
     "poison.seed": SEED,
+    "poison.caption_source": Choice(("template", "data")),  # optional (contrastive/config.py)
+    "contrastive.filter_warmup_epochs": POS_INT,
+    "contrastive.keep_fraction": Fraction(lo_inclusive=False),
+    "contrastive.refilter_every": NONNEG_INT,
 }
 
 

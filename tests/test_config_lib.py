@@ -196,3 +196,16 @@ def test_objective_defaults_are_part_of_the_hash(monkeypatch):
   # Objectives without fields (erm) add no section.
   assert config_lib.with_defaults(config_lib.base_config()).keys() == (
       config_lib.base_config().keys())
+
+
+def test_optional_field_is_settable_and_in_the_hash_only_when_set():
+  from configs import quickstart
+  config = quickstart.get_config()
+  unset = config_lib.config_hash(config)
+  assert config.train.conv is None and "conv" not in config_lib.to_dict(config)["train"]
+  config.train.conv = "cpu"  # a locked config: the placeholder makes the field settable
+  assert config_lib.config_hash(config) != unset
+  assert config_lib.to_dict(config)["train"]["conv"] == "cpu"
+  config.train.conv = None
+  assert config_lib.config_hash(config) == unset
+  config_lib.check_known_fields(config)  # known although base_config lacks it

@@ -33,3 +33,81 @@ def test_logits_and_features(model):
 def test_unknown_norm_is_named():
   with pytest.raises(ConfigError, match="config.model.norm='layer' is not known"):
     CNN(3, norm="layer").init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 1)))
+
+
+# --- config.model.width: the base count k of a width sweep (closed-form parameter counts). ---
+
+
+def _built_count(name, input_shape, num_classes=10, **fields):
+  import ml_collections
+  from robustdata.registry import MODELS
+  cfg = ml_collections.ConfigDict({"name": name, **fields})
+  model = MODELS.get(name)(cfg, num_classes)
+  x = jnp.zeros((1, *input_shape))
+  return _count(jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))["params"])
+
+
+def _resnet_count(k, blocks, in_ch=3, classes=10):
+  """ResNet with BatchNorm (no conv biases): stem, basic blocks, 1x1 projections, head."""
+  total = 9 * in_ch * k + 2 * k
+  prev = k
+  for stage, n in enumerate(blocks):
+    c = k * 2**stage
+    for _ in range(n):
+      total += 9 * prev * c + 2 * c + 9 * c * c + 2 * c
+      if prev != c:
+        total += prev * c + 2 * c
+      prev = c
+  return total + prev * classes + classes
+
+
+@pytest.mark.parametrize("k", [1, 3, 16, 200])
+def test_width_sets_mlp_and_cnn_parameter_counts(k):
+  d, c = 64, 10  # 8x8x1 digits, 10 classes
+  # MLP: one hidden layer of k units; two layers (2k, k).
+  assert _built_count("mlp", (8, 8, 1), hidden=(128,), width=k) == d * k + k + k * c + c
+  assert _built_count("mlp", (8, 8, 1), width=k) == (d * 2 * k + 2 * k + 2 * k * k + k
+                                                      + k * c + c)
+  # CNN, no norm (conv biases): conv k, pool 8->4, conv 2k, pool 4->2, dense 4k, head.
+  expected = (9 * k + k) + (9 * k * 2 * k + 2 * k) + (4 * 2 * k * 4 * k + 4 * k) + 4 * k * c + c
+  assert _built_count("cnn", (8, 8, 1), width=k, norm="none") == expected
+
+
+def test_width_sets_resnet_parameter_counts():
+  for k in (4, 16):
+    assert _built_count("resnet20", (32, 32, 3), width=k) == _resnet_count(k, (3, 3, 3))
+    assert _built_count("resnet32", (32, 32, 3), width=k) == _resnet_count(k, (5, 5, 5))
+  assert _built_count("resnet20", (32, 32, 3)) == _resnet_count(16, (3, 3, 3))
+  assert _built_count("resnet20", (32, 32, 3), width=None) == _resnet_count(16, (3, 3, 3))
+
+
+def test_unset_width_keeps_the_default_shapes():
+  for name, base in (("mlp", 128), ("cnn", 32)):
+    default = _built_count(name, (8, 8, 1))
+    assert _built_count(name, (8, 8, 1), width=None) == default
+    assert _built_count(name, (8, 8, 1), width=base) == default
+    assert _built_count(name, (8, 8, 1), width=base + 1) > default
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True])
+def test_nonpositive_width_is_named(bad):
+  with pytest.raises(ConfigError, match=r"config.model.width=.* must be a positive integer"):
+    _built_count("mlp", (8, 8, 1), width=bad)
+
+
+def test_width_is_in_the_run_id_only_when_set():
+  from configs import quickstart
+  from robustdata import config_lib, validation
+  config = quickstart.get_config()
+  assert config.model.name == "cnn" and config.model.width is None
+  unset = config_lib.config_hash(config_lib.resolve(config))
+  config.model.width = 32
+  assert config_lib.config_hash(config_lib.resolve(config)) != unset
+  config.model.width = 0
+  with pytest.raises(ConfigError, match=r"config.model.width=0 is out of range"):
+    validation.check_ranges(config)
+  config.model.width, config.model.name = None, "resnet20"  # takes the ResNet's default 16
+  resolved = config_lib.resolve(config)
+  assert resolved.model.width == 16
+  config.model.width = 16
+  assert config_lib.config_hash(config_lib.resolve(config)) == config_lib.config_hash(resolved)

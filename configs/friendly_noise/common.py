@@ -103,11 +103,12 @@ def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool
   return config_lib.finalize(c)
 
 
-def victim_config(attack: dict, dataset: str, arg, *, what: str,
-                  transfer: bool = False) -> ml_collections.ConfigDict:
+def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool = False,
+                  fine_tune: bool = False) -> ml_collections.ConfigDict:
   """The victim run of `attack` on `dataset` for the variant tokens of `arg`: trained from
   scratch, or (`transfer`) the benchmark's transfer setting: the substitute's feature
-  extractor frozen and its last layer trained on the poisoned data."""
+  extractor frozen and its last layer trained on the poisoned data, or (`fine_tune`) the whole
+  substitute trained on the poisoned data for 5 epochs, the defence from the first."""
   tokens, defence, trial, seed = parse_tokens(arg, what)
   smoke = "smoke" in tokens
   c = config_lib.base_config()
@@ -135,6 +136,12 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str,
   if transfer:
     c.victim = ml_collections.ConfigDict({"init": "substitute", "trainable": "last_layer"})
     c.train.epochs = 2 if smoke else 10
+  if fine_tune:
+    c.name = c.name.replace(f"_{dataset}_", f"_{dataset}_finetune_", 1)
+    c.victim = ml_collections.ConfigDict({"init": "substitute", "trainable": "all",
+                                          "head": "substitute"})
+    c.train.epochs = 2 if smoke else 5
+    c.friendly.begin_epoch = 0  # the model is trained already: noise from the first epoch
   c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke)
   return config_lib.finalize(c)
 
@@ -180,4 +187,14 @@ def attack_section(attack: dict, trial: int) -> ml_collections.ConfigDict:
   return a
 
 
-DATA = {"digits": digits_data}
+def shapes_data(c: ml_collections.ConfigDict) -> None:
+  """The embedded captioned shapes as a 16-class classification task (24x24 RGB: a digit or a
+  shape with a random colour, size and quadrant), harder than the digits: the model must learn
+  the object across colours and positions."""
+  digits_data(c)
+  c.data.name = "captioned_shapes"
+  del c.data.upsample
+  c.data.caption_style = "object"
+
+
+DATA = {"digits": digits_data, "shapes": shapes_data}

@@ -10,7 +10,9 @@ import ml_collections
 from robustdata.poisoning import triggers
 from robustdata.registry import ConfigError
 
-METHODS = ("clip", "roclip", "safeclip", "cleanclip")
+METHODS = ("clip", "roclip", "safeclip", "cleanclip", "filter")
+# Optional config.poison fields: read with .get, so configs without them keep their run ids.
+POISON_OPTIONAL = ("caption_source",)  # targeted captions: 'template' or 'data' (data.py)
 
 _COMMON = dict(
     warmup_steps=10,        # linear warm-up steps of each warm-up + cosine phase
@@ -52,6 +54,16 @@ _METHOD_FIELDS = {
         clean_subset_size=0,    # clean pairs fine-tuned on (0: every clean training pair)
         clip_weight=1.0,        # lambda_1
         inmodal_weight=1.0,     # lambda_2
+    ),
+    # A cheap data-curation baseline: CLIP on all pairs for `filter_warmup_epochs`, then score
+    # every pair by its image-caption cosine under that model and keep training plain CLIP on
+    # the `keep_fraction` best-aligned pairs. A poisoned pair joins an image to a caption of
+    # another class, so once the clean majority is learned (poisons are <= 1% of the pairs)
+    # it scores low; unlike SafeCLIP there is no GMM, no unimodal loss and no risky pass.
+    "filter": dict(
+        filter_warmup_epochs=1,  # CLIP epochs on all pairs before the first scoring
+        keep_fraction=0.9,      # share of pairs kept (the highest cosines)
+        refilter_every=0,       # re-score all pairs every this many epochs (0: score once)
     ),
 }
 
@@ -140,10 +152,15 @@ def validate(config, *, num_devices: int) -> None:
            "config.contrastive: set exactly one of pretrained_checkpoint (a finished clip run "
            f"directory) or pretrain_epochs > 0; got pretrained_checkpoint="
            f"{c.pretrained_checkpoint!r}, pretrain_epochs={c.pretrain_epochs}")
+  elif config.method == "filter":
+    require(c.filter_warmup_epochs < epochs, "config.contrastive.filter_warmup_epochs="
+           f"{c.filter_warmup_epochs} must be < config.train.epochs={epochs} (training on the "
+           "kept pairs needs an epoch)")
 
   p, ref = config.poison, poison_defaults()
   for key in p.keys():
-    require(key in ref, f"config.poison.{key} is not a known field; allowed: {sorted(ref.keys())}")
+    require(key in ref or key in POISON_OPTIONAL, f"config.poison.{key} is not a known field; "
+           f"allowed: {sorted(ref.keys()) + list(POISON_OPTIONAL)}")
   if p.kind != "none":
     require(p.count > 0 or 0 < p.rate < 1, f"config.poison: set count > 0 or rate in (0, 1) for "
            f"kind={p.kind!r}; got count={p.count}, rate={p.rate}")
@@ -162,7 +179,8 @@ def augments_captions(config) -> bool:
 
 
 def epoch_phase(config, epoch: int) -> str:
-  """The phase of 0-based `epoch`: clip, roclip_match, unimodal, filter, safe, finetune."""
+  """The phase of 0-based `epoch`: clip, roclip_match, unimodal, filter, safe, finetune,
+  filtered (CLIP on the pairs the 'filter' method kept)."""
   c = config.contrastive
   if config.method == "roclip":
     match = (epoch + 1) % c.break_epoch == 0 and epoch >= c.clip_warmup_epochs
@@ -173,4 +191,6 @@ def epoch_phase(config, epoch: int) -> str:
     return "filter" if epoch < c.inmodal_warmup + c.multimodal_warmup else "safe"
   if config.method == "cleanclip":
     return "clip" if epoch < c.pretrain_epochs else "finetune"
+  if config.method == "filter":
+    return "clip" if epoch < c.filter_warmup_epochs else "filtered"
   return "clip"

@@ -18,6 +18,16 @@ def _num_poisons(p, n_train: int) -> int:
   return int(p.count) if p.count > 0 else int(math.floor(p.rate * n_train))
 
 
+def caption_source(config, info: dict[str, Any]) -> str:
+  """The targeted attack's caption source: `config.poison.caption_source` when the config holds
+  it (an optional field, so configs without it keep their run ids), else the dataset's
+  preference (`info['poison_caption_source']`; captioned_scenes: 'data'), else 'template'."""
+  source = config.poison.get("caption_source") or info.get("poison_caption_source", "template")
+  require(source in clip_attacks.CAPTION_SOURCES, f"config.poison.caption_source={source!r} is "
+         f"not known; allowed: {list(clip_attacks.CAPTION_SOURCES)}")
+  return source
+
+
 def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dict[str, Any]]:
   """(poisoned train split, record for results.json, evaluation sets of the attacks).
 
@@ -34,14 +44,22 @@ def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dic
            f"(config.data.name={config.data.name!r} has no {need!r}); poison CSV data offline")
   names, tok = info["class_names"], info["tokenizer"]
   n = _num_poisons(p, len(train))
+  require(n > 0, f"config.poison.rate={p.rate} gives {p.rate} x {len(train)} training pairs = "
+         f"{p.rate * len(train):g} -> 0 poisons; raise the rate to >= {1 / len(train):.2g} or set "
+         "config.poison.count")
+  source = caption_source(config, info)
   rng = np.random.default_rng(np.random.SeedSequence([p.seed, 61]))
   if p.kind in ("targeted", "both"):
     per_target = n // p.num_targets
     require(per_target > 0, f"config.poison: {n} poisons for num_targets={p.num_targets} targets "
-           "leaves none per target")
-    require(len(data.val) >= p.num_targets, f"config.poison.num_targets={p.num_targets} exceeds "
-           f"the {len(data.val)} val images the targets are drawn from")
-    rows = np.sort(rng.choice(len(data.val), size=p.num_targets, replace=False))
+           "leaves none per target (lower num_targets or raise rate/count)")
+    eligible = np.arange(len(data.val))
+    if source == "data" and p.adversarial_class >= 0:  # a target is never of its adversarial class
+      eligible = np.flatnonzero(data.val.y != p.adversarial_class)
+    require(len(eligible) >= p.num_targets, f"config.poison.num_targets={p.num_targets} exceeds "
+           f"the {len(eligible)} val images the targets are drawn from (config.data.num_val="
+           f"{len(data.val)})")
+    rows = np.sort(eligible[rng.choice(len(eligible), size=p.num_targets, replace=False)])
     true = data.val.y[rows]
     if p.adversarial_class >= 0:
       require(p.adversarial_class < len(names), f"config.poison.adversarial_class="
@@ -53,7 +71,7 @@ def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dic
         train, target_images=data.val.x[rows], target_labels=true, adversarial_classes=adv,
         num_poisons=per_target, class_names=names, tokenizer=tok, seed=p.seed,
         templates=info.get("prompt_templates", ("a photo of a {}",)),
-        synonyms=info.get("synonyms"))
+        synonyms=info.get("synonyms"), caption_source=source)
     rec["target_ids"] = data.val.ids[rows].tolist()
     record["targeted"] = rec
     attack_eval["targeted"] = {"x": data.val.x[rows], "adversarial": adv}
@@ -85,7 +103,7 @@ def caption_views(config, data: DataSplits, train: Dataset, *,
   a unimodal term needs them, or with `eda_captions='off'`."""
   augment = augments_captions(config)
   needs = {"clip": 1 if augment else 0, "roclip": 1 if augment else 0,
-           "safeclip": 2, "cleanclip": 1}[config.method]
+           "filter": 1 if augment else 0, "safeclip": 2, "cleanclip": 1}[config.method]
   if not needs:
     return {}
   tok = data.info.get("tokenizer")
@@ -122,3 +140,11 @@ def batches_of(indices: np.ndarray, batch_size: int, *, drop_last: bool) -> list
   n = len(indices)
   stop = (n // batch_size) * batch_size if drop_last else n
   return [indices[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+
+def keep_best_aligned(scores: np.ndarray, keep_fraction: float) -> np.ndarray:
+  """The 'filter' baseline's kept pairs: the floor(keep_fraction·N) highest image-caption
+  cosines (ties broken by the lower index), as sorted indices."""
+  scores = np.asarray(scores).ravel()
+  order = np.lexsort((np.arange(len(scores)), -scores))
+  return np.sort(order[:int(np.floor(keep_fraction * len(scores)))])

@@ -21,6 +21,7 @@ from typing import Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from robustdata.models.clip import l2_normalize
 from robustdata.registry import ConfigError
@@ -124,3 +125,19 @@ def match_and_enqueue(pool: Pool, image_emb: jnp.ndarray, text_emb: jnp.ndarray,
   _, matched = nearest(pool, image_emb)
   return matched, enqueue(pool, jax.lax.stop_gradient(text_emb), drop_overflow=drop_overflow,
                           mask=mask)
+
+
+def enqueue_ids(ids: np.ndarray, ptr: int, filled: int, new: np.ndarray, *,
+                drop_overflow: bool = False) -> tuple[np.ndarray, int, int]:
+  """Host mirror of `enqueue` for what each pool row holds (e.g. the training row whose caption
+  it embeds): writes `new` (k,) at `ptr` exactly as `enqueue` writes k valid rows. Returns
+  (ids, ptr, filled); `ids` is a new array."""
+  ids, s, k = np.array(ids), len(ids), len(new)
+  if k > s:
+    raise ConfigError(f"config.contrastive.pool_size={s} must be >= the batch size {k}")
+  if drop_overflow:
+    written = min(k, s - ptr)
+    ids[ptr:ptr + written] = new[:written]
+    return ids, (0 if ptr + k >= s else ptr + k), min(filled + written, s)
+  ids[(ptr + np.arange(k)) % s] = new
+  return ids, (ptr + k) % s, min(filled + k, s)

@@ -104,19 +104,34 @@ def next_safe_fraction(safe_fraction: float, *, update: float = 0.01, cap: float
   return min(safe_fraction + update, cap)
 
 
+def mixture_stats(gmm: GaussianMixture1D) -> dict[str, float]:
+  """The fitted components (low, high) and their separation d' = (mean_hi - mean_lo) /
+  sqrt((var_lo + var_hi) / 2): how far apart the GMM put the two score clusters."""
+  d = float((gmm.means[1] - gmm.means[0]) / np.sqrt(gmm.variances.mean()))
+  return {"gmm_mean_low": float(gmm.means[0]), "gmm_mean_high": float(gmm.means[1]),
+          "gmm_std_low": float(np.sqrt(gmm.variances[0])),
+          "gmm_std_high": float(np.sqrt(gmm.variances[1])),
+          "gmm_weight_high": float(gmm.weights[1]), "gmm_separation": d,
+          "gmm_converged": bool(gmm.converged)}
+
+
 def safe_risky_split(scores: np.ndarray, *, safe_fraction: Optional[float] = None,
-                     threshold: float = 0.9, seed: int = 0
+                     threshold: float = 0.9, seed: int = 0, mixture: Optional[list] = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
   """SafeCLIP's split of pairs by their image-caption cosine `scores` (N,).
 
   p_i = posterior of the higher-mean mixture component. With `safe_fraction=None` (the first
   filtering epoch) Safe = {p >= threshold}; otherwise Safe = the floor(r·N) pairs with the
   largest p (ties broken by the score, then the index). Returns (safe indices, risky indices,
-  p, the fraction |Safe|/N) with indices sorted ascending.
+  p, the fraction |Safe|/N) with indices sorted ascending; the fitted mixture is appended to
+  `mixture` when a list is given (for mixture_stats).
   """
   scores = np.asarray(scores, np.float64).ravel()
   n = len(scores)
-  p = fit_gmm_1d(scores, seed=seed).posterior(scores)[:, 1]
+  gmm = fit_gmm_1d(scores, seed=seed)
+  if mixture is not None:
+    mixture.append(gmm)
+  p = gmm.posterior(scores)[:, 1]
   if safe_fraction is None:
     safe_mask = p >= threshold
   else:

@@ -8,15 +8,22 @@ Each epoch has a phase (config.epoch_phase) that decides its batches and step ki
 - unimodal / filter / safe: SafeCLIP Phase A (unimodal, all pairs), Phase B (CLIP at the
   constant filter_lr), Phase C (score pairs -> GMM -> safe/risky split; unimodal pass on the
   risky pairs then CLIP pass on the safe pairs, half-cosine LRs over Phase C);
-- finetune: CleanCLIP on the clean subset with a fresh AdamW state.
-The task's host state (the current SafeCLIP split, safe fraction and split history) is saved
-beside the train state, so a rerun on the same run directory resumes bitwise.
+- finetune: CleanCLIP on the clean subset with a fresh AdamW state;
+- filtered: the 'filter' baseline: CLIP on the pairs kept by image-caption similarity.
+Diagnostics (metrics.jsonl and results.json): per RoCLIP matching epoch, the share of poisoned
+images whose nearest pool caption names the attack's class (`roclip_match` records); per
+SafeCLIP split, the poisons in the safe set against the base rate and the GMM's components
+(`safeclip_split`); per filter scoring, the poisons kept (`filter`).
+The task's host state (the current SafeCLIP split, safe fraction and split history, the filter's
+kept pairs, what each RoCLIP pool row holds) is saved beside the train state, so a rerun on the
+same run directory resumes bitwise.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 import jax
@@ -33,13 +40,15 @@ from robustdata.contrastive import safeclip
 from robustdata.contrastive import steps as steps_lib
 from robustdata.data import sources
 from robustdata.models.clip import make_clip
+from robustdata.models.conv import with_conv
+from robustdata.poisoning import clip_attacks
 from robustdata.registry import TRAINERS, ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train.driver import Driver, Loop, Task, abstract_on
 
 _KIND_OF_PHASE = {"clip": "clip", "roclip_match": "roclip_match", "unimodal": "unimodal",
-                  "filter": "cross_clip", "finetune": "cleanclip"}
+                  "filter": "cross_clip", "finetune": "cleanclip", "filtered": "clip"}
 # The caption pools of each method (SafeCLIP's only with unimodal_pool_size > 0).
 _POOLS = {"roclip": ("text",), "safeclip": ("image", "text")}
 # Step fields that only some methods have (contrastive_defaults); the other methods' steps run
@@ -53,13 +62,16 @@ def _step_field(c, name: str) -> Any:
 
 
 class _Encoders:
-  """Jitted, batched eval-mode encoders over host arrays (padded to a static batch)."""
+  """Jitted, batched eval-mode encoders over host arrays (padded to a static batch), shard-wise
+  across processes: each reads only its devices' rows of a chunk, and every process gets the
+  whole (replicated) output, so pool fills and SafeCLIP splits agree."""
 
   def __init__(self, model, *, batch_size: int, sharding):
     self.batch_size, self.sharding = batch_size, sharding
-    self._fns = {m: jax.jit(functools.partial(self._apply, model, m))
+    whole = sharding_lib.replicated(sharding.mesh)
+    self._fns = {m: jax.jit(functools.partial(self._apply, model, m), out_shardings=whole)
                  for m in ("encode_image", "encode_text", "image_features")}
-    self._score = jax.jit(steps_lib.make_score_fn(model))
+    self._score = jax.jit(steps_lib.make_score_fn(model), out_shardings=whole)
 
   @staticmethod
   def _apply(model, method, params, x):
@@ -67,12 +79,15 @@ class _Encoders:
 
   def _map(self, fn, *arrays) -> np.ndarray:
     n, b, out = len(arrays[0]), self.batch_size, []
+    mine = sharding_lib.process_rows(self.sharding, b)
     for s in range(0, n, b):
-      parts = [a[s:s + b] for a in arrays]
-      k = len(parts[0])
-      if k < b:
-        parts = [np.concatenate([p, np.repeat(p[-1:], b - k, axis=0)]) for p in parts]
-      out.append(np.asarray(fn(*[jax.device_put(p, self.sharding) for p in parts]))[:k])
+      take = np.arange(s, min(s + b, n))
+      k = len(take)
+      if k < b:  # pad with the chunk's last row
+        take = np.concatenate([take, np.full(b - k, take[-1])])
+      placed = sharding_lib.put_local({str(i): a[take[mine]] for i, a in enumerate(arrays)},
+                                      self.sharding, b)
+      out.append(np.asarray(fn(*[placed[str(i)] for i in range(len(arrays))]))[:k])
     return np.concatenate(out)
 
   def __call__(self, method: str, params, x: np.ndarray) -> np.ndarray:
@@ -115,8 +130,8 @@ class ContrastiveTask(Task):
       self.clean_subset = np.sort(rng.choice(clean, size=k, replace=False))
 
     info = data.info
-    self.model = make_clip(config.model, vocab_size=info["vocab_size"],
-                           context_length=info["context_length"])
+    self.model = with_conv(make_clip(config.model, vocab_size=info["vocab_size"],
+                                     context_length=info["context_length"]), config)
     self.tx = optim.make_optimizer(learning_rate=config.optim.learning_rate,
                                    weight_decay=config.optim.weight_decay)
     self.rng = jax.random.PRNGKey(config.seed)
@@ -134,6 +149,15 @@ class ContrastiveTask(Task):
     self.encoders = _Encoders(self.model, batch_size=config.train.eval_batch_size,
                               sharding=self.batch_sharding)
     self.safe, self.safe_fraction, self.split_history = None, None, []
+    self.kept, self.filter_history, self.match_history = None, [], []
+    self.pool_rows = None  # RoCLIP: [ids (train row per pool row, -1: random), ptr, filled]
+    self.attack_rows = _attack_rows(self.train, self.poison_record)
+    if method == "roclip" and c.pool_prefill == "random":  # N(0, 1) rows hold no caption
+      self.pool_rows = [[-1] * c.pool_size, 0, c.pool_size]
+    if method == "filter":
+      k = int(np.floor(c.keep_fraction * n))
+      ccfg.require(k >= bsz, f"config.contrastive.keep_fraction={c.keep_fraction} keeps {k} of "
+                  f"{n} pairs, fewer than config.train.batch_size={bsz}")
 
   def _make_pools(self, key) -> dict[str, pool_lib.Pool]:
     random_rows = self.pool_names and self.c.pool_prefill == "random"
@@ -158,12 +182,19 @@ class ContrastiveTask(Task):
     return state
 
   def host_state(self) -> dict[str, Any]:
-    return {"safe": self.safe, "safe_fraction": self.safe_fraction,
-            "split_history": self.split_history}
+    out = {"safe": self.safe, "safe_fraction": self.safe_fraction,
+           "split_history": self.split_history}
+    if self.method == "filter":
+      out.update(kept=self.kept, filter_history=self.filter_history)
+    if self.method == "roclip":
+      out.update(pool_rows=self.pool_rows, match_history=self.match_history)
+    return out
 
   def load_host_state(self, saved: dict[str, Any]) -> None:
     self.safe, self.safe_fraction = saved.get("safe"), saved.get("safe_fraction")
     self.split_history = saved.get("split_history", [])
+    self.kept, self.filter_history = saved.get("kept"), saved.get("filter_history", [])
+    self.pool_rows, self.match_history = saved.get("pool_rows"), saved.get("match_history", [])
 
   def expected_steps(self) -> int:
     return self.config.train.epochs * (self.n // self.bsz)
@@ -186,7 +217,8 @@ class ContrastiveTask(Task):
 
   def phase_span(self, phase: str) -> tuple[int, int]:
     """First epoch and number of epochs of the contiguous run of `phase`-like epochs."""
-    group = {"clip": ("clip", "roclip_match"), "roclip_match": ("clip", "roclip_match")}.get(
+    clip_like = ("clip", "roclip_match", "filtered")
+    group = {"clip": clip_like, "roclip_match": clip_like, "filtered": clip_like}.get(
         phase, (phase,))
     members = [e for e in range(self.config.train.epochs)
                if ccfg.epoch_phase(self.config, e) in group]
@@ -194,7 +226,7 @@ class ContrastiveTask(Task):
 
   def learning_rate(self, phase: str, kind: str, epoch: int, i: int, steps: int) -> float:
     c = self.c
-    if phase in ("clip", "roclip_match", "unimodal"):
+    if phase in ("clip", "roclip_match", "filtered", "unimodal"):
       if phase == "unimodal":  # Phase A shares one schedule with Phase B (spec §3)
         start, peak = 0, c.in_lr
         total = (c.inmodal_warmup + c.multimodal_warmup) * steps
@@ -226,7 +258,8 @@ class ContrastiveTask(Task):
                                                               drop_last=False)]
                      + [(b, "cross_clip") for b in cdata.batches_of(order.permutation(safe), bsz,
                                                                   drop_last=False)])
-    pool = self.clean_subset if phase == "finetune" else np.arange(self.n)
+    pool = {"finetune": self.clean_subset, "filtered": self.kept}.get(phase)
+    pool = np.arange(self.n) if pool is None else np.asarray(pool, np.int64)
     return phase, [(b, _KIND_OF_PHASE[phase])
                    for b in cdata.batches_of(order.permutation(pool), bsz, drop_last=True)]
 
@@ -247,28 +280,95 @@ class ContrastiveTask(Task):
         pools[name] = pool_lib.init_pool(self.pool_size, self.dim, prefill=jnp.asarray(emb[name]),
                                          batch_size=self.bsz)
       self.state = jax.device_put(self.state.replace(pools=pools), self.state_sharding)
+      if self.method == "roclip":  # pool row j holds the caption of train row rows[j]
+        kept = rows[-self.pool_size:]
+        ids = np.full(self.pool_size, -1, np.int64)
+        ids[:len(kept)] = kept
+        self.pool_rows = [ids.tolist(), len(kept) % self.pool_size, len(kept)]
     if phase == "safe":
       self._split(loop)
+    if phase == "filtered":
+      every, since = c.refilter_every, epoch - c.filter_warmup_epochs
+      if self.kept is None or (every and since % every == 0):
+        self._filter(loop)
     if phase == "finetune" and epoch == self.phase_span("finetune")[0] and c.pretrain_epochs > 0:
       fresh = self.tx.init(self.state.params)
       self.state = jax.device_put(self.state.replace(opt_state=fresh), self.state_sharding)
 
   def _split(self, loop: Loop) -> None:
     """SafeCLIP Phase C: score every pair, split into safe and risky, log the split."""
-    c, is_poison, epoch = self.c, self.is_poison, loop.epoch
+    c, is_poison, epoch, start, mixture = self.c, self.is_poison, loop.epoch, time.time(), []
     scores = self.encoders.scores(self.state.params, self.train.x, self.train.extras["tokens"])
     safe, _, _, frac = safeclip.safe_risky_split(scores, safe_fraction=self.safe_fraction,
                                                  threshold=c.safe_threshold,
-                                                 seed=self.config.seed)
+                                                 seed=self.config.seed, mixture=mixture)
     self.safe = safe.tolist()
     self.safe_fraction = safeclip.next_safe_fraction(
         max(frac, 1.0 / self.n), update=c.safe_fraction_update, cap=c.safe_fraction_cap)
     stats = {"safe_fraction": frac, "safe_count": len(safe),
              "poisons_in_safe": int(is_poison[safe].sum()), "poisons": int(is_poison.sum()),
              "mean_score_poison": float(scores[is_poison].mean()) if is_poison.any() else None,
-             "mean_score_clean": float(scores[~is_poison].mean())}
-    self.split_history.append({"epoch": epoch, **stats})
-    self.driver.writer.write(loop.step, "safeclip_split", stats, epoch=epoch)
+             "mean_score_clean": float(scores[~is_poison].mean()),
+             **_kept_stats(safe, is_poison, self.attack_rows, "safe"),
+             **safeclip.mixture_stats(mixture[0])}
+    self.split_history.append({"epoch": epoch, **stats})  # timings: metrics.jsonl only
+    self.driver.writer.write(loop.step, "safeclip_split",
+                             {**stats, "score_time_s": time.time() - start}, epoch=epoch)
+
+  def _filter(self, loop: Loop) -> None:
+    """The 'filter' baseline: score every pair, keep the keep_fraction best-aligned, log it."""
+    start = time.time()
+    scores = self.encoders.scores(self.state.params, self.train.x, self.train.extras["tokens"])
+    kept = cdata.keep_best_aligned(scores, self.c.keep_fraction)
+    self.kept = kept.tolist()
+    p = self.is_poison
+    stats = {"kept": len(kept), "poisons": int(p.sum()),
+             "mean_score_poison": float(scores[p].mean()) if p.any() else None,
+             "mean_score_clean": float(scores[~p].mean()),
+             **_kept_stats(kept, p, self.attack_rows, "kept")}
+    self.filter_history.append({"epoch": loop.epoch, **stats})
+    self.driver.writer.write(loop.step, "filter", {**stats, "score_time_s": time.time() - start},
+                             epoch=loop.epoch)
+
+  def end_epoch(self, loop: Loop) -> None:
+    if self.phase == "roclip_match" and self.attack_rows and self.pool_rows is not None:
+      self._match_diagnosis(loop)
+
+  def _match_diagnosis(self, loop: Loop) -> None:
+    """RoCLIP after a matching epoch: for each attack's poisoned images (eval-mode embeddings,
+    this epoch's final parameters and pool), the share whose nearest pool caption names the
+    attack's class (targeted: the adversarial class; backdoor: the target class), against the
+    share of pool captions naming it (the base rate), and the share that is itself a poison."""
+    start = time.time()
+    ids, _, filled = self.pool_rows
+    ids = np.asarray(ids, np.int64)[:filled]
+    pool = np.asarray(jax.device_get(self.state.pools["text"].embeddings))[:filled]
+    pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
+    stats: dict[str, Any] = {}
+    for attack, rows in self.attack_rows.items():
+      emb = self.encoders("encode_image", self.state.params, self.train.x[rows])
+      nn = ids[np.argmax(emb @ pool.T, axis=1)]  # -1: a random pre-fill row
+      cls = self.train.y[rows]
+      names = {int(k): self._mentions(int(k)) for k in np.unique(cls)}
+      hit = np.array([j >= 0 and names[int(k)][j] for j, k in zip(nn, cls)])
+      base = np.mean([names[int(k)][ids[ids >= 0]].sum() / max(len(ids), 1) for k in cls])
+      stats.update({f"{attack}_nn_names_class": float(hit.mean()),
+                    f"{attack}_pool_names_class": float(base),
+                    f"{attack}_nn_is_poison": float(np.mean([j >= 0 and self.is_poison[j]
+                                                             for j in nn]))})
+    self.match_history.append({"epoch": loop.epoch, **stats})
+    self.driver.writer.write(loop.step, "roclip_match",
+                             {**stats, "diagnosis_time_s": time.time() - start}, epoch=loop.epoch)
+
+  def _mentions(self, k: int) -> np.ndarray:
+    """(n,) bool: training captions that name class k (or a synonym); cached."""
+    cache = self.__dict__.setdefault("_mention_cache", {})
+    if k not in cache:
+      info = self.data.info
+      name = info["class_names"][k]
+      cache[k] = clip_attacks.caption_mentions(
+          self.train.extras["caption"], [name, *info.get("synonyms", {}).get(name, ())])
+    return cache[k]
 
   def start_epoch(self, loop: Loop) -> int:
     epoch = loop.epoch
@@ -293,6 +393,11 @@ class ContrastiveTask(Task):
     idx, kind = self.plan[i]
     lr = self.learning_rate(self.phase, kind, loop.epoch, i, len(self.plan))
     self.state, metrics = self.step_fn(kind)(self.state, self.batch_of(idx, kind), np.float32(lr))
+    if kind == "roclip_match" and self.pool_rows is not None:  # mirror the step's enqueue
+      ids, ptr, filled = pool_lib.enqueue_ids(
+          np.asarray(self.pool_rows[0]), self.pool_rows[1], self.pool_rows[2], np.asarray(idx),
+          drop_overflow=bool(self.c.drop_overflow))
+      self.pool_rows = [ids.tolist(), int(ptr), int(filled)]
     return metrics, len(idx)
 
   def after_epoch(self, loop: Loop, *, eval_due: bool) -> None:
@@ -313,6 +418,20 @@ class ContrastiveTask(Task):
         **self.evaluate(with_probe=True)}
     if self.method == "safeclip":
       results["safeclip_splits"] = self.split_history
+      if self.split_history:
+        last = self.split_history[-1]
+        results.update({f"safeclip_{k}": last.get(k) for k in (
+            "safe_poison_rate", "base_poison_rate", "gmm_separation")})
+    if self.method == "roclip" and self.match_history:
+      results["roclip_matches"] = self.match_history
+      results.update({f"roclip_{k}": v for k, v in self.match_history[-1].items()
+                      if k.endswith(("_names_class", "_is_poison"))})
+    if self.method == "filter":
+      results["filter_history"] = self.filter_history
+      if self.filter_history:
+        last = self.filter_history[-1]
+        results.update({f"filter_{k}": last.get(k) for k in (
+            "kept", "kept_poison_rate", "base_poison_rate")})
     if self.method == "cleanclip":
       results["clean_subset_size"] = int(len(self.clean_subset))
     return results
@@ -336,6 +455,24 @@ def _evaluate(config, data, attack_eval, encoders: _Encoders, state, *, with_pro
                       encode_text=lambda t: encoders("encode_text", params, t),
                       image_features=lambda x: encoders("image_features", params, x),
                       with_probe=with_probe)
+
+
+def _attack_rows(train, record: dict[str, Any]) -> dict[str, np.ndarray]:
+  """{attack: rows of `train` holding its poisons} for the attacks in the poison `record`."""
+  return {a: np.flatnonzero(np.isin(train.ids, record[a]["poisoned_ids"]))
+          for a in ("targeted", "backdoor") if a in record}
+
+
+def _kept_stats(kept, is_poison: np.ndarray, attack_rows: dict[str, np.ndarray],
+                what: str) -> dict[str, Any]:
+  """Poisons among the `kept` rows (a safe set or a filter's kept pairs), overall and per
+  attack, with the poison rate kept against the base rate of all pairs."""
+  kept = np.asarray(kept, np.int64)
+  out: dict[str, Any] = {f"{what}_poison_rate": float(is_poison[kept].mean()) if len(kept) else 0.0,
+                         "base_poison_rate": float(is_poison.mean())}
+  for attack, rows in attack_rows.items():
+    out[f"{attack}_in_{what}"] = int(np.isin(rows, kept).sum())
+  return out
 
 
 def _pretrained_params(path: str, abstract_sharded) -> Any:

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from robustdata.data import label_noise
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError, field_reader
 
@@ -55,8 +56,10 @@ def load_digits(cfg) -> DataSplits:
   A larger, harder train split for the data-efficiency experiments: `train_copies` = K adds K
   randomly shifted (by up to u pixels) and noised copies of every train image (ids after the
   originals'; val/test untouched), and `label_noise` = f flips floor(f N) random train labels
-  (originals and copies alike) to a uniformly chosen other class; the true labels stay in
-  `extras['clean_y']`. Both are drawn from `split_seed`, so they are part of the dataset.
+  (originals and copies alike; `label_noise_kind` as in robustdata/data/label_noise.py); the
+  true labels stay in `extras['clean_y']`, the flipped rows in `extras['label_flipped']`. A
+  `subset_size` below 1 keeps that fraction of the original train images before the copies and
+  the noise. All are drawn from `split_seed`, so they are part of the dataset.
   """
   from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
   raw = sk_load_digits()
@@ -68,9 +71,8 @@ def load_digits(cfg) -> DataSplits:
   copies = get("train_copies")
   if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 0:
     raise ConfigError(f"config.data.train_copies={copies!r} must be an integer >= 0")
-  noise = float(get("label_noise"))
-  if not 0.0 <= noise < 1.0:
-    raise ConfigError(f"config.data.label_noise={noise} must be in [0, 1)")
+  spec = label_noise.read_spec(cfg)
+  noise = spec.rate
   if upsample > 1:
     x = np.repeat(np.repeat(x, upsample, axis=1), upsample, axis=2)
   y = raw.target.astype(np.int32)
@@ -80,22 +82,24 @@ def load_digits(cfg) -> DataSplits:
   full = Dataset(x=x, y=y, ids=ids)
   train_set = full.subset(train)
   info = {"source": "sklearn.datasets.load_digits"}
+  if spec.subset_size < 1.0:
+    train_set = train_set.subset(label_noise.subset_rows(
+        len(train_set), spec.subset_size,
+        np.random.default_rng([split_seed, label_noise.SUBSET_STREAM])))
+    info["subset_size"] = spec.subset_size
   if copies or noise:
     rng = np.random.default_rng([split_seed, 1_797])
     tx, ty = train_set.x, train_set.y
     if copies:
       tx = np.concatenate([tx, _jittered_copies(tx, copies, upsample, rng)])
       ty = np.tile(ty, copies + 1)
-    clean = ty.copy()
-    if noise:
-      flip = rng.permutation(len(ty))[:int(np.floor(noise * len(ty)))]
-      ty = ty.copy()
-      ty[flip] = (ty[flip] + rng.integers(1, 10, size=len(flip))) % 10
     extra_ids = len(y) + np.arange(len(ty) - len(train_set.y), dtype=np.int64)
     train_set = Dataset(x=tx, y=ty, ids=np.concatenate([train_set.ids, extra_ids]),
-                        extras={"clean_y": clean})
-    info.update(train_copies=int(copies), label_noise=noise,
-                flipped_labels=int(np.sum(ty != clean)))
+                        extras={"clean_y": ty.copy()})
+    info.update(train_copies=int(copies), label_noise=noise, flipped_labels=0)
+    if noise:  # the shared kernel on the same stream, after the copies' draws
+      train_set, noise_info = label_noise.noisy_train(train_set, 10, spec, rng)
+      info.update(noise_info)
   return DataSplits(train=train_set, val=full.subset(val), test=full.subset(test),
                     num_classes=10, info=info)
 
@@ -154,8 +158,10 @@ for _name in TFDS_DATASETS:
 
 
 def load(cfg) -> DataSplits:
-  """The splits named by `cfg.name` (a `config.data` section). A file a source cannot find or
-  read, or an empty train split, is a ConfigError naming the dataset (and the file)."""
+  """The splits named by `cfg.name` (a `config.data` section), with its label noise and
+  subset_size applied to the train split (robustdata/data/label_noise.py). A file a source
+  cannot find or read, or an empty train split, is a ConfigError naming the dataset (and the
+  file)."""
   source = DATASETS.get(cfg.name)
   try:
     data = source(cfg)
@@ -165,4 +171,6 @@ def load(cfg) -> DataSplits:
   if len(data.train) == 0:
     raise ConfigError(f"config.data.name={cfg.name!r} gave an empty train split; check "
                       "config.data (its files, sizes and fractions)")
+  if "label_noise" not in DATASETS.defaults(cfg.name):  # else the source applied it itself
+    data = label_noise.corrupt_train(data, cfg)
   return data

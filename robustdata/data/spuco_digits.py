@@ -26,6 +26,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from robustdata.data import label_noise as noise_lib
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError, field_reader
 
@@ -158,13 +159,11 @@ def core_feature_noise(images: np.ndarray, *, fraction: float,
 
 
 def label_noise(y: np.ndarray, num_classes: int, *, fraction: float,
-                rng: np.random.Generator) -> np.ndarray:
-  """Relabels floor(fraction*N) random examples (without replacement) uniformly to another class."""
-  y = y.copy()
-  chosen = rng.permutation(len(y))[:_exact_count(fraction, len(y))]
-  shift = rng.integers(1, num_classes, size=len(chosen)) if num_classes > 1 else 0
-  y[chosen] = (y[chosen] + shift) % num_classes
-  return y
+                rng: np.random.Generator, kind: str = "symmetric") -> np.ndarray:
+  """Relabels floor(fraction*N) random examples (without replacement) to another class:
+  uniformly ('symmetric') or by a fixed derangement of the classes ('asymmetric'); the shared
+  kernel `robustdata.data.label_noise.flip_labels`."""
+  return noise_lib.flip_labels(y, num_classes, rate=fraction, kind=kind, rng=rng)[0]
 
 
 def relabel_digits(digits: np.ndarray, classes: Sequence[Sequence[int]]) -> tuple[np.ndarray,
@@ -227,8 +226,10 @@ def make_spuco_splits(train_images: np.ndarray, train_digits: np.ndarray, train_
                       strength: Union[float, Sequence[float]] = 0.95,
                       difficulty: str = "magnitude_large", label_noise_fraction: float = 0.0,
                       core_noise_fraction: float = 0.0, val_balanced: bool = False,
-                      seed: int = 0) -> DataSplits:
-  """SpuCoMNIST's construction on grey images (N, S, S) in [0, 1] with digit labels per split."""
+                      seed: int = 0, label_noise_kind: str = "symmetric") -> DataSplits:
+  """SpuCoMNIST's construction on grey images (N, S, S) in [0, 1] with digit labels per split.
+  Label noise (of `label_noise_kind`) is applied to the train labels before the groups are
+  formed; the flipped rows are kept in the train split's extras['label_flipped']."""
   classes = _validate_classes(classes)
   num_classes = len(classes)
   strengths = _per_class_strength(strength, num_classes)
@@ -258,7 +259,9 @@ def make_spuco_splits(train_images: np.ndarray, train_digits: np.ndarray, train_
     if name == "train" and label_noise_fraction > 0:
       extras["clean_y"] = y
       extras["clean_groups"] = (y * num_classes + colours).astype(np.int32)
-      y = label_noise(y, num_classes, fraction=label_noise_fraction, rng=rng_label)
+      y = label_noise(y, num_classes, fraction=label_noise_fraction, rng=rng_label,
+                      kind=label_noise_kind)
+      extras["label_flipped"] = y != extras["clean_y"]
     groups = (y * num_classes + colours).astype(np.int32)
     counts = np.bincount(groups, minlength=num_classes * num_classes)
     if len(y) and (counts == 0).any():
@@ -342,10 +345,17 @@ def load_spuco_digits(cfg) -> DataSplits:
     parts = (x[tr], d[tr], tr, x[va], d[va], va, x[te], d[te], te)
     source = "sklearn.datasets.load_digits"
   parts = tuple(_upsample(p, upsample) if i % 3 == 0 else p for i, p in enumerate(parts))
+  spec = noise_lib.read_spec(cfg)
+  if spec.subset_size < 1.0:  # a fraction of the train digits, before colours and noise
+    rows = noise_lib.subset_rows(len(parts[1]), spec.subset_size,
+                                 np.random.default_rng([split_seed, noise_lib.SUBSET_STREAM]))
+    parts = tuple(p[rows] for p in parts[:3]) + parts[3:]
   splits = make_spuco_splits(
       *parts, classes=get("classes"), strength=get("spurious_correlation_strength"),
       difficulty=get("difficulty"), label_noise_fraction=get("label_noise"),
       core_noise_fraction=get("core_feature_noise"), val_balanced=bool(get("val_balanced")),
-      seed=int(get("seed")))
+      seed=int(get("seed")), label_noise_kind=spec.kind)
   splits.info["source"] = source
+  if spec.subset_size < 1.0:
+    splits.info["subset_size"] = spec.subset_size
   return splits

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustdata.models.conv import conv_function
 from robustdata.models.text import TextTransformer
 from robustdata.models.vit import ViT
 from robustdata.registry import MODELS, ConfigError, field_reader
@@ -31,19 +32,22 @@ def l2_normalize(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
 class ConvTower(nn.Module):
   """A small CNN image encoder with GroupNorm (no batch statistics, so sharding is exact).
 
-  Stages of two 3x3 convs (the second strided by 2 after the first stage), global mean pool.
+  Stages of two 3x3 convs (the first strided by 2 after the first stage), global mean pool;
+  `conv` is the convolution, 'auto', 'xla' or 'cpu' (`robustdata.models.conv`).
   """
 
   widths: tuple[int, ...] = (32, 64, 128)
   groups: int = 8
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = images
+    x, conv = images, conv_function(self.conv)
     for i, w in enumerate(self.widths):
       for j in range(2):
         stride = 2 if (i > 0 and j == 0) else 1
-        x = nn.Conv(w, (3, 3), strides=(stride, stride), use_bias=False, name=f"conv_{i}_{j}")(x)
+        x = nn.Conv(w, (3, 3), strides=(stride, stride), use_bias=False, name=f"conv_{i}_{j}",
+                    conv_general_dilated=conv)(x)
         x = nn.relu(nn.GroupNorm(num_groups=min(self.groups, w), name=f"norm_{i}_{j}")(x))
     return x.mean(axis=(1, 2))
 
@@ -64,13 +68,14 @@ class CLIP(nn.Module):
   text_depth: int = 4
   text_heads: int = 4
   text_causal: bool = True
+  conv: str = "auto"
 
   def setup(self):
     if self.image_tower == "cnn":
-      self.visual = ConvTower(widths=tuple(self.cnn_widths))
+      self.visual = ConvTower(widths=tuple(self.cnn_widths), conv=self.conv)
     elif self.image_tower == "vit":
       self.visual = ViT(patch_size=self.vit_patch_size, width=self.vit_width,
-                        depth=self.vit_depth, heads=self.vit_heads)
+                        depth=self.vit_depth, heads=self.vit_heads, conv=self.conv)
     else:
       raise ConfigError(f"config.model.image_tower={self.image_tower!r} is not known; allowed: cnn, vit")
     self.text = TextTransformer(vocab_size=self.vocab_size, context_length=self.context_length,

@@ -7,6 +7,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustdata.models.conv import conv_function
 from robustdata.models.norm import make_norm
 
 
@@ -18,19 +19,23 @@ class CNN(nn.Module):
     channels: output channels of the conv blocks.
     dense: width of the penultimate Dense layer (the `features` of `return_features`).
     norm: 'batch', 'group' or 'none' (use 'group' or 'none' with DP-SGD).
+    conv: the convolution, 'auto', 'xla' or 'cpu' (`robustdata.models.conv`).
   """
 
   num_classes: int
   channels: Sequence[int] = (32, 64)
   dense: int = 128
   norm: str = "none"
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False, return_features: bool = False):
     norm = make_norm(self.norm, train)
+    conv = conv_function(self.conv)
     h = x
     for i, ch in enumerate(self.channels):
-      h = nn.Conv(ch, (3, 3), padding="SAME", use_bias=self.norm == "none", name=f"conv{i}")(h)
+      h = nn.Conv(ch, (3, 3), padding="SAME", use_bias=self.norm == "none", name=f"conv{i}",
+                  conv_general_dilated=conv)(h)
       h = norm(name=f"norm{i}")(h)
       h = nn.relu(h)
       if min(h.shape[1:3]) >= 2:

@@ -10,6 +10,8 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from robustdata.models.conv import conv_function
+
 
 class TransformerBlock(nn.Module):
   """Pre-LayerNorm block: x + MHA(LN(x)), then x + MLP(LN(x)) with a GELU MLP."""
@@ -30,7 +32,8 @@ class TransformerBlock(nn.Module):
 class ViT(nn.Module):
   """ViT image encoder: patches -> class token + learned positions -> blocks -> LN(class token).
 
-  Returns (B, width) features (the caller projects them). Images are NHWC.
+  Returns (B, width) features (the caller projects them). Images are NHWC. `conv` is the
+  patch embedding's convolution, 'auto', 'xla' or 'cpu' (`robustdata.models.conv`).
   """
 
   patch_size: int = 4
@@ -38,11 +41,13 @@ class ViT(nn.Module):
   depth: int = 4
   heads: int = 4
   mlp_ratio: float = 4.0
+  conv: str = "auto"
 
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed")(images)
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed",
+                conv_general_dilated=conv_function(self.conv))(images)
     b, gh, gw, _ = x.shape
     x = x.reshape(b, gh * gw, self.width)
     cls = self.param("class_embedding", nn.initializers.normal(0.02), (self.width,))

@@ -20,6 +20,10 @@ from robustdata.poisoning.triggers import apply_trigger, check_trigger
 from robustdata.registry import ConfigError
 
 
+# Where the targeted attack's captions come from (targeted_poison's docstring).
+CAPTION_SOURCES = ("template", "data")
+
+
 def _check_count(num_poisons: int) -> None:
   if int(num_poisons) <= 0:
     raise ConfigError(f"config.poison.num_poisons={num_poisons} must be a positive integer")
@@ -61,16 +65,29 @@ def _mentions(caption: str, words: Sequence[str]) -> bool:
   return any(re.search(rf"\b{re.escape(w)}\b", caption.lower()) for w in words)
 
 
+def caption_mentions(captions: Sequence[str], words: Sequence[str]) -> np.ndarray:
+  """(N,) bool: which captions name one of `words` (a class name and its synonyms)."""
+  pattern = re.compile("|".join(rf"\b{re.escape(w)}\b" for w in words))
+  return np.array([pattern.search(str(c).lower()) is not None for c in captions], bool)
+
+
 def targeted_poison(dataset: Dataset, *, target_images: np.ndarray, target_labels: np.ndarray,
                     adversarial_classes: Sequence[int], num_poisons: int,
                     class_names: Sequence[str], tokenizer: Tokenizer, seed: int,
                     templates: Sequence[str] = ("a photo of a {}",),
-                    synonyms: dict[str, Sequence[str]] | None = None) -> tuple[Dataset, dict[str, Any]]:
+                    synonyms: dict[str, Sequence[str]] | None = None,
+                    caption_source: str = "template") -> tuple[Dataset, dict[str, Any]]:
   """Pairs each target image (not in the training set) with `num_poisons` captions naming its
-  adversarial class: training captions that mention the class name (word boundary, or one of
-  its `synonyms`), sampled without replacement while enough exist, else with replacement, else
-  templates filled with the name. Adds exactly `num_poisons` rows per target.
+  adversarial class. `caption_source='template'`: training captions that mention the class
+  name (word boundary, or one of its `synonyms`), sampled without replacement while enough
+  exist, else with replacement, else templates filled with the name. `caption_source='data'`
+  (the papers' construction): distinct real captions of clean training images *of* the
+  adversarial class that mention it, without replacement; a ConfigError if no such caption
+  exists or fewer than `num_poisons`. Adds exactly `num_poisons` rows per target.
   """
+  if caption_source not in CAPTION_SOURCES:
+    raise ConfigError(f"config.poison.caption_source={caption_source!r} is not known; allowed: "
+                      f"{list(CAPTION_SOURCES)}")
   _check_count(num_poisons)
   target_images = np.asarray(target_images)
   if len(target_images) != len(adversarial_classes) or len(target_images) != len(target_labels):
@@ -82,8 +99,11 @@ def targeted_poison(dataset: Dataset, *, target_images: np.ndarray, target_label
   for img, true_y, adv in zip(target_images, target_labels, adversarial_classes):
     name = class_names[int(adv)]
     words = [name, *((synonyms or {}).get(name, ()))]
-    pool = np.array([i for i, c in enumerate(captions_all) if _mentions(c, words)], np.int64)
-    if len(pool):
+    if caption_source == "data":
+      rows = _data_captions(dataset, captions_all, int(adv), name, words, num_poisons, rng)
+      texts = [captions_all[i] for i in rows]
+    elif len(pool := np.array([i for i, c in enumerate(captions_all) if _mentions(c, words)],
+                              np.int64)):
       rows = rng.choice(pool, size=num_poisons, replace=len(pool) < num_poisons)
       texts = [captions_all[i] for i in rows]
     else:
@@ -102,7 +122,28 @@ def targeted_poison(dataset: Dataset, *, target_images: np.ndarray, target_label
             "poisons_per_target": int(num_poisons),
             "adversarial_classes": [int(a) for a in adversarial_classes],
             "seed": int(seed), "poisoned_ids": new_ids.tolist()}
+  if caption_source == "data":  # the pairs whose captions were taken
+    record.update(caption_source="data", source_ids=dataset.ids[src].tolist())
   return out, record
+
+
+def _data_captions(dataset: Dataset, captions: Sequence[str], adv: int, name: str,
+                   words: Sequence[str], num_poisons: int, rng: np.random.Generator
+                   ) -> np.ndarray:
+  """Rows of `num_poisons` distinct clean training pairs of class `adv` whose caption names it."""
+  clean = dataset.extras.get("poison", np.zeros((len(dataset),), np.int8)) == 0
+  rows = np.flatnonzero((dataset.y == adv) & clean)
+  pool = rows[caption_mentions([captions[i] for i in rows], words)]
+  if not len(pool):
+    raise ConfigError(f"config.poison.adversarial_class={adv} ({name!r}): no caption of a "
+                      f"training image of that class mentions {list(words)} "
+                      "(caption_source='data' needs real captions naming it)")
+  if len(pool) < num_poisons:
+    raise ConfigError(f"config.poison.rate/count: {num_poisons} poisons per target need as "
+                      f"many distinct captions of class {name!r}, but only {len(pool)} exist "
+                      "(caption_source='data'); lower config.poison.rate or count, or raise "
+                      "config.poison.num_targets or config.data.num_train")
+  return rng.choice(pool, size=num_poisons, replace=False)
 
 
 def backdoor_poison(dataset: Dataset, *, num_poisons: int, trigger: str, target_class: int,

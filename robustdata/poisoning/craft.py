@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from robustdata import config_lib
+from robustdata import run_dir as run_dir_lib
 from robustdata import runner
 from robustdata.data import sources
 from robustdata.poisoning import artifact as artifact_lib
@@ -229,7 +230,7 @@ class CraftTask(Task):
         substitute_run_id=os.path.basename(self.sub_dir),
         data_fingerprint=artifact_lib.dataset_fingerprint(data.train.x, data.train.y),
         trigger=self.trigger, extra=extra)
-    art.save(self.driver.run_dir)
+    run_dir_lib.on_primary(lambda: art.save(self.driver.run_dir), what="write the poisons")
     return {"method": "poison_craft", "attack": self.name, "craft_time_s": self.craft_time_s,
             "poison_count": self.count, "poison_budget": float(get("budget")),
             "poison_eps": float(get("eps")), "craft_objective": float(state["loss"]),

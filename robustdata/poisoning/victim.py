@@ -39,8 +39,9 @@ NOISE_DIR = "friendly_noise"
 # config.victim: how the victim starts and what it trains. 'scratch' + 'all' is training from
 # scratch (gradient matching, Sleeper Agent); 'substitute' + 'last_layer' is the benchmark's
 # transfer setting (the pre-trained feature extractor frozen, a new classifier 'head' trained;
-# Bullseye Polytope, HTB).
-VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all"}
+# Bullseye Polytope, HTB); 'substitute' + 'all' + head 'substitute' fine-tunes the whole
+# substitute on the poisoned data. `head`: a 'new' classifier or the 'substitute''s.
+VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all", "head": "new"}
 
 
 def defence_name(config) -> str:
@@ -68,10 +69,13 @@ class VictimTask(SupervisedTask):
     victim = config.get("victim") or {}
     check_known_fields(victim, VICTIM_DEFAULTS, "config.victim")
     get = field_reader(victim, VICTIM_DEFAULTS)
-    for field, allowed in (("init", ("scratch", "substitute")), ("trainable", ("all", "last_layer"))):
+    for field, allowed in (("init", ("scratch", "substitute")), ("trainable", ("all", "last_layer")),
+                           ("head", ("new", "substitute"))):
       if get(field) not in allowed:
         raise ConfigError(f"config.victim.{field}={get(field)!r} is not known; allowed: "
                           f"{list(allowed)}")
+    if get("head") == "substitute" and get("init") != "substitute":
+      raise ConfigError("config.victim.head='substitute' needs config.victim.init='substitute'")
     if get("init") == "substitute" and config.model != config.poisons.substitute.model:
       raise ConfigError("config.victim.init='substitute' needs config.model to equal "
                         "config.poisons.substitute.model")
@@ -111,8 +115,10 @@ class VictimTask(SupervisedTask):
     state = super().init_state()
     if self.victim("init") != "substitute":
       return state
-    variables = dict(self.substitute_variables())  # its extractor, a freshly drawn 'head'
-    params = {**variables.pop("params"), "head": state.params["head"]}
+    variables = dict(self.substitute_variables())  # its extractor (and head, or a fresh one)
+    params = dict(variables.pop("params"))
+    if self.victim("head") == "new":
+      params["head"] = state.params["head"]
     state = state.replace(params=params, model_state=variables, opt_state=self.tx.init(params))
     return jax.device_put(state, self.state_sharding)
 

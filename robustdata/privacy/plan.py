@@ -11,17 +11,15 @@ Epsilon is finite only while every step so far was a `dp_sgd` step.
 
 from __future__ import annotations
 
-import base64
 import math
 from typing import Any, Optional
 
 import jax
-import numpy as np
 
 from robustdata import config_lib
 from robustdata.privacy import accounting, checks, clipping, pruning, rules
 from robustdata.registry import ConfigError
-from robustdata.train import grad_rules
+from robustdata.train import grad_rules, masks
 
 PyTree = Any
 
@@ -35,24 +33,9 @@ def prune_events(*, start: int, every: int, epochs: Optional[int]) -> list[int]:
   return list(range(start, max(epochs, start + 1), every))
 
 
-def encode_mask(mask: PyTree) -> dict[str, Any]:
-  """A params-shaped 0/1 mask as JSON: per leaf its shape and base64 of the packed bits."""
-  out = {}
-  for path, leaf in clipping.flatten(mask).items():
-    arr = np.asarray(leaf) != 0
-    out["/".join(path)] = {"shape": list(arr.shape),
-                           "bits": base64.b64encode(np.packbits(arr.ravel())).decode()}
-  return out
-
-
-def decode_mask(encoded: dict[str, Any]) -> PyTree:
-  """Inverse of `encode_mask` (float32 leaves)."""
-  flat = {}
-  for key, item in encoded.items():
-    shape = tuple(item["shape"])
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(item["bits"]), np.uint8))
-    flat[tuple(key.split("/"))] = bits[:int(np.prod(shape))].reshape(shape).astype(np.float32)
-  return clipping.unflatten(flat)
+# A mask in the checkpoint's host state (JSON): robustdata/train/masks.py.
+encode_mask = masks.encode_mask
+decode_mask = masks.decode_mask
 
 
 class DPPlan(grad_rules.RulePlan):
@@ -132,7 +115,7 @@ class DPPlan(grad_rules.RulePlan):
     if self.mask is None:
       return None
     if self._operands_of is not self.mask:
-      self._operands_cache = {"mask": rules.flat_operand_mask(self.mask)}
+      self._operands_cache = {"mask": masks.flat_operand_mask(self.mask)}
       self._operands_of = self.mask
     return self._operands_cache
 
@@ -170,7 +153,7 @@ class DPPlan(grad_rules.RulePlan):
       self.modes_used.append(mode)
     project = None
     if self.mask is not None:
-      project = lambda p, operands: _apply_flat_mask(p, operands["mask"])
+      project = lambda p, operands: masks.apply_flat_mask(p, operands["mask"])
       self.effective_dimension = pruning.effective_dimension(self.mask, self.mask)
     # The key changes with the mode and when a first mask appears; later masks are operands.
     return grad_rules.RuleChoice(key=(mode, self.mask is not None), rule=self._rule(mode),
@@ -232,15 +215,6 @@ class DPPlan(grad_rules.RulePlan):
     self.mask = decode_mask(state["mask"]) if state.get("mask") is not None else None
     self.effective_dimension = state.get("effective_dimension")
     self._rules.clear()
-
-
-def _apply_flat_mask(params: PyTree, flat_mask: Optional[dict]) -> PyTree:
-  """params with the pruned coordinates zeroed (leaves outside the mask unchanged)."""
-  if not flat_mask:
-    return params
-  flat = clipping.flatten(params)
-  return clipping.unflatten({k: v * flat_mask[k] if k in flat_mask else v
-                             for k, v in flat.items()})
 
 
 def resolve_noise_multiplier(privacy_config: Any, *, sampling_rate: float,

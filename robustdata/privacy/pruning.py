@@ -1,24 +1,24 @@
-"""Magnitude (L1-unstructured) pruning masks for Dense / Conv kernels.
+"""Magnitude (L1-unstructured) pruning masks for Dense / Conv kernels, as DP-SGD uses them.
 
 Masks are computed from the current parameters (post-processing of private values, so no
 extra privacy cost), globally or per layer. The DP rules zero the per-example gradients and
-the noise on pruned coordinates, which lowers the effective dimension the noise lives in.
+the noise on pruned coordinates, which lowers the effective dimension the noise lives in. The
+mask machinery itself (drawing, operands, projection) is shared with `config.mask` and lives in
+robustdata/train/masks.py; this module checks the `config.privacy.prune_*` values.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from robustdata.privacy import checks, clipping
+from robustdata.privacy import checks
+from robustdata.train import masks
 
 PyTree = Any
 
-
-def is_prunable(path: tuple, leaf: Any) -> bool:
-  """Conv / Dense kernels: leaves named 'kernel' with at least 2 dimensions."""
-  return path[-1] == "kernel" and np.ndim(leaf) >= 2
+is_prunable = masks.is_prunable
+apply_mask = masks.apply_mask
+effective_dimension = masks.effective_dimension
 
 
 def magnitude_masks(params: PyTree, *, sparsity: float, scope: str = "global") -> PyTree:
@@ -27,45 +27,7 @@ def magnitude_masks(params: PyTree, *, sparsity: float, scope: str = "global") -
   other leaves get all ones. Exactly round(sparsity * n) coordinates are pruned."""
   checks.check_prune_sparsity(sparsity)
   checks.check_choice("prune_scope", scope, checks.PRUNE_SCOPES)
-  flat = {k: np.asarray(v) for k, v in clipping.flatten(params).items()}
-  masks = {k: np.ones(v.shape, np.float32) for k, v in flat.items()}
-  prunable = [k for k, v in flat.items() if is_prunable(k, v)]
-
-  def prune(keys):
-    mags = np.concatenate([np.abs(flat[k]).ravel() for k in keys])
-    count = int(round(sparsity * mags.size))
-    keep = np.ones(mags.size, np.float32)
-    keep[np.argsort(mags, kind="stable")[:count]] = 0.0
-    start = 0
-    for k in keys:
-      n = flat[k].size
-      masks[k] = keep[start:start + n].reshape(flat[k].shape)
-      start += n
-
-  if prunable and sparsity > 0:
-    if scope == "global":
-      prune(prunable)
-    else:
-      for k in prunable:
-        prune([k])
-  return clipping.unflatten(masks)
-
-
-def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
-  """Zeroes pruned coordinates of the parameters."""
-  flat_m = clipping.flatten(mask)
-  return clipping.unflatten({k: v * flat_m[k] if k in flat_m else v
-                             for k, v in clipping.flatten(params).items()})
-
-
-def effective_dimension(params: PyTree, mask: PyTree | None = None) -> int:
-  """Number of unpruned parameters (all parameters without a mask)."""
-  flat = clipping.flatten(params)
-  if mask is None:
-    return int(sum(np.size(v) for v in flat.values()))
-  flat_m = clipping.flatten(mask)
-  return int(sum(np.sum(np.asarray(flat_m[k]) != 0) if k in flat_m else np.size(v)
-                 for k, v in flat.items()))
+  return masks.magnitude_masks(params, sparsity=sparsity, scope=scope)
 
 
 def should_prune(epoch: int, *, prune_every_epochs: int) -> bool:

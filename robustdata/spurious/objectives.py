@@ -80,27 +80,33 @@ class DeepFeatureReweighting(ReportsAlignment, Objective):
     if not 0.0 < float(self.cfg["tune_fraction"]) < 1.0:
       raise ConfigError(f"config.dfr.tune_fraction={self.cfg['tune_fraction']} must be in (0, 1)")
 
+  def prepare(self, train) -> None:
+    self.train_groups = train.groups  # the groups training reads (inferred: config.group_stage)
+
   def coefficients(self, losses, batch, method_state):
     return batch["weight"], method_state, {}
 
   def finalize(self, run_ctx) -> dict[str, Any]:
-    data = run_ctx.data
+    data = run_ctx.data  # the annotated splits
     held_name = self.cfg["held_out"]
     held = data.splits()[held_name]
-    if len(held) == 0 or held.groups is None:
+    held_groups, held_num_groups = held.groups, data.num_groups
+    if held_name == "train" and getattr(self, "train_groups", None) is not None:
+      held_groups, held_num_groups = self.train_groups, self.num_groups
+    if len(held) == 0 or held_groups is None:
       raise ConfigError(f"config.dfr.held_out={held_name!r}: that split is empty or has no group "
                         "labels; DFR needs a group-labelled held-out set")
     test = data.test
     t0 = time.time()
     _, held_features = run_ctx.logits_and_features(held_name)
     test_logits, test_features = run_ctx.logits_and_features("test")
-    head = dfr.fit_dfr(held_features, held.y, held.groups, num_groups=self.num_groups,
+    head = dfr.fit_dfr(held_features, held.y, held_groups, num_groups=held_num_groups,
                        rng=np.random.default_rng([int(run_ctx.config.seed), 0xDF2]),
                        c_grid=tuple(float(c) for c in self.cfg["c_grid"]),
                        num_models=int(self.cfg["num_models"]),
                        standardize=bool(self.cfg["standardize"]),
                        tune_fraction=float(self.cfg["tune_fraction"]))
-    report = dict(train_group_counts=run_ctx.train_group_counts, num_groups=self.num_groups,
+    report = dict(train_group_counts=run_ctx.train_group_counts, num_groups=data.num_groups,
                   group_names=data.group_names or None, spurious=test.spurious)
     erm = group_evals.group_report(test_logits.argmax(-1), test.y, test.groups, **report)
     refit = group_evals.group_report(head.predict(test_features), test.y, test.groups, **report)

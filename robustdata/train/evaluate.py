@@ -17,31 +17,40 @@ from robustdata.train.state import TrainState
 
 
 class Evaluator:
-  """Compiled, batched forward passes over host datasets (evaluation and policy probes)."""
+  """Compiled, batched forward passes over host datasets (evaluation and policy probes).
+
+  Shard-wise across processes: each process reads only the rows of a chunk its devices hold,
+  and every process gets the whole (replicated) output, so host-side decisions agree."""
 
   def __init__(self, model, mesh, *, batch_size: int):
     self.batch_size = batch_size
     self.sharding = sharding_lib.batch_sharding(mesh)
+    self._replicated = sharding_lib.replicated(mesh)
     eval_step = step_lib.make_eval_step(model)
-    self._forward = jax.jit(eval_step, out_shardings=sharding_lib.replicated(mesh))
+    self._forward = jax.jit(eval_step, out_shardings=self._replicated)
     self._probes: dict[str, Any] = {}
 
-  def _batches(self, x: np.ndarray, y: np.ndarray, *, small: bool = False):
-    """Static-shape chunks of batch_size rows. `small`: fewer rows than that are padded only
-    to the next power of two (>= 32; rounded up to a multiple of the devices), so a probe of a
-    few rows does not cost a whole batch (a few more shapes, each compiled once)."""
-    size = self.batch_size
-    if small and len(x) < size:
+  def _batches(self, x: np.ndarray, y: np.ndarray, indices: np.ndarray | None = None, *,
+               small: bool = False):
+    """Static-shape chunks of batch_size rows of x[indices], y[indices] (all rows if None);
+    this process reads only the rows of each chunk its devices hold. `small`: fewer rows than
+    that are padded only to the next power of two (>= 32; rounded up to a multiple of the
+    devices), so a probe of a few rows does not cost a whole batch (a few more shapes, each
+    compiled once)."""
+    size, total = self.batch_size, len(x) if indices is None else len(indices)
+    if small and total < size:
       devices = self.sharding.mesh.size
-      pow2 = max(32, 1 << (len(x) - 1).bit_length())
+      pow2 = max(32, 1 << (total - 1).bit_length())
       size = min(size, -(-pow2 // devices) * devices)
-    for start in range(0, len(x), size):
-      xb, yb = x[start:start + size], y[start:start + size]
-      n = len(xb)
-      if n < size:  # pad to the static shape
-        reps = np.arange(size - n) % n
-        xb, yb = np.concatenate([xb, xb[reps]]), np.concatenate([yb, yb[reps]])
-      yield n, sharding_lib.put_batch({"x": xb, "y": yb.astype(np.int32)}, self.sharding)
+    mine = sharding_lib.process_rows(self.sharding, size)
+    for start in range(0, total, size):
+      take = np.arange(start, min(start + size, total))
+      n = len(take)
+      if n < size:  # pad to the static shape by repeating the chunk's rows
+        take = np.concatenate([take, take[np.arange(size - n) % n]])
+      take = (take if indices is None else indices[take])[mine]
+      yield n, sharding_lib.put_local({"x": x[take], "y": y[take].astype(np.int32)},
+                                      self.sharding, size)
 
   def logits_and_features(self, state: TrainState, data: Dataset) -> tuple[np.ndarray, ...]:
     logits, feats = [], []
@@ -62,12 +71,26 @@ class Evaluator:
         logits, feats = forward(params, model_state, x)
         return step_lib.probe_outputs(logits, feats, y)[name]
 
-      self._probes[name] = jax.jit(probe_fn)
+      self._probes[name] = jax.jit(probe_fn, out_shardings=self._replicated)
     indices = np.asarray(indices, np.int64)
     out = []
-    for n, b in self._batches(data.x[indices], data.y[indices], small=True):
+    for n, b in self._batches(data.x, data.y, indices, small=True):
       out.append(np.asarray(self._probes[name](state.params, state.model_state, b["x"], b["y"]))[:n])
     return np.concatenate(out) if out else np.zeros((0,))
+
+
+def label_noise_metrics(pred: np.ndarray, y: np.ndarray, clean_y: np.ndarray,
+                        flipped: np.ndarray) -> dict[str, Any]:
+  """Predictions `pred` on a train split with flipped labels `y` (true labels `clean_y`):
+  accuracy_clean on the unflipped rows; accuracy_noisy, the fraction of flipped rows predicted
+  as their noisy label (memorisation); noisy_true_accuracy, as their true label; noisy_count.
+  An empty part gives NaN."""
+  flipped = np.asarray(flipped, bool)
+  mean = lambda a: float(a.mean()) if a.size else float("nan")
+  return {"accuracy_clean": mean(pred[~flipped] == y[~flipped]),
+          "accuracy_noisy": mean(pred[flipped] == y[flipped]),
+          "noisy_true_accuracy": mean(pred[flipped] == clean_y[flipped]),
+          "noisy_count": int(flipped.sum())}
 
 
 def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
@@ -78,6 +101,9 @@ def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
     return {}
   logits, _ = evaluator.logits_and_features(state, data)
   out = classification.classification_metrics(logits, data.y, num_classes=splits.num_classes)
+  if "label_flipped" in data.extras:  # a train split with label noise (data/label_noise.py)
+    out.update(label_noise_metrics(logits.argmax(-1), data.y, data.extras["clean_y"],
+                                   data.extras["label_flipped"]))
   if data.groups is not None and splits.num_groups:
     out.update(group_evals.group_report(
         logits.argmax(-1), data.y, data.groups, num_groups=splits.num_groups,

@@ -19,10 +19,13 @@ from robustdata import config_lib, validation
 from robustdata.data import augment as augment_lib
 from robustdata.data import sources
 from robustdata.evals import groups as group_evals
+from robustdata.models.conv import with_conv
 from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAINERS,
                                  ConfigError)
+from robustdata.spurious import group_source
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import grad_rules
+from robustdata.train import masks as masks_lib
 from robustdata.train import optim as optim_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train import step as step_lib
@@ -65,10 +68,15 @@ class SupervisedTask(Task):
     self.train_group_counts = None
     if data.train.groups is not None and data.num_groups:
       self.train_group_counts = np.bincount(data.train.groups, minlength=data.num_groups)
+    # Training reads the train groups of config.group_stage (inferred) if it is set; evaluation
+    # keeps the annotated splits in self.data.
+    data = group_source.training_view(config, data, driver.run_dir)
 
-    self.model = MODELS.get(config.model.name)(config.model, data.num_classes)
+    self.model = with_conv(MODELS.get(config.model.name)(config.model, data.num_classes),
+                           config)
     self.objective = OBJECTIVES.get(config.method)(config, num_groups=data.num_groups,
                                                    num_classes=data.num_classes)
+    self.objective.prepare(data.train)
     self.tx = optim_lib.make_optimizer(config.optim)
     self.policy = POLICIES.get(config.policy.name)(
         config, data.train, batch_size=config.train.batch_size, seed=config.seed,
@@ -88,6 +96,9 @@ class SupervisedTask(Task):
     self.state_sharding = jax.tree.map(lambda _: self.repl, self.abstract)
     self.batch_sharding = sharding_lib.batch_sharding(mesh)
     self.grad_plan.setup(self.abstract.params, self.abstract.model_state, config=config)
+    self.mask_plan = masks_lib.from_config(config)  # config.mask: a fixed parameter mask
+    if self.mask_plan is not None:
+      self.mask_plan.setup(self.abstract.params)
 
     self.loss_fn = step_lib.make_loss_fn(self.model,
                                          label_smoothing=config.optim.label_smoothing)
@@ -120,13 +131,18 @@ class SupervisedTask(Task):
     return self.fresh_state(self.rng)
 
   def host_state(self) -> dict[str, Any]:
-    return {"best": self.best, "lr": self.lr, "policy": self.policy.state_dict(),
-            "grad_rule": self.grad_plan.state_dict()}
+    out = {"best": self.best, "lr": self.lr, "policy": self.policy.state_dict(),
+           "grad_rule": self.grad_plan.state_dict()}
+    if self.mask_plan is not None:
+      out["mask"] = self.mask_plan.state_dict()
+    return out
 
   def load_host_state(self, saved: dict[str, Any]) -> None:
     self.best, self.lr = saved.get("best"), saved.get("lr", 0.0)
     self.policy.load_state_dict(saved["policy"])
     self.grad_plan.load_state_dict(saved.get("grad_rule", {}))
+    if self.mask_plan is not None:
+      self.mask_plan.load_state_dict(saved.get("mask", {}))
 
   def expected_steps(self) -> int:
     return self.config.train.epochs * self.policy.expected_steps_per_epoch()
@@ -146,12 +162,14 @@ class SupervisedTask(Task):
   def _compile_step(self, choice: grad_rules.RuleChoice):
     """The jitted step for a gradient-rule choice (once per distinct choice key)."""
     config = self.config
-    step_fn = step_lib.make_train_step(self.loss_fn, objective=self.objective,
-                                       grad_rule=choice.rule, tx=self.tx,
+    objective = self.objective  # its wrap_* hooks (ELR, mixup) change the loss and the step
+    step_fn = step_lib.make_train_step(objective.wrap_loss(self.loss_fn), objective=objective,
+                                       grad_rule=objective.wrap_rule(choice.rule), tx=self.tx,
                                        augment=tuple(config.data.augment),
                                        crop_padding=config.data.crop_padding,
                                        project=choice.project,
                                        input_transform=self.input_transform())
+    step_fn = objective.wrap_step(step_fn)
     repl = self.repl
     return jax.jit(step_fn, in_shardings=(self.state_sharding, self.batch_sharding, repl, repl),
                    out_shardings=(self.state_sharding, repl), donate_argnums=(0,))
@@ -164,8 +182,12 @@ class SupervisedTask(Task):
     return jax.jit(self._project)(*args)
 
   def rule_choice(self, epoch: int) -> grad_rules.RuleChoice:
-    """The gradient rule of `epoch` (a subclass may add to its projection)."""
-    return self.grad_plan.choose(epoch, self.state.params)
+    """The gradient rule of `epoch` with config.mask in force (a subclass may add to its
+    projection)."""
+    choice = self.grad_plan.choose(epoch, self.state.params)
+    if self.mask_plan is None:
+      return choice
+    return self.mask_plan.combine(epoch, self.state.params, choice)
 
   def _choose_rule(self, epoch: int) -> None:
     """Re-jits the step when the plan's rule key for this epoch changes (a mode switch, the
@@ -233,6 +255,8 @@ class SupervisedTask(Task):
       progress.message(f"epoch {loop.epoch}: val accuracy {val.get('accuracy', float('nan')):.4f}"
                        + (f", worst-group {val['worst_group_accuracy']:.4f}"
                           if "worst_group_accuracy" in val else ""))
+    if "label_flipped" in self.data.train.extras:  # memorisation of the noisy labels over time
+      writer.write(loop.step, "train_eval", _scalars(self.evaluate("train")), epoch=loop.epoch)
     if not select_by:
       return
     key = select_by.removeprefix("val_")
@@ -255,14 +279,20 @@ class SupervisedTask(Task):
     chosen = self.best["metrics"] if selected else final
     results = _results(config, chosen, self.policy)
     results.update(self.grad_plan.results(epoch=loop.epoch, steps=loop.step))
+    if self.mask_plan is not None:
+      results.update(self.mask_plan.results())
     if selected:
       results["selected_epoch"] = self.best["epoch"]
+    if "label_flipped" in data.train.extras:  # the final model on the noisy train split
+      train = self.evaluate("train")
+      results.update({f"train_{k}": v for k, v in _scalars(train).items()
+                      if k != "per_class_accuracy"})
     run_ctx = RunContext(config=config, data=data, state=self.state, run_dir=self.driver.run_dir,
                          evaluator=self.evaluator, train_group_counts=self.train_group_counts)
     for component in (self.policy, self.objective):  # post-training (DFR's last-layer refit)
       if hasattr(component, "finalize"):
         results.update(component.finalize(run_ctx))
-    if "group_accuracy" in results:
+    if "group_accuracy" in results and sharding_lib.is_primary():  # process 0 writes files
       names = list(data.group_names) or [str(g) for g in range(data.num_groups)]
       per_group = np.array([results["group_accuracy"].get(n, np.nan) for n in names])
       group_evals.plot_group_accuracy(per_group, f"{self.driver.run_dir}/group_accuracy.png",
@@ -298,9 +328,10 @@ def _results(config, chosen, policy) -> dict[str, Any]:
 def restore_model(config, run_dir: str, data) -> tuple[Any, dict[str, Any]]:
   """(model, eval variables {'params', **model_state}) of the final checkpoint of the finished
   supervised run of `config` in `run_dir` (an upstream stage, e.g. a poisoning substitute)."""
-  model = MODELS.get(config.model.name)(config.model, data.num_classes)
+  model = with_conv(MODELS.get(config.model.name)(config.model, data.num_classes), config)
   objective = OBJECTIVES.get(config.method)(config, num_groups=data.num_groups,
                                             num_classes=data.num_classes)
+  objective.prepare(data.train)
   init = functools.partial(create_train_state, model, optim_lib.make_optimizer(config.optim),
                            input_shape=data.input_shape, method_state=objective.init())
   repl = sharding_lib.replicated(sharding_lib.make_mesh())

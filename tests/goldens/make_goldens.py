@@ -45,15 +45,24 @@ from robustdata import config_lib, runner  # noqa: E402  pylint: disable=g-impor
 # Variant tokens each config file accepts besides 'smoke' (read from the files' get_config).
 VARIANT_TOKENS = {
     "configs/augment_coresets/digits.py": ("random", "full_aug", "none"),
+    "configs/clip_scenes/clip.py": ("r005", "r02"),
+    "configs/clip_scenes/roclip.py": ("r005", "r02"),
+    "configs/clip_scenes/safeclip.py": ("r005", "r02"),
+    "configs/clip_scenes/cleanclip.py": ("r005", "r02"),
+    "configs/clip_scenes/filter.py": ("r005", "r02"),
     "configs/craig/digits.py": ("hard", "b10"),
     "configs/crest/digits.py": ("full", "random", "craig", "hard", "loose", "b10"),
     "configs/dpsgd/cifar10.py": ("eps1", "eps8", "sgd", "clip_only", "noise_only", "sparsity90",
                                  "dp_then_sgd", "sgd_then_dp"),
     "configs/dpsgd/digits.py": ("eps1", "eps8", "sgd", "clip_only", "noise_only", "sparsity90",
                                 "dp_then_sgd", "sgd_then_dp"),
+    "configs/label_noise/digits.py": ("none", "asym40", "elr", "mixup"),
     "configs/ordering/digits.py": ("descending", "examples", "random"),
     "configs/pde/synthetic_erm.py": ("case2",),
     "configs/pde/synthetic_pde.py": ("case2",),
+    "configs/spuco/groupdro_inferred_digits.py": ("cluster", "spare", "eiil", "magnitude_small"),
+    "configs/width_noise/cifar10.py": ("n0", "n20", "n60", "s50", "s20"),
+    "configs/width_noise/digits.py": ("n0", "n20", "n40", "s25"),
 }
 
 

@@ -1,0 +1,35 @@
+"""CleanCLIP on poisoned `captioned_scenes` at the papers' poison rates (issue 23): CLIP
+pre-training on the poisoned pairs (10 epochs, as configs/clip_scenes/clip.py), then 6 epochs
+of fine-tuning on 5,000 clean pairs at lr 2e-3 with the multimodal + unimodal loss
+(λ1 = λ2 = 1) and a fresh AdamW state.
+
+Setup and attack: configs/clip_scenes/common.py. To fine-tune an existing poisoned CLIP run
+instead, set --config.contrastive.pretrained_checkpoint=<clip run dir>
+--config.contrastive.pretrain_epochs=0 --config.train.epochs=6.
+Command:   python -m experiments.main --config=configs/clip_scenes/cleanclip.py:r1,s0
+Variants:  r005 / r02 / r1 (default r1), s0 / s1 / s2, smoke (1 CLIP + 1 fine-tuning epoch).
+Hardware:  2 CPU cores. Time: about 25 minutes at r1 on 2 shared cores.
+Expected:  r1, s0: see the results file.
+Results:   docs/results/clip-poisoning.md
+"""
+
+from configs.clip_scenes import common
+from robustdata import config_lib
+
+
+def get_config(arg=None):
+  config, smoke = common.scenes_config("cleanclip", arg, name="cleanclip_scenes")
+  config.train.epochs = common.EPOCHS + 6 if not smoke else 2
+  config.contrastive.pretrained_checkpoint = ""
+  config.contrastive.pretrain_epochs = common.EPOCHS if not smoke else 1
+  config.contrastive.finetune_lr = 2e-3
+  config.contrastive.finetune_warmup_steps = 5 if not smoke else 1
+  config.contrastive.clean_subset_size = 5000 if not smoke else 300
+  config.contrastive.clip_weight = 1.0
+  config.contrastive.inmodal_weight = 1.0
+  return config_lib.finalize(config)
+
+
+def get_sweep():
+  """CleanCLIP at 0.05%, 0.2% and 1% per attack, seeds 0-2."""
+  return common.sweep("configs/clip_scenes/cleanclip.py")

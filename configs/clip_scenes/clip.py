@@ -1,0 +1,29 @@
+"""CLIP (no defence) on poisoned `captioned_scenes` at the papers' poison rates: the attacked
+baseline of the clip_scenes table (issue 23).
+
+Setup (configs/clip_scenes/common.py): 20,000 pairs of 24 classes at 32x32; per attack the
+variant's rate of poisoned pairs: targeted (16 held-out targets, real captions of a random
+other class) and a BadNet backdoor captioned 'star'. 10 epochs, batch 128.
+Command:   python -m experiments.main --config=configs/clip_scenes/clip.py:r1,s0
+           (sweep: python -m experiments.sweep --config=configs/clip_scenes/clip.py)
+Variants:  r005 / r02 / r1 (0.05% / 0.2% / 1% per attack; default r1), s0 / s1 / s2 (seed),
+           smoke (1,200 pairs, 2 epochs, under a minute).
+Hardware:  2 CPU cores. Time: about 20 minutes at r1 on 2 shared cores.
+Expected:  r1, s0: zero_shot_accuracy 0.7-0.8 (chance 0.042), targeted_asr near 1, backdoor_asr
+           high (plain CLIP is clearly attacked at 1%); the other rates: see the results file.
+Results:   docs/results/clip-poisoning.md
+"""
+
+from configs.clip_scenes import common
+from robustdata import config_lib
+
+
+def get_config(arg=None):
+  config, _ = common.scenes_config("clip", arg, name="clip_scenes")
+  config.contrastive.augment = False  # plain CLIP: no image or caption augmentation
+  return config_lib.finalize(config)
+
+
+def get_sweep():
+  """CLIP at 0.05%, 0.2% and 1% per attack, seeds 0-2."""
+  return common.sweep("configs/clip_scenes/clip.py")

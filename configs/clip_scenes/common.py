@@ -1,0 +1,109 @@
+"""The shared setup of the configs/clip_scenes configs (not a config itself): CLIP-family
+pre-training on poisoned `captioned_scenes` at the papers' poison rates.
+
+20,000 pairs of 24 object classes (10 handwritten digits, 14 glyphs) at 32x32 with sampled
+captions, a small CLIP (CNN tower 16/32/64, 2-layer text transformer, 64-d), batch 128,
+AdamW 2e-3 with 50 warm-up steps then cosine. Every run carries both attacks at the variant's
+rate of the training pairs each: targeted (min(16, poisons) held-out val images, each paired
+with real training captions of a random other class, `caption_source='data'`) and a BadNet
+backdoor (5-px noise patch in the corner, captioned with a prompt naming 'star').
+
+Variant tokens (comma-separated): a rate `r005` (0.05%), `r02` (0.2%) or `r1` (1%, the
+default); a seed `s0` (default), `s1` or `s2`; `smoke` (1,200 pairs, 2 epochs, 8 poisons per
+attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one caption each.
+"""
+
+import ml_collections
+
+from robustdata import config_lib, validation
+from robustdata.contrastive import config as contrastive_config
+
+RATES = {"r005": 0.0005, "r02": 0.002, "r1": 0.01}
+SEEDS = {"s0": 0, "s1": 1, "s2": 2}
+EPOCHS = 10
+NUM_TRAIN = 20000
+MAX_TARGETS = 16  # the papers' 16 target images
+
+
+def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.ConfigDict, bool]:
+  """(unlocked config of `method` on captioned_scenes for variant `arg`, whether smoke)."""
+  tokens = validation.parse_variants(arg, ("smoke", *RATES, *SEEDS), f"configs/clip_scenes/"
+                                     f"{name.removesuffix('_scenes')}.py",
+                                     exclusive=(tuple(RATES), tuple(SEEDS)))
+  smoke = "smoke" in tokens
+  rate = RATES[next(iter(tokens & set(RATES)), "r1")]
+  config = config_lib.base_config()
+  config.name = name + ("_smoke" if smoke else "")
+  config.seed = SEEDS[next(iter(tokens & set(SEEDS)), "s0")]
+  config.trainer = "contrastive"
+  config.method = method
+
+  config.data.name = "captioned_scenes"
+  config.data.seed = 0              # the generated images and captions (not the run seed)
+  config.data.num_train = NUM_TRAIN
+  config.data.num_val = 1000        # targeted-attack target images come from here
+  config.data.num_test = 2000       # zero-shot accuracy and backdoor ASR
+  config.data.num_downstream_train = 2000  # linear probe (object task, held-out writers)
+  config.data.num_downstream_test = 1000
+  config.data.image_size = 32
+  config.data.context_length = 24
+
+  config.model.name = "clip"
+  config.model.image_tower = "cnn"
+  config.model.cnn_widths = (16, 32, 64)
+  config.model.embed_dim = 64
+  config.model.text_width = 64
+  config.model.text_depth = 2
+  config.model.text_heads = 2
+
+  config.optim.name = "adamw"
+  config.optim.learning_rate = 2e-3  # peak LR of CLIP pre-training
+  config.optim.weight_decay = 0.1
+  config.optim.schedule = "cosine"
+
+  config.train.epochs = EPOCHS
+  config.train.batch_size = 128
+  config.train.eval_batch_size = 500
+  config.train.log_every_steps = 50
+  config.train.checkpoint_every_steps = 400
+  config.train.eval_every_epochs = 1000  # evaluate at the end only
+
+  config.contrastive = contrastive_config.contrastive_defaults(method)
+  config.contrastive.warmup_steps = 50
+  config.poison = contrastive_config.poison_defaults()
+  config.poison.kind = "both"
+  config.poison.rate = rate          # poisoned pairs per attack, of the clean training pairs
+  config.poison.num_targets = min(MAX_TARGETS, int(rate * NUM_TRAIN))
+  config.poison.caption_source = "data"  # real captions of adversarial-class images
+  config.poison.trigger = "badnet"
+  config.poison.patch_size = 5
+  config.poison.location = "corner"
+  config.poison.target_class = 16    # 'star'
+  config.poison.seed = 0
+
+  if smoke:
+    config.data.num_train = 1200
+    config.data.num_val = 48
+    config.data.num_test = 240
+    config.data.num_downstream_train = 240
+    config.data.num_downstream_test = 120
+    config.model.cnn_widths = (8, 16)
+    config.model.embed_dim = 32
+    config.model.text_width = 32
+    config.model.text_depth = 1
+    config.train.epochs = 2
+    config.train.batch_size = 100
+    config.train.eval_batch_size = 120
+    config.train.log_every_steps = 4
+    config.train.checkpoint_every_steps = 12
+    config.train.progress = "none"
+    config.contrastive.warmup_steps = 2
+    config.poison.rate = 0.0
+    config.poison.count = 8
+    config.poison.num_targets = 2
+  return config, smoke
+
+
+def sweep(path: str) -> list[str]:
+  """The table's points of the config file at `path`: 3 rates x 3 seeds, as variant specs."""
+  return [f"{path}:{r},{s}" for r in RATES for s in SEEDS]

@@ -1,0 +1,31 @@
+"""The filtering baseline on poisoned `captioned_scenes` (issue 23): plain CLIP for 2 epochs on
+all pairs, then every pair is scored by its image-caption cosine under that model and CLIP
+trains on the 90% best-aligned pairs for the remaining 8 epochs (contrastive method 'filter';
+robustdata/contrastive/config.py says why it is a strong, cheap baseline).
+
+Setup and attack: configs/clip_scenes/common.py (same data, model, poisons, epochs and LR
+schedule as configs/clip_scenes/clip.py). results.json `filter_history` (metrics.jsonl
+`filter`) gives the poisons kept per attack and the kept poison rate against the base rate.
+Command:   python -m experiments.main --config=configs/clip_scenes/filter.py:r1,s0
+Variants:  r005 / r02 / r1 (default r1), s0 / s1 / s2, smoke (1 + 1 epochs).
+Hardware:  2 CPU cores. Time: about 20 minutes at r1 on 2 shared cores.
+Expected:  r1, s0: see the results file.
+Results:   docs/results/clip-poisoning.md
+"""
+
+from configs.clip_scenes import common
+from robustdata import config_lib
+
+
+def get_config(arg=None):
+  config, smoke = common.scenes_config("filter", arg, name="filter_scenes")
+  config.contrastive.augment = False       # plain CLIP on the kept pairs
+  config.contrastive.filter_warmup_epochs = 2 if not smoke else 1
+  config.contrastive.keep_fraction = 0.9
+  config.contrastive.refilter_every = 0    # score once
+  return config_lib.finalize(config)
+
+
+def get_sweep():
+  """The filter at 0.05%, 0.2% and 1% per attack, seeds 0-2."""
+  return common.sweep("configs/clip_scenes/filter.py")

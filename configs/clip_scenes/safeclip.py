@@ -1,0 +1,43 @@
+"""SafeCLIP on poisoned `captioned_scenes` at the papers' poison rates (issue 23): 1 unimodal
+warm-up epoch, 1 CLIP epoch at a low learning rate, then per-epoch GMM safe/risky splits
+(CLIP loss on the safe pairs, unimodal loss on the risky ones) with a growing safe fraction.
+
+Setup and attack: configs/clip_scenes/common.py. The shapes config's settings
+(configs/safeclip/shapes.py says why) are kept: un-augmented CLIP passes, unimodal LR 1/4 of
+the CLIP LR, 1 unimodal epoch, safe fraction +0.08 per epoch up to 0.85. results.json
+`safeclip_splits` (metrics.jsonl `safeclip_split`) give per split the poisons in the safe set
+(`safe_poison_rate` against `base_poison_rate`, per attack `*_in_safe`) and the GMM's
+components and separation (`gmm_separation`, d').
+Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
+Variants:  r005 / r02 / r1 (default r1), s0 / s1 / s2, smoke (3 epochs: one per phase).
+Hardware:  2 CPU cores. Time: about 30 minutes at r1 on 2 shared cores.
+Expected:  r1, s0: see the results file (safe-set poison rate below the base rate is the
+           paper's mechanism).
+Results:   docs/results/clip-poisoning.md
+"""
+
+from configs.clip_scenes import common
+from robustdata import config_lib
+
+
+def get_config(arg=None):
+  config, smoke = common.scenes_config("safeclip", arg, name="safeclip_scenes")
+  config.contrastive.augment = False       # CLIP passes on the un-augmented pair
+  config.contrastive.aug_chain = "small"   # the unimodal views' chain
+  config.contrastive.inmodal_warmup = 1
+  config.contrastive.multimodal_warmup = 1
+  config.contrastive.in_lr = 5e-4          # 1/4 of the CLIP LR (configs/safeclip/shapes.py)
+  config.contrastive.cross_lr = 2e-3
+  config.contrastive.filter_lr = 2e-5      # 1/100 of the CLIP peak, as 5e-6 vs 5e-4
+  config.contrastive.unimodal_pool_size = 1024 if not smoke else 200
+  config.contrastive.safe_threshold = 0.9
+  config.contrastive.safe_fraction_update = 0.08
+  config.contrastive.safe_fraction_cap = 0.85
+  if smoke:
+    config.train.epochs = 3
+  return config_lib.finalize(config)
+
+
+def get_sweep():
+  """SafeCLIP at 0.05%, 0.2% and 1% per attack, seeds 0-2."""
+  return common.sweep("configs/clip_scenes/safeclip.py")
