@@ -16,8 +16,8 @@ Sweep:     python -m experiments.sweep --config=configs/friendly_noise/gm_shapes
              --workdir=runs/fn
 Hardware:  2 CPU cores.
 Time:      ~5 minutes of crafting per trial, 1-2 minutes per victim (Friendly Noise: ~3).
-Expected:  targeted_asr 1.0 on 4 of the first 5 targets undefended, unchanged by random noise
-           and Friendly Noise; DP-SGD (epsilon 8) 0.0.
+Expected:  targeted_asr 0.8 over trial0..trial4 undefended (4 of 5 targets), unchanged by random
+           noise and Friendly Noise; DP-SGD (epsilon 8) 0.2; clean accuracy 0.84 (friendly 0.79).
 Results:   docs/results/poisoning.md
 """
 
