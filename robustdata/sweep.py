@@ -14,6 +14,7 @@ import dataclasses
 import importlib.util
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -196,6 +197,25 @@ def _run_here(point: Point, workdir: str) -> Outcome:
   return Outcome(point, "ran", time.time() - t0, results=results)
 
 
+def _forward_sigterm(stop: list[int]):
+  """While workers run: a SIGTERM to this process is passed on to them (each checkpoints its
+  point and stops, as under Ctrl-C, which reaches the whole process group) and recorded in
+  `stop`, so the sweep starts no further point and no worker is left running on its own.
+  Returns the previous handler (None off the main thread, where handlers cannot be set)."""
+  def handler(signum, frame):
+    del frame
+    stop.append(signum)
+    for child in multiprocessing.active_children():
+      try:
+        os.kill(child.pid, signum)
+      except ProcessLookupError:
+        pass
+  try:
+    return signal.signal(signal.SIGTERM, handler)
+  except ValueError:
+    return None
+
+
 def _worker_init() -> None:
   """Each worker process: JAX allocates GPU memory as needed (the workers share devices)."""
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -263,6 +283,8 @@ def run_points(points: Sequence[Point], workdir: str, *, jobs: int = 1,
   elif pending:
     interrupted = None
     context = multiprocessing.get_context("spawn")  # never fork a process that holds JAX
+    stop: list[int] = []
+    previous = _forward_sigterm(stop)
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=min(jobs, len(pending)), mp_context=context,
         initializer=_worker_init) as pool:
@@ -270,10 +292,19 @@ def run_points(points: Sequence[Point], workdir: str, *, jobs: int = 1,
                              workdir): p for p in pending}
       try:
         for future in concurrent.futures.as_completed(futures):
+          if stop:  # SIGTERM: the running points checkpoint and stop; start no other
+            for f in futures:
+              f.cancel()
+            interrupted = interrupted or ("interrupted by SIGTERM; running points "
+                                          "checkpointed, rerun to resume")
+          if future.cancelled():
+            continue
           p = futures[future]
           try:
             status, value, seconds = future.result()
           except concurrent.futures.process.BrokenProcessPool as e:
+            if stop:  # a worker the signal reached outside a run: the point did not finish
+              continue
             status, value, seconds = "failed", f"worker process died: {e}", 0.0
           if status == "interrupted":
             interrupted = interrupted or value
@@ -284,6 +315,9 @@ def run_points(points: Sequence[Point], workdir: str, *, jobs: int = 1,
       except KeyboardInterrupt:
         interrupted = "interrupted; running points checkpointed, rerun to resume"
         pool.shutdown(wait=True, cancel_futures=True)
+      finally:
+        if previous is not None:
+          signal.signal(signal.SIGTERM, previous)
     if interrupted:
       raise KeyboardInterrupt(interrupted)
   return [outcomes[p.index] for p in points if p.index in outcomes]

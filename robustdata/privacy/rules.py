@@ -16,9 +16,9 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from robustdata.privacy import checks, clipping, ghost, noise, pruning
+from robustdata.privacy import checks, clipping, ghost, noise
+from robustdata.train.masks import flat_operand_mask  # the step operand of a mask
 
 PyTree = Any
 Rule = Callable[..., tuple[PyTree, PyTree, dict]]
@@ -38,21 +38,6 @@ def mode_for_epoch(epoch: int, *, mode: str, switch_epoch: Optional[int] = None,
     return mode
   checks.check_choice("switch_to_mode", switch_to_mode, checks.MODES)
   return switch_to_mode if epoch >= switch_epoch else mode
-
-
-def flat_operand_mask(mask: PyTree) -> dict[tuple, np.ndarray]:
-  """A params-shaped 0/1 mask as the rule's call-time operand: every prunable kernel's leaf
-  (`pruning.is_prunable`) and every other leaf that is not all ones, float32 on the host. The
-  key set depends only on the parameter shapes, not on which coordinates are pruned, so every
-  mask of a run gives the step the same argument structure."""
-  out = {}
-  for path, leaf in clipping.flatten(mask).items():
-    if leaf is None:
-      continue
-    arr = np.asarray(leaf, np.float32)
-    if pruning.is_prunable(path, arr) or not np.all(arr == 1.0):
-      out[path] = arr
-  return out
 
 
 def make_dp_rule(*, mode: str, clip_norm: float, noise_multiplier: float,
