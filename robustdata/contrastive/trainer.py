@@ -380,14 +380,17 @@ class ContrastiveTask(Task):
     return len(self.plan)
 
   def batch_of(self, idx: np.ndarray, kind: str) -> dict[str, Any]:
-    """The padded device batch of `idx` for a step of `kind`."""
+    """The padded device batch of `idx` for a step of `kind`; this process reads only the rows
+    its devices hold."""
     k, bsz = len(idx), self.bsz
     pad = np.concatenate([idx, np.repeat(idx[:1], bsz - k)]) if k < bsz else idx
     first, second = cdata.step_tokens(self.config, kind, self.train.extras["tokens"], self.views)
-    mask = (np.arange(bsz) < k).astype(np.float32)
+    rows = sharding_lib.process_rows(self.batch_sharding, bsz)
+    mask = (np.arange(bsz) < k).astype(np.float32)[rows]
+    pad = pad[rows]
     host_batch = {"x": self.train.x[pad], "tokens": first[pad].astype(np.int32),
                   "tokens_aug": second[pad].astype(np.int32), "mask": mask}
-    return sharding_lib.put_batch(host_batch, self.batch_sharding)
+    return sharding_lib.put_local(host_batch, self.batch_sharding, bsz)
 
   def train_step(self, loop: Loop, i: int) -> tuple[dict[str, Any], int]:
     idx, kind = self.plan[i]
