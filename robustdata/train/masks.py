@@ -15,11 +15,11 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Optional
 
-import flax
 import jax
 import numpy as np
 
 from robustdata import config_lib
+from robustdata.privacy.clipping import flatten, unflatten
 from robustdata.registry import ConfigError
 
 PyTree = Any
@@ -27,15 +27,6 @@ KINDS = ("random", "magnitude")
 SCOPES = ("global", "layer")
 # Stream tag of the random mask: default_rng([config.seed, MASK_STREAM]).
 MASK_STREAM = 0x3A5C
-
-
-def flatten(tree: PyTree) -> dict[tuple, Any]:
-  """A nested params dict as {path tuple: leaf}."""
-  return flax.traverse_util.flatten_dict(flax.core.unfreeze(tree))
-
-
-def unflatten(flat: dict[tuple, Any]) -> PyTree:
-  return flax.traverse_util.unflatten_dict(flat)
 
 
 def is_prunable(path: tuple, leaf: Any) -> bool:

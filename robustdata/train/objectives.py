@@ -71,11 +71,7 @@ def _section(config, name: str, defaults: dict[str, Any]) -> Callable[[str], Any
   if section is not None:
     check_known_fields(section, defaults, f"config.{name}")
   get = field_reader(section, defaults)
-  for key in defaults:
-    rule = validation.rule_for(f"{name}.{key}")
-    why = None if rule is None else rule.problem(get(key))
-    if why is not None:
-      raise ConfigError(f"config.{name}.{key}={get(key)!r} {why}; allowed: {rule.allowed}")
+  validation.check_ranges({name: {key: get(key) for key in defaults}})
   return get
 
 
