@@ -4,7 +4,8 @@ A config file builds on `base_config()`, changes what its experiment needs and r
 `finalize(config)`, so every run has the same sections, a field that exists nowhere is an
 error, and every field its dataset, model and data policy read can be set from the command
 line. The config hash is the sha256 of the canonical JSON of the resolved config (first 12 hex
-characters); the run directory is `<workdir>/<config.name>-<hash>`.
+characters), with the display-only train fields (DISPLAY_FIELDS) at the values the config file
+chose; the run directory is `<workdir>/<config.name>-<hash>`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,47 @@ MASK_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _unrecorded_display(config) -> bool:
+  return DISPLAY_SECTION not in config or any(
+      _unrecorded_display(config[k]) for k in stage_sections(config))
+
+
+def _record_display(config) -> None:
+  """Records the display-only train fields of `config` and of its nested upstream stages in
+  their hashed_display sections, where not recorded yet (in place)."""
+  if DISPLAY_SECTION not in config:
+    with config.unlocked():
+      config[DISPLAY_SECTION] = ml_collections.ConfigDict(
+          {f: config.train[f] for f in DISPLAY_FIELDS if f in config.get("train", {})})
+  for key in stage_sections(config):
+    _record_display(config[key])
+
+
+# Display-only fields of config.train: how a run reports, not what it computes. They do not
+# change a run's id: `finalize` records the values the config file chose in
+# config.hashed_display, and the hash reads those in place of the live fields. So
+# `--config.train.progress=bar`, a sweep's progress "none" or another log cadence name the same
+# run as the command line, and every id pinned before this rule (when the live values were
+# hashed, always equal to the file's) is unchanged. A config that never went through `finalize`
+# (no hashed_display) hashes them at the base config's values. config.json records both.
+DISPLAY_FIELDS = ("progress", "log_every_steps")
+DISPLAY_SECTION = "hashed_display"
+
+
+def _pin_display(d: dict[str, Any]) -> None:
+  """Replaces the display-only train fields of the config dict `d` (and of the upstream stages
+  nested in it) by their hashed values, removing the hashed_display record."""
+  pins = d.pop(DISPLAY_SECTION, None)
+  if pins is None:
+    pins = {f: base_config().train[f] for f in DISPLAY_FIELDS}
+  train = d.get("train")
+  if isinstance(train, dict):
+    train.update({f: pins[f] for f in DISPLAY_FIELDS if f in train and f in pins})
+  for value in d.values():
+    if isinstance(value, dict) and {"trainer", "train", "name"} <= value.keys():
+      _pin_display(value)
+
+
 def to_dict(config: ml_collections.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
   """A plain, JSON-ready dict (tuples become lists; unset optional fields left out)."""
   raw = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
@@ -164,7 +206,11 @@ def _json_default(obj):
 
 
 def canonical_json(config) -> str:
-  return json.dumps(to_dict(config), sort_keys=True, separators=(",", ":"))
+  """The JSON that is hashed: `to_dict(config)` with the display-only fields at their hashed
+  values (DISPLAY_FIELDS)."""
+  d = to_dict(config)
+  _pin_display(d)
+  return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
 
 def config_hash(config) -> str:
@@ -185,8 +231,12 @@ def finalize(config):
   `with_defaults` gives every None policy field the chosen policy's default and drops those it
   does not have, so no field or default of the file's policy is left behind (two policies can
   share a field name with different defaults, e.g. start_epoch). Unset OPTIONAL_FIELDS are
-  None placeholders too, left out of the hash."""
+  None placeholders too, left out of the hash. The display-only fields' values are recorded in
+  config.hashed_display (DISPLAY_FIELDS) unless a first `finalize` recorded them already."""
   config = with_defaults(config, sections=("data", "model"))
+  if _unrecorded_display(config):
+    config = copy.deepcopy(config)
+    _record_display(config)
   absent = [d.split(".") for d in OPTIONAL_FIELDS
             if d.split(".")[0] in config and d.split(".")[1] not in config[d.split(".")[0]]]
   if absent:

@@ -14,10 +14,13 @@ import os
 import sys
 from typing import Any, Iterable, Sequence
 
-from robustdata.registry import ConfigError
+from robustdata import config_lib
 from robustdata import run_dir as run_dir_lib
+from robustdata.registry import ConfigError
 
 _MISSING = object()
+# Display-only fields (config_lib.DISPLAY_FIELDS): never a reason to split or pool a group.
+DISPLAY = tuple(f"train.{f}" for f in config_lib.DISPLAY_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,12 +199,12 @@ def table(runs: Sequence[Run], *, rows: Sequence[str] = (), cols: Sequence[str] 
   for i, run in enumerate(runs):
     key = (tuple(field_value(run, f) for f in rows), tuple(field_value(run, f) for f in cols))
     groups.setdefault(key, []).append(i)
-  grouped = set(rows) | set(cols) | {"seed", "train.progress"}  # seeds are averaged over
+  grouped = set(rows) | set(cols) | {"seed"} | set(DISPLAY)  # seeds are averaged over
   pooled: set[str] = set()
   for members in groups.values():
     leaves = [flatten(runs[i].config) for i in members]
     for field in set().union(*leaves):
-      if field in grouped:
+      if field in grouped or field.startswith(f"{config_lib.DISPLAY_SECTION}."):
         continue
       if len({repr(leaf.get(field, _MISSING)) for leaf in leaves}) > 1:
         pooled.add(field)

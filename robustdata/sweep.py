@@ -143,7 +143,8 @@ def load_points(spec: str) -> tuple[list[Point], list[str]]:
   if not swept:  # config specs: the fields whose values differ between points
     leaves = [report.flatten(config_lib.to_dict(p.config)) for p in points]
     swept = sorted(f for f in set().union(*leaves)
-                   if len({repr(leaf.get(f)) for leaf in leaves}) > 1)
+                   if len({repr(leaf.get(f)) for leaf in leaves}) > 1
+                   and not f.startswith(f"{config_lib.DISPLAY_SECTION}."))
   return points, swept
 
 
@@ -335,7 +336,7 @@ def closing_table(outcomes: Sequence[Outcome], workdir: str, swept: Sequence[str
     metric = next((m for m in TABLE_METRICS if all(m in r.results for r in runs)), None)
     if metric is None:
       return "no metric that every run reports; use experiments.report with --metric"
-  rows = [f for f in swept if f not in ("seed", "train.progress")
+  rows = [f for f in swept if f != "seed" and f not in report.DISPLAY
           and len({repr(report.field_value(r, f)) for r in runs}) > 1]
   return report.to_markdown(report.table(runs, rows=rows, metric=metric))
 

@@ -1,11 +1,12 @@
 """Config hash stability, validation and the bad-input messages."""
 
+import copy
 import json
 
 import ml_collections
 import pytest
 
-from robustdata import config_lib
+from robustdata import config_lib, validation
 from robustdata.registry import ConfigError
 
 
@@ -209,3 +210,49 @@ def test_optional_field_is_settable_and_in_the_hash_only_when_set():
   config.train.conv = None
   assert config_lib.config_hash(config) == unset
   config_lib.check_known_fields(config)  # known although base_config lacks it
+
+
+# --- Display-only fields (config_lib.DISPLAY_FIELDS) do not change a run's id. --------------
+
+def _overridden(config, **fields):
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    for key, value in fields.items():
+      config.train[key] = value
+  return config
+
+
+@pytest.mark.parametrize("spec", ["configs/quickstart.py:smoke", "configs/pde/synthetic_erm.py",
+                                  "configs/friendly_noise/bp_cifar10.py:smoke"])
+def test_display_only_fields_do_not_change_the_run_id(spec):
+  """Another progress style or log cadence (on the command line, or the progress 'none' a
+  sweep sets) names the same run; a field that computes something still changes the id; the
+  id read back from config.json is the same (`--reproduce`); upstream stages likewise."""
+  config = validation.load_config_file(spec)
+  run_id = config_lib.run_id(config_lib.resolve(config))
+  for fields in ({"progress": "none"}, {"progress": "bar"}, {"log_every_steps": 7},
+                 {"progress": "log", "log_every_steps": 1}):
+    changed = config_lib.resolve(_overridden(config, **fields))
+    assert config_lib.run_id(changed) == run_id, fields
+    assert config_lib.run_id(config_lib.from_dict(config_lib.to_dict(changed))) == run_id
+    assert config_lib.to_dict(changed)["train"].items() >= fields.items()  # config.json: live
+  assert config_lib.run_id(config_lib.resolve(_overridden(config, epochs=3))) != run_id
+  for key in config_lib.stage_sections(config):
+    stage = config_lib.resolve(config[key])
+    assert (config_lib.run_id(config_lib.resolve(_overridden(stage, progress="none")))
+            == config_lib.run_id(stage))
+
+
+def test_display_only_fields_hash_at_the_values_the_file_chose():
+  """`finalize` records the file's values: the hash is that of the config with those values
+  (which is how every id pinned before the rule was computed); without the record (a config
+  that never went through `finalize`) the base config's values are hashed."""
+  config = config_lib.resolve(validation.load_config_file("configs/pde/synthetic_erm.py"))
+  assert (config.hashed_display.progress, config.hashed_display.log_every_steps) == ("log", 100)
+  d = config_lib.to_dict(config)
+  del d["hashed_display"]
+  assert config_lib.canonical_json(config) == json.dumps(d, sort_keys=True, separators=(",", ":"))
+  bare = config_lib.base_config()
+  with bare.unlocked():
+    bare.train.progress, bare.train.log_every_steps = "none", 3
+  assert config_lib.config_hash(bare) == config_lib.config_hash(config_lib.base_config())

@@ -46,7 +46,7 @@ def get_config(arg=None):
   config.data.name = "digits"
   config.data.augment = ()          # crops/flips change a digit's identity
   kind, rate = NOISE[noise]
-  config.data.label_noise = rate    # fraction of train labels flipped (floor(r N))
+  config.data.label_noise = rate    # fraction of train labels flipped (round(r N))
   config.data.label_noise_kind = kind
   config.data.subset_size = 1.0     # fraction of the train split kept (before the noise)
 

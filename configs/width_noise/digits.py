@@ -50,7 +50,7 @@ def get_config(arg=None):
 
   config.data.name = "digits"
   config.data.augment = ()          # crops/flips change a digit's identity
-  config.data.label_noise = NOISE[noise]  # floor(r N) train labels flipped to another class
+  config.data.label_noise = NOISE[noise]  # round(r N) train labels flipped to another class
   config.data.label_noise_kind = "symmetric"
   config.data.subset_size = SAMPLES[samples]  # kept before the noise is drawn
 

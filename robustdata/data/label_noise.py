@@ -2,7 +2,7 @@
 
 Config (all in `config.data`; the last two are absent unless a config sets them, so configs
 without them keep their run ids):
-  label_noise       r in [0, 1): floor(r N) train labels are flipped (0 disables).
+  label_noise       r in [0, 1): round(r N) train labels are flipped (0 disables).
   label_noise_kind  'symmetric' (default): each flipped label becomes a uniformly chosen *other*
                     class; 'asymmetric': it becomes perm[y] for one fixed class permutation
                     without fixed points (a derangement) drawn from the seed.
@@ -75,8 +75,8 @@ def _check(field: str, value: Any, in_range: Optional[bool], interval: str) -> N
 
 
 def flip_count(rate: float, n: int) -> int:
-  """floor(rate * n), robust to float rounding (0.3 * 10 is 3, not 2)."""
-  return int(math.floor(rate * n + 1e-9))
+  """round(rate * n), halves up, robust to float rounding (0.3 * 10 is 3, not 2)."""
+  return int(math.floor(rate * n + 0.5 + 1e-9))
 
 
 def subset_rows(n: int, subset_size: float, rng: np.random.Generator) -> np.ndarray:
@@ -103,7 +103,7 @@ def flip_labels(y: np.ndarray, num_classes: int, *, rate: float, kind: str = "sy
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
   """(noisy labels, flipped mask, class permutation or None) for integer labels `y`.
 
-  floor(rate N) rows are chosen uniformly without replacement. 'symmetric': row i gets
+  round(rate N) rows are chosen uniformly without replacement. 'symmetric': row i gets
   (y_i + k_i) mod C with k_i uniform in 1..C-1, i.e. uniform over the other classes;
   'asymmetric': row i gets perm[y_i] for one derangement `perm` (drawn first). A flipped label
   never equals the original one.

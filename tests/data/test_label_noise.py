@@ -5,6 +5,7 @@ metrics on clean vs flipped rows, and clear errors for bad fields."""
 
 from __future__ import annotations
 
+import decimal
 import math
 
 import ml_collections
@@ -18,6 +19,17 @@ from robustdata.registry import ConfigError
 from robustdata.train import evaluate
 
 C = 10
+
+
+def _round(x: float) -> int:
+  """round(x), halves up (Python's round() takes halves to even)."""
+  return int(decimal.Decimal(repr(x)).quantize(decimal.Decimal(1), decimal.ROUND_HALF_UP))
+
+
+def test_flip_count_is_round_rn():
+  for rate, n, want in ((0.4, 1257, 503), (0.5, 1257, 629), (0.2, 1257, 251), (0.3, 10, 3),
+                        (0.25, 10, 3), (0.0, 1257, 0), (0.1, 4, 0)):
+    assert label_noise.flip_count(rate, n) == want == _round(rate * n), (rate, n)
 
 
 def _labels(n: int = 20_000, seed: int = 0) -> np.ndarray:
@@ -34,7 +46,7 @@ def test_symmetric_flips_an_exact_count_never_to_the_true_class_uniformly():
   noisy, flipped, perm = label_noise.flip_labels(y, C, rate=0.4, kind="symmetric",
                                                  rng=np.random.default_rng(1))
   assert perm is None and noisy.dtype == y.dtype
-  assert flipped.sum() == math.floor(0.4 * len(y)) == 8000
+  assert flipped.sum() == _round(0.4 * len(y)) == 8000
   np.testing.assert_array_equal(noisy[~flipped], y[~flipped])
   assert np.all(noisy[flipped] != y[flipped])
   # The rate within each class is r up to sampling error (hypergeometric, <= binomial spread).
@@ -88,7 +100,7 @@ def test_every_source_records_its_flips(name, kind):
   clean, noisy = _load(name), _load(name, label_noise=0.4, label_noise_kind=kind)
   train = noisy.train
   flipped = train.extras["label_flipped"]
-  assert flipped.dtype == bool and flipped.sum() == math.floor(0.4 * len(train))
+  assert flipped.dtype == bool and flipped.sum() == _round(0.4 * len(train))
   np.testing.assert_array_equal(train.extras["clean_y"], clean.train.y)
   np.testing.assert_array_equal(train.y != clean.train.y, flipped)
   np.testing.assert_array_equal(train.x, clean.train.x)
@@ -118,7 +130,7 @@ def test_subset_is_drawn_before_the_noise(name):
   rows = label_noise.subset_rows(n, 0.5, np.random.default_rng([0, label_noise.SUBSET_STREAM]))
   np.testing.assert_array_equal(small.train.ids, full.train.ids[rows])
   np.testing.assert_array_equal(noisy.train.extras["clean_y"], small.train.y)
-  assert noisy.train.extras["label_flipped"].sum() == math.floor(0.4 * len(small.train))
+  assert noisy.train.extras["label_flipped"].sum() == _round(0.4 * len(small.train))
   np.testing.assert_array_equal(small.test.y, full.test.y)
 
 
@@ -128,7 +140,7 @@ def test_digits_subset_comes_before_the_copies():
   assert len(d.train) == 3 * n
   np.testing.assert_array_equal(d.train.extras["clean_y"], np.tile(d.train.extras["clean_y"][:n],
                                                                    3))
-  assert d.train.extras["label_flipped"].sum() == math.floor(0.2 * 3 * n)
+  assert d.train.extras["label_flipped"].sum() == _round(0.2 * 3 * n)
 
 
 def test_no_noise_leaves_the_data_alone():
