@@ -191,12 +191,14 @@ class VictimTask(SupervisedTask):
     return transform
 
   def device_batch(self, indices: np.ndarray, weights: np.ndarray):
-    batch = self.loader.host_batch(indices, weights)
+    """The loader's batch plus the Friendly Noise of its rows; each process builds only the
+    rows its devices hold."""
+    rows = sharding_lib.process_rows(self.batch_sharding, self.loader.batch_size)
+    batch = self.loader.host_batch(indices, weights, rows=rows)
     if self.friendly("enabled"):  # zeros until the noise exists: one compiled step
-      rows = batch["index"]
-      batch["friendly"] = (self.noise[rows] if self.noise is not None
+      batch["friendly"] = (self.noise[batch["index"]] if self.noise is not None
                            else np.zeros_like(batch["x"]))
-    return sharding_lib.put_batch(batch, self.batch_sharding)
+    return sharding_lib.put_local(batch, self.batch_sharding, self.loader.batch_size)
 
   # --- Attack success. ---------------------------------------------------------------------------
 
