@@ -39,7 +39,7 @@ def test_config_loads_and_validates(path):
     # The resolved config (what a run hashes and writes to config.json) is complete: reading
     # config.json back and resolving again gives the same run id.
     resolved = config_lib.with_defaults(config)
-    back = config_lib.from_dict(json.loads(config_lib.canonical_json(resolved)))
+    back = config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(resolved))))
     assert config_lib.with_defaults(back) is back
     assert config_lib.run_id(back) == config_lib.run_id(resolved)
   assert (config_lib.config_hash(module.get_config(None))

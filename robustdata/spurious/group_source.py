@@ -3,7 +3,8 @@
 stage (`config.group_stage`, a whole config of trainer 'group_inference'; `infer_stage.py`).
 
 `training_view` gives the policy, the objective and the batch loader the splits with the
-inferred train groups (and their number), so GroupDRO, group-balanced batches, up/down-sampling,
+inferred train groups (and their number; SPARE inference's per-class sampling powers as the
+train extra SAMPLING_POWER), so GroupDRO, group-balanced batches, up/down-sampling,
 PDE's warm-up and DFR's head on `held_out='train'` read them unchanged; evaluation keeps the
 annotated splits (val/test true groups, the true train proportions for average accuracy).
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
+
 from robustdata import runner
 from robustdata.poisoning.artifact import dataset_fingerprint
 from robustdata.registry import ConfigError
@@ -20,7 +23,10 @@ from robustdata.spurious import inference
 
 FIELD = "config.group_stage"
 # What reads the train split's groups: data policies, objectives (config.method).
-GROUP_POLICIES = ("upsample", "downsample", "group_balanced", "pde")
+GROUP_POLICIES = ("upsample", "downsample", "group_balanced", "spare", "pde")
+# The train split's extra holding each example's class sampling power from a SPARE inference
+# stage (its partition's extra 'sampling_powers', per class), read by the 'spare' policy.
+SAMPLING_POWER = "inferred_sampling_power"
 GROUP_METHODS = ("groupdro",)
 
 
@@ -71,5 +77,9 @@ def training_view(config, data, run_dir: str):
   check_consumer(config)
   part = load_partition(config, data, run_dir)
   train = data.train.replace(groups=part.groups)
+  powers = part.extra.get("sampling_powers")
+  if powers is not None:
+    train = train.replace(extras={**train.extras, SAMPLING_POWER: np.asarray(
+        powers, np.float64)[train.y]})
   return dataclasses.replace(data, train=train, num_groups=part.num_groups,
                              group_names=part.group_names)

@@ -9,7 +9,9 @@ with the partition, so a finished inference is never recomputed and a killed one
 step. Where the train split has true groups, results.json scores the partition against them
 (adjusted Rand index, minority-group recall and precision).
 
-`config.inference` (INFERENCE_DEFAULTS): the method and its settings.
+`config.inference` (INFERENCE_DEFAULTS): the method and its settings; method 'ssa' also needs
+every field of SSA_DEFAULTS there (its attribute predictor reads the inputs and the group labels
+of the val split, not only the reference's outputs).
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ import numpy as np
 from robustdata import config_lib
 from robustdata import run_dir as run_dir_lib
 from robustdata import runner
+from robustdata import validation
 from robustdata.data import sources
 from robustdata.poisoning.artifact import dataset_fingerprint
 from robustdata.registry import TRAINERS, ConfigError, check_known_fields, field_reader
 from robustdata.spurious import inference
+from robustdata.spurious import ssa
 from robustdata.train import sharding as sharding_lib
 from robustdata.train.driver import Driver, Loop, Task, abstract_on
 from robustdata.train.evaluate import Evaluator
 from robustdata.train.supervised import restore_model
 
-METHODS = ("jtt", "cluster", "spare", "eiil")
+METHODS = ("jtt", "cluster", "spare", "eiil", "ssa")
 FEATURES = ("logits", "probs", "features")
 ALGORITHMS = ("kmeans", "gmm")
 # config.inference: every field with its default.
@@ -52,6 +56,36 @@ INFERENCE_DEFAULTS: dict[str, Any] = {
     "eiil_lr": 0.01,
     "seed": 0,                # clustering restarts, EIIL's initial env logits
 }
+SSA_INPUTS = ("inputs", "features")
+# config.inference fields of method 'ssa' (all required with it, so they are in its run id).
+SSA_DEFAULTS: dict[str, Any] = {
+    "ssa_labelled_fraction": 1.0,  # the fraction of the val split whose group labels SSA uses
+    "ssa_select_fraction": 0.5,    # of those, the part that selects the predictor (not fit)
+    "ssa_num_splits": 3,           # train folds; each is labelled by a predictor whose
+                                   # pseudo-labels come from the other folds
+    "ssa_threshold": 0.95,         # confidence a pseudo-label needs (SpuCo's tau)
+    "ssa_input": "inputs",         # inputs (flattened) or the reference's penultimate features
+    "ssa_hidden": 64,              # the predictor's hidden width (0: softmax regression)
+    "ssa_steps": 500,              # SGD steps per predictor
+    "ssa_lr": 0.01,                # SGD (momentum 0.9) learning rate, SpuCo's
+    "ssa_weight_decay": 5e-4,      # SpuCo's
+    "ssa_batch_size": 128,
+}
+# The declared ranges of the config.inference fields this module owns (robustdata/validation.py
+# checks every config against its RULES table).
+validation.RULES.update({
+    "inference.method": validation.Choice(METHODS),
+    "inference.ssa_labelled_fraction": validation.Fraction(lo_inclusive=False),
+    "inference.ssa_select_fraction": validation.Fraction(hi_inclusive=False),
+    "inference.ssa_num_splits": validation.POS_INT,
+    "inference.ssa_threshold": validation.Fraction(),
+    "inference.ssa_input": validation.Choice(SSA_INPUTS),
+    "inference.ssa_hidden": validation.NONNEG_INT,
+    "inference.ssa_steps": validation.POS_INT,
+    "inference.ssa_lr": validation.POSITIVE,
+    "inference.ssa_weight_decay": validation.NONNEG,
+    "inference.ssa_batch_size": validation.POS_INT,
+})
 
 
 class GroupInferenceTask(Task):
@@ -67,7 +101,8 @@ class GroupInferenceTask(Task):
     if "inference" not in config:
       raise ConfigError("config.inference is missing; build it from "
                         "robustdata.spurious.infer_stage.INFERENCE_DEFAULTS")
-    check_known_fields(config.inference, INFERENCE_DEFAULTS, "config.inference")
+    check_known_fields(config.inference, {**INFERENCE_DEFAULTS, **SSA_DEFAULTS},
+                       "config.inference")
     validate_inference(config.inference)
     if config.data != config.reference.data:
       raise ConfigError("config.data must equal config.reference.data (groups are inferred for "
@@ -77,7 +112,7 @@ class GroupInferenceTask(Task):
   def setup(self, driver: Driver) -> None:
     config = self.config = driver.config
     self.driver = driver
-    self.get = field_reader(config.inference, INFERENCE_DEFAULTS)
+    self.get = field_reader(config.inference, {**INFERENCE_DEFAULTS, **SSA_DEFAULTS})
     self.data = sources.load(config.data)
     self.ref_dir = runner.stage_dir(config, "reference", driver.run_dir)
     self.model, self.variables = restore_model(config.reference, self.ref_dir, self.data)
@@ -111,20 +146,50 @@ class GroupInferenceTask(Task):
   def start_epoch(self, loop: Loop) -> int:
     return 1
 
-  def outputs(self) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, penultimate features) of the reference model on the train split (eval mode)."""
+  def outputs(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(logits, penultimate features) of the reference model on a split (eval mode)."""
     evaluator = Evaluator(self.model, self.driver.mesh,
                           batch_size=int(self.config.train.eval_batch_size))
     variables = dict(self.variables)
     state = types.SimpleNamespace(params=variables.pop("params"), model_state=variables)
-    return evaluator.logits_and_features(state, self.data.train)
+    return evaluator.logits_and_features(state, self.data.splits()[split])
+
+  def infer_ssa(self) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any], float]:
+    """SSA on the group-labelled part (`ssa_labelled_fraction`) of the val split; the score is
+    the predictors' mean attribute accuracy on the labelled selection part."""
+    get, train, val = self.get, self.data.train, self.data.val
+    if len(val) == 0 or val.spurious is None:
+      raise ConfigError(f"config.inference.method='ssa' needs the spurious attribute on the val "
+                        f"split, but config.data (name={self.config.data.name!r}) gives "
+                        f"{'an empty val split' if len(val) == 0 else 'none'}")
+    rng = np.random.default_rng(np.random.SeedSequence([int(get("seed")), 0x55A1]))
+    labelled = np.sort(rng.permutation(len(val))[:max(1, int(round(
+        float(get("ssa_labelled_fraction")) * len(val))))])
+    if get("ssa_input") == "features":
+      z_train, z_val = self.outputs("train")[1], self.outputs("val")[1][labelled]
+    else:
+      z_train = train.x.reshape(len(train), -1)
+      z_val = val.x[labelled].reshape(len(labelled), -1)
+    groups, names, info = ssa.ssa_groups(
+        np.asarray(z_train, np.float32), train.y, np.asarray(z_val, np.float32), val.y[labelled],
+        val.spurious[labelled], num_classes=self.data.num_classes,
+        num_splits=int(get("ssa_num_splits")), threshold=float(get("ssa_threshold")),
+        select_fraction=float(get("ssa_select_fraction")), hidden=int(get("ssa_hidden")),
+        steps=int(get("ssa_steps")), lr=float(get("ssa_lr")),
+        weight_decay=float(get("ssa_weight_decay")), batch_size=int(get("ssa_batch_size")),
+        seed=int(get("seed")))
+    info["ssa_labelled"] = int(len(labelled))
+    return groups, names, info, float(np.mean(info["ssa_select_accuracy"]))
 
   def train_step(self, loop: Loop, i: int) -> tuple[dict[str, Any], int]:
     del loop, i
     t0 = time.perf_counter()
-    logits, features = self.outputs()
-    groups, names, info, score = infer(self.get, logits, features, self.data.train.y,
-                                       num_classes=self.data.num_classes)
+    if self.get("method") == "ssa":
+      groups, names, info, score = self.infer_ssa()
+    else:
+      logits, features = self.outputs()
+      groups, names, info, score = infer(self.get, logits, features, self.data.train.y,
+                                         num_classes=self.data.num_classes)
     self.inference_time_s += time.perf_counter() - t0
     self.info = {"group_names": list(names), **info}
     self.state = jax.device_put({"groups": jnp.asarray(groups, jnp.int32),
@@ -156,7 +221,7 @@ class GroupInferenceTask(Task):
 
 def validate_inference(section) -> None:
   """ConfigError naming the field for a bad config.inference."""
-  get = field_reader(section, INFERENCE_DEFAULTS)
+  get = field_reader(section, {**INFERENCE_DEFAULTS, **SSA_DEFAULTS})
   for field, allowed in (("method", METHODS), ("features", FEATURES),
                          ("algorithm", ALGORITHMS)):
     if get(field) not in allowed:
@@ -176,6 +241,13 @@ def validate_inference(section) -> None:
   for field in ("eiil_lr", "high_sampling_power"):
     if not isinstance(get(field), (int, float)) or isinstance(get(field), bool) or get(field) <= 0:
       raise ConfigError(f"config.inference.{field}={get(field)!r} must be > 0")
+  if get("method") == "ssa":
+    missing = [k for k in SSA_DEFAULTS if k not in section.keys()]
+    if missing:
+      raise ConfigError(f"config.inference.method='ssa' needs config.inference.{missing[0]} "
+                        f"(missing: {missing}); build config.inference from INFERENCE_DEFAULTS "
+                        "and SSA_DEFAULTS of robustdata.spurious.infer_stage")
+    validation.check_ranges({"inference": {k: get(k) for k in SSA_DEFAULTS}})
 
 
 def infer(get, logits: np.ndarray, features: np.ndarray, labels: np.ndarray, *,

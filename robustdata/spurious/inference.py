@@ -9,6 +9,8 @@ Kernels (host NumPy / scikit-learn, JAX for EIIL), each taking the reference mod
   per-class sampling power (high where the best silhouette is below a threshold);
 - `eiil_environments`: EIIL (Creager et al. '21): soft environment logits maximising the
   IRMv1 penalty of the fixed reference model by gradient ascent; groups (class, environment).
+SSA (`ssa.py`) trains its own spurious-attribute predictor on the group-labelled val split
+instead of reading only the reference's outputs.
 `quality` scores a partition against true groups (adjusted Rand index, minority recall).
 `GroupPartition` is the artifact that crosses stages (groups.npz + groups.json).
 """

@@ -1,19 +1,25 @@
 """Spurious-correlation objectives: GroupDRO (per-example coefficients from the online group
-weights) and DFR (ERM training, then a last-layer refit in `finalize`)."""
+weights), DFR (ERM training, then a last-layer refit in `finalize`) and Learning from Failure
+(a biased model trained beside the debiased one, both in one train state)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from robustdata.data import augment as augment_lib
 from robustdata.evals import groups as group_evals
-from robustdata.registry import OBJECTIVES, ConfigError, field_reader
-from robustdata.spurious import dfr, groupdro
+from robustdata.models.conv import with_conv
+from robustdata.registry import MODELS, OBJECTIVES, ConfigError, check_known_fields, field_reader
+from robustdata.spurious import dfr, groupdro, lff
 from robustdata.spurious.alignment import ReportsAlignment
-from robustdata.train.objectives import Objective
+from robustdata.train import optim as optim_lib
+from robustdata.train.objectives import Objective, _require_plain_rule
 
 
 @OBJECTIVES.register("groupdro")
@@ -118,3 +124,152 @@ class DeepFeatureReweighting(ReportsAlignment, Objective):
                 "dfr_time_s": time.time() - t0})
     out.update(super().finalize(run_ctx))
     return out
+
+
+# The batch entry carrying the biased model's per-example cross-entropy into the inner step.
+LFF_BIASED_LOSS = "lff_biased_loss"
+
+
+@OBJECTIVES.register("lff")
+class LearningFromFailure(ReportsAlignment, Objective):
+  """Learning from Failure (Nam et al. '20; `robustdata.spurious.lff`): the run's model is the
+  debiased one, trained on CE weighted by W(x) = CE_b / (CE_b + CE_d) (loss EMAs normalised by
+  their class maximum); a biased model of the same architecture (`config.model`, its own
+  initialisation) is trained on GCE beside it, with its own copy of `config.optim`, in
+  `method_state`: params, model state, optimizer state, and the two EMA tables over the train
+  split, so the pair is checkpointed and resumed together. Both models see the same (augmented)
+  batch; the biased update uses the batch's policy weights too.
+
+  Config `config.lff`: q (0.7, GCE's exponent), ema (0.7, the loss EMAs' decay), the paper's
+  values. results.json adds the biased model's `lff_biased_*` test metrics. The GCE here is
+  (1 - p_y^q) / q; the paper's code scales its gradient by a further q (an LR factor, which
+  Adam ignores).
+  """
+
+  DEFAULTS = {"q": 0.7, "ema": 0.7}
+  INIT_TAG = 0x1FF  # folded into the seed for the biased model's initialisation
+
+  def __init__(self, config, *, num_groups: int = 0, num_classes: int = 0):
+    super().__init__(config, num_groups=num_groups, num_classes=num_classes)
+    section = config.get("lff", None) if hasattr(config, "get") else None
+    if section is not None:
+      check_known_fields(section, self.DEFAULTS, "config.lff")
+    get = field_reader(section, self.DEFAULTS)
+    self.q, self.ema = get("q"), get("ema")
+    for name, value, ok, allowed in (("q", self.q, 0.0 < _num(self.q) <= 1.0, "(0, 1]"),
+                                     ("ema", self.ema, 0.0 <= _num(self.ema) < 1.0, "[0, 1)")):
+      if not ok:
+        raise ConfigError(f"config.lff.{name}={value!r}; allowed: a number in {allowed}")
+    self.q, self.ema = float(self.q), float(self.ema)
+    _require_plain_rule(config, "lff")
+    self.model = with_conv(MODELS.get(config.model.name)(config.model, num_classes), config)
+    self.tx = optim_lib.make_optimizer(config.optim)
+    self.train_labels = None
+    self.input_shape = None
+    self.loss_fn = None
+
+  def prepare(self, train) -> None:
+    self.train_labels = np.asarray(train.y, np.int32)
+    self.input_shape = tuple(train.x.shape[1:])
+
+  def init(self):
+    if self.train_labels is None:
+      raise ValueError("LearningFromFailure.init needs the train split: call prepare(train)")
+    key = jax.random.fold_in(jax.random.PRNGKey(int(self.config.seed)), self.INIT_TAG)
+    variables = dict(self.model.init(key, jnp.zeros((1, *self.input_shape), jnp.float32),
+                                     train=False))
+    params = variables.pop("params")
+    n = len(self.train_labels)
+    return {"biased_params": params, "biased_model_state": variables,
+            "biased_opt_state": self.tx.init(params),
+            "ema_biased": jnp.zeros((n,), jnp.float32),
+            "ema_debiased": jnp.zeros((n,), jnp.float32), "ema_seen": jnp.zeros((n,), jnp.float32)}
+
+  def coefficients(self, losses, batch, method_state):
+    ms = method_state
+    index, mask = batch["index"], batch["mask"]
+    ema_b, seen = lff.ema_update(ms["ema_biased"], ms["ema_seen"], index, batch[LFF_BIASED_LOSS],
+                                 mask, alpha=self.ema)
+    ema_d, _ = lff.ema_update(ms["ema_debiased"], ms["ema_seen"], index, losses, mask,
+                              alpha=self.ema)
+    w = lff.relative_difficulty(ema_b, ema_d, index, batch["y"], jnp.asarray(self.train_labels),
+                                num_classes=self.num_classes)
+    real = mask.astype(w.dtype)
+    n = jnp.maximum(real.sum(), 1.0)
+    metrics = {"lff_weight_mean": jnp.sum(w * real) / n,
+               "lff_weight_max": jnp.max(jnp.where(real > 0, w, 0.0))}
+    new_state = {**ms, "ema_biased": ema_b, "ema_debiased": ema_d, "ema_seen": seen}
+    return w * batch["weight"], new_state, metrics
+
+  def wrap_loss(self, loss_fn):
+    self.loss_fn = loss_fn  # the biased model's forward pass (its CE is the EMA's loss)
+    return loss_fn
+
+  def wrap_step(self, step_fn):
+    loss_fn, tx, q = self.loss_fn, self.tx, self.q
+    if loss_fn is None:
+      raise ValueError("LearningFromFailure.wrap_step needs wrap_loss to be called first")
+    config = self.config
+    augment = tuple(config.data.augment)
+    crop_padding = int(config.data.crop_padding)
+
+    def lff_step(state, batch, lr, operands=None):
+      ms = state.method_state
+      x = batch["x"]
+      if augment:  # the augmentation the inner step draws (its key for this step)
+        aug_key = jax.random.split(jax.random.fold_in(state.rng, state.step))[0]
+        x = augment_lib.apply_augmentations(aug_key, x, augment, crop_padding=crop_padding)
+      biased_batch = {**batch, "x": x}
+      mask = batch["mask"]
+      denom = jnp.maximum(jnp.sum(mask), 1.0)
+
+      def biased_total(params):
+        ce, (new_model_state, logits) = loss_fn(params, ms["biased_model_state"], biased_batch,
+                                                None, True)
+        gce = lff.gce_loss(logits, batch["y"], q=q)
+        total = jnp.sum(mask * batch["weight"] * gce) / denom
+        return total, (new_model_state, ce, logits)
+
+      grads, (model_state_b, ce_b, logits_b) = jax.grad(biased_total, has_aux=True)(
+          ms["biased_params"])
+      opt_state = ms["biased_opt_state"]
+      opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+      updates, opt_state = tx.update(grads, opt_state, ms["biased_params"])
+      params_b = optax.apply_updates(ms["biased_params"], updates)
+
+      inner = {**batch, LFF_BIASED_LOSS: jax.lax.stop_gradient(ce_b)}
+      new_state, metrics = step_fn(state, inner, lr, operands)
+      correct = (jnp.argmax(logits_b, -1) == batch["y"]).astype(jnp.float32)
+      metrics = {**metrics, "lff_biased_loss": jnp.sum(mask * ce_b) / denom,
+                 "lff_biased_accuracy": jnp.sum(mask * correct) / denom}
+      method_state = {**new_state.method_state, "biased_params": params_b,
+                      "biased_model_state": model_state_b, "biased_opt_state": opt_state}
+      return new_state.replace(method_state=method_state), metrics
+
+    return lff_step
+
+  def finalize(self, run_ctx) -> dict[str, Any]:
+    """The biased model's test metrics (`lff_biased_*`): how far it leans on the shortcut."""
+    data, ms = run_ctx.data, run_ctx.state.method_state
+    biased = run_ctx.state.replace(params=ms["biased_params"],
+                                   model_state=ms["biased_model_state"])
+    logits, _ = run_ctx.evaluator.logits_and_features(biased, data.test)
+    out: dict[str, Any] = {}
+    predictions = logits.argmax(-1)
+    out["lff_biased_test_accuracy"] = float(np.mean(predictions == data.test.y))
+    if data.test.groups is not None and data.num_groups:
+      report = group_evals.group_report(
+          predictions, data.test.y, data.test.groups, num_groups=data.num_groups,
+          train_group_counts=run_ctx.train_group_counts, group_names=data.group_names or None,
+          spurious=data.test.spurious)
+      for key in ("worst_group_accuracy", "average_accuracy", "spurious_accuracy"):
+        if key in report:
+          out[f"lff_biased_{key}"] = report[key]
+    out.update(super().finalize(run_ctx))
+    return out
+
+
+def _num(value) -> float:
+  """`value` as a float for a range check (NaN, failing every check, if not a number)."""
+  return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (
+      float("nan"))

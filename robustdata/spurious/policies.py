@@ -1,7 +1,7 @@
-"""Group-robustness data policies: up-/down-sampling, class- or group-balanced batches, PDE,
-JTT's two stages and full-batch gradient descent.
+"""Group-robustness data policies: up-/down-sampling, class- or group-balanced batches, SPARE's
+importance sampling, PDE, JTT's two stages and full-batch gradient descent.
 
-`upsample`, `downsample`, `group_balanced` and `pde` need group labels on the train split
+`upsample`, `downsample`, `group_balanced`, `spare` and `pde` need group labels on the train split
 (`Dataset.groups`) and say so with a ConfigError when the policy is built. Every policy here
 reports the PDE paper's filter alignment on `pde_synthetic` (see `alignment.py`).
 """
@@ -15,9 +15,11 @@ from typing import Any, Optional
 import numpy as np
 
 from robustdata.registry import POLICIES, ConfigError
+from robustdata.spurious import group_source
 from robustdata.spurious import groups as group_utils
 from robustdata.spurious import jtt
 from robustdata.spurious import pde
+from robustdata.spurious import spare
 from robustdata.spurious.alignment import ReportsAlignment
 from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
@@ -106,6 +108,40 @@ class ClassBalanced(_BalancedBatches):
 
   def labels(self):
     return self.train.y, self.num_classes
+
+
+@POLICIES.register("spare")
+class SpareSampling(_GroupPolicy):
+  """SPARE's importance sampling (SpuCo's SpareTrain): len(train) examples per epoch drawn with
+  replacement, p_i proportional to |group_i|^(-power) within each class, every class the same
+  total (`robustdata.spurious.spare`).
+
+  The power of class c: the per-class powers of a SPARE inference stage (`config.group_stage`
+  with inference method 'spare') when `inferred_powers` is True and the stage wrote them, else
+  `sampling_power` for every class.
+  """
+
+  DEFAULTS = {"sampling_power": 1.0, "inferred_powers": True}
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    power = self.cfg.sampling_power
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
+      raise ConfigError(f"config.policy.sampling_power={power!r} must be a number >= 0")
+    self.powers = np.full(self.num_classes, float(power))
+    inferred = self.train.extras.get(group_source.SAMPLING_POWER)
+    if self.cfg.inferred_powers and inferred is not None:
+      for c in np.unique(self.train.y):
+        self.powers[c] = float(inferred[np.flatnonzero(self.train.y == c)[0]])
+    self.probabilities = spare.sampling_probabilities(self.train.y, _train_groups(self),
+                                                      self.powers)
+
+  def plan_epoch(self, ctx):
+    idx = spare.sample_indices(self.probabilities, len(self.train), rng=self.rng)
+    return batches_of(idx, self.batch_size)
+
+  def results(self) -> dict[str, Any]:
+    return {"spare_sampling_powers": self.powers.tolist()}
 
 
 @POLICIES.register("pde")
