@@ -96,7 +96,7 @@ def test_label_and_core_feature_noise_counts():
   splits = _load(label_noise=0.1, core_feature_noise=0.2)
   train = splits.train
   n = len(train)
-  assert (train.y != train.extras["clean_y"]).sum() == math.floor(0.1 * n)
+  assert (train.y != train.extras["clean_y"]).sum() == math.floor(0.1 * n + 0.5)  # round(r N)
   assert train.extras["core_noise"].sum() == math.floor(0.2 * n)
   np.testing.assert_array_equal(train.groups, train.y * 5 + train.spurious)
   assert "clean_y" not in splits.test.extras
