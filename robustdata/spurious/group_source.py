@@ -4,9 +4,11 @@ stage (`config.group_stage`, a whole config of trainer 'group_inference'; `infer
 
 `training_view` gives the policy, the objective and the batch loader the splits with the
 inferred train groups (and their number; SPARE inference's per-class sampling powers as the
-train extra SAMPLING_POWER), so GroupDRO, group-balanced batches, up/down-sampling,
-PDE's warm-up and DFR's head on `held_out='train'` read them unchanged; evaluation keeps the
-annotated splits (val/test true groups, the true train proportions for average accuracy).
+train extra SAMPLING_POWER; CnC inference's per-example attribute, the reference's predicted
+class, as the train extra INFERRED_ATTRIBUTE), so GroupDRO, group-balanced batches,
+up/down-sampling, PDE's warm-up, DFR's head on `held_out='train'` and Correct-n-Contrast read
+them unchanged; evaluation keeps the annotated splits (val/test true groups, the true train
+proportions for average accuracy).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from robustdata.spurious import inference
 
 FIELD = "config.group_stage"
 # What reads the train split's groups: data policies, objectives (config.method).
-GROUP_POLICIES = ("upsample", "downsample", "group_balanced", "spare", "pde")
+GROUP_POLICIES = ("upsample", "downsample", "group_balanced", "spare", "pde", "cnc")
 # The train split's extra holding each example's class sampling power from a SPARE inference
 # stage (its partition's extra 'sampling_powers', per class), read by the 'spare' policy.
 SAMPLING_POWER = "inferred_sampling_power"
-GROUP_METHODS = ("groupdro",)
+# The train split's extra holding each example's inferred spurious attribute, from an inference
+# stage whose partition records one per group (extra 'group_attribute': method 'cnc').
+INFERRED_ATTRIBUTE = "inferred_spurious_attribute"
+GROUP_METHODS = ("groupdro", "cnc")
 
 
 def uses_inferred_groups(config) -> bool:
@@ -81,5 +86,30 @@ def training_view(config, data, run_dir: str):
   if powers is not None:
     train = train.replace(extras={**train.extras, SAMPLING_POWER: np.asarray(
         powers, np.float64)[train.y]})
+  attribute = part.extra.get("group_attribute")
+  if attribute is not None:
+    train = train.replace(extras={**train.extras, INFERRED_ATTRIBUTE: np.asarray(
+        attribute, np.int32)[train.groups]})
   return dataclasses.replace(data, train=train, num_groups=part.num_groups,
                              group_names=part.group_names)
+
+
+def spurious_attribute(config, train, *, who: str) -> np.ndarray:
+  """The per-example spurious attribute training reads: the inferred one (INFERRED_ATTRIBUTE)
+  with `config.group_stage`, else the annotated `train.spurious`; a ConfigError naming the
+  field when there is none. `who` names the reader (e.g. "config.method='cnc'")."""
+  if uses_inferred_groups(config):
+    attribute = train.extras.get(INFERRED_ATTRIBUTE)
+    if attribute is None:
+      method = (config.group_stage.get("inference") or {}).get("method")
+      raise ConfigError(f"{who} needs a spurious attribute per train example, but the inference "
+                        f"stage {FIELD} (config.group_stage.inference.method={method!r}) infers "
+                        "groups without one; use config.group_stage.inference.method='cnc' "
+                        "(the reference's predicted class as the attribute)")
+    return np.asarray(attribute, np.int32)
+  if train.spurious is None:
+    name = config.data.get("name", "") if "data" in config else ""
+    raise ConfigError(f"{who} needs a spurious attribute per train example, but config.data.name="
+                      f"{name!r} annotates none; use a source with one (e.g. 'spuco_digits') or "
+                      f"set {FIELD} to an inference stage with method 'cnc'")
+  return np.asarray(train.spurious, np.int32)

@@ -39,12 +39,12 @@ from robustdata.train.driver import Driver, Loop, Task, abstract_on
 from robustdata.train.evaluate import Evaluator
 from robustdata.train.supervised import restore_model
 
-METHODS = ("jtt", "cluster", "spare", "eiil", "ssa")
+METHODS = ("jtt", "cluster", "spare", "eiil", "ssa", "cnc")
 FEATURES = ("logits", "probs", "features")
 ALGORITHMS = ("kmeans", "gmm")
 # config.inference: every field with its default.
 INFERENCE_DEFAULTS: dict[str, Any] = {
-    "method": "jtt",          # jtt, cluster, spare, eiil
+    "method": "jtt",          # jtt, cluster, spare, eiil, ssa, cnc (class, ERM prediction)
     "features": "logits",     # cluster: the reference's logits, softmax probs or penultimate
                               # features (spare always clusters probs)
     "algorithm": "kmeans",    # cluster: kmeans or gmm (diagonal Gaussian mixture)
@@ -253,13 +253,20 @@ def validate_inference(section) -> None:
 def infer(get, logits: np.ndarray, features: np.ndarray, labels: np.ndarray, *,
           num_classes: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any], float]:
   """(groups, names, info, score) of method get('method') on the reference's outputs; the score
-  is the error rate (jtt), the mean silhouette (cluster, spare) or the final IRM penalty."""
+  is the error rate (jtt, cnc), the mean silhouette (cluster, spare) or the final IRM penalty.
+  Method 'cnc' records each group's attribute (the predicted class) as info 'group_attribute',
+  which `group_source.training_view` turns into the per-example inferred attribute."""
   method, seed = get("method"), int(get("seed"))
   clusters = dict(min_clusters=int(get("min_clusters")), max_clusters=int(get("max_clusters")),
                   seed=seed)
   if method == "jtt":
     groups, names = inference.jtt_groups(logits, labels, num_classes=num_classes)
     return groups, names, {}, float(np.mean(np.argmax(logits, -1) != labels))
+  if method == "cnc":
+    groups, names, attribute = inference.prediction_groups(logits, labels,
+                                                           num_classes=num_classes)
+    return (groups, names, {"group_attribute": attribute},
+            float(np.mean(np.argmax(logits, -1) != labels)))
   if method == "eiil":
     groups, names, info = inference.eiil_groups(logits, labels, num_classes=num_classes,
                                                 steps=int(get("eiil_steps")),

@@ -3,6 +3,8 @@ reference model's outputs, for group-robust methods when the train split has no 
 
 Kernels (host NumPy / scikit-learn, JAX for EIIL), each taking the reference model's outputs:
 - `jtt_groups`: (class, misclassified by the early-stopped ERM reference) (Liu et al. '21);
+- `prediction_groups`: (class, the reference's predicted class), the prediction being the
+  inferred spurious attribute (Correct-n-Contrast's first stage);
 - `cluster_groups`: k-means or a Gaussian mixture per class on the outputs or features, the
   number of clusters per class chosen by silhouette over [min_clusters, max_clusters];
 - `spare_groups`: SPARE's inference: per-class k-means on early-epoch softmax outputs, and a
@@ -115,6 +117,20 @@ def jtt_groups(logits: np.ndarray, labels: np.ndarray, *, num_classes: int
   errors = (np.argmax(logits, axis=-1) != labels).astype(np.int64)
   names = [f"y={c},{e}" for c in range(num_classes) for e in ("correct", "error")]
   return compact(2 * labels + errors, names)
+
+
+def prediction_groups(logits: np.ndarray, labels: np.ndarray, *, num_classes: int
+                      ) -> tuple[np.ndarray, tuple[str, ...], list[int]]:
+  """(groups, names, group_attribute): the reference's predicted class as the spurious
+  attribute (SpuCo's CnC inference; Correct-n-Contrast's first stage), group (class,
+  prediction) = C y + prediction with empty ids dropped, and each kept group's prediction."""
+  labels = np.asarray(labels)
+  predictions = np.argmax(logits, axis=-1).astype(np.int64)
+  names = [f"y={c},pred={k}" for c in range(num_classes) for k in range(num_classes)]
+  groups, kept = compact(num_classes * labels + predictions, names)
+  present = np.flatnonzero(np.bincount(num_classes * labels + predictions,
+                                       minlength=num_classes * num_classes))
+  return groups, kept, [int(g % num_classes) for g in present]
 
 
 # --- Clustering. ---------------------------------------------------------------------------------

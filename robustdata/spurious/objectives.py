@@ -1,9 +1,11 @@
 """Spurious-correlation objectives: GroupDRO (per-example coefficients from the online group
-weights), DFR (ERM training, then a last-layer refit in `finalize`) and Learning from Failure
-(a biased model trained beside the debiased one, both in one train state)."""
+weights), DFR (ERM training, then a last-layer refit in `finalize`), Learning from Failure
+(a biased model trained beside the debiased one, both in one train state) and Correct-n-Contrast
+(cross-entropy plus a contrastive loss on the penultimate features)."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -12,14 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robustdata import losses as losses_lib
+from robustdata import validation
 from robustdata.data import augment as augment_lib
 from robustdata.evals import groups as group_evals
 from robustdata.models.conv import with_conv
 from robustdata.registry import MODELS, OBJECTIVES, ConfigError, check_known_fields, field_reader
-from robustdata.spurious import dfr, groupdro, lff
+from robustdata.spurious import cnc, dfr, group_source, groupdro, lff
 from robustdata.spurious.alignment import ReportsAlignment
 from robustdata.train import optim as optim_lib
-from robustdata.train.objectives import Objective, _require_plain_rule
+from robustdata.train.objectives import Objective, _require_plain_rule, _section
 
 
 @OBJECTIVES.register("groupdro")
@@ -267,6 +271,116 @@ class LearningFromFailure(ReportsAlignment, Objective):
           out[f"lff_biased_{key}"] = report[key]
     out.update(super().finalize(run_ctx))
     return out
+
+
+# The declared ranges of config.cnc (robustdata/validation.py RULES).
+validation.RULES.update({"cnc": validation.Section(),
+                         "cnc.contrastive_weight": validation.Fraction(),
+                         "cnc.temperature": validation.POSITIVE})
+
+
+@OBJECTIVES.register("cnc")
+class CorrectNContrast(ReportsAlignment, Objective):
+  """Correct-n-Contrast (Zhang et al. '22; `robustdata.spurious.cnc`): the training loss is
+  (1 - lam) * CE + lam * L_con, CE the policy-weighted mean cross-entropy of the batch and
+  L_con the mean contrastive loss of its anchors on the model's L2-normalised penultimate
+  features (`return_features`). Positives and negatives come from each example's spurious
+  attribute: the inferred one with `config.group_stage` (inference method 'cnc': the ERM
+  reference's predicted class), else the annotated one; the batch carries it through its
+  (class, attribute) group id. Pair with policy 'cnc' for batches whose anchors all have
+  positives and negatives; any other policy works too (fewer anchors).
+
+  Config `config.cnc`: contrastive_weight (lam, 0.5) and temperature (tau, 0.05), the defaults
+  of the Correct-n-Contrast code. Its code adds a projection head for L_con and updates the
+  classifier less often; here L_con reads the penultimate features and one optimizer updates
+  every parameter each step. Needs the plain gradient rule (L_con couples the batch's rows).
+
+  The loss enters the step as per-example losses (so the plain rule, config.mask included,
+  and the step's metrics work unchanged): (1 - lam) CE_i + lam * [i anchor] * L_i * n / A for
+  n real rows and A anchors, whose masked mean is the loss above (with unit policy weights;
+  a weight scales the example's own terms).
+  """
+
+  DEFAULTS = {"contrastive_weight": 0.5, "temperature": 0.05}
+
+  def __init__(self, config, *, num_groups: int = 0, num_classes: int = 0):
+    super().__init__(config, num_groups=num_groups, num_classes=num_classes)
+    get = _section(config, "cnc", self.DEFAULTS)
+    self.contrastive_weight = float(get("contrastive_weight"))
+    self.temperature = float(get("temperature"))
+    _require_plain_rule(config, "cnc")
+    if num_groups <= 0:
+      raise ConfigError("config.method='cnc' needs (class, spurious attribute) groups on the train "
+                        "split: a source with groups (e.g. 'spuco_digits') or config.group_stage "
+                        "with inference method 'cnc'")
+    self.model = with_conv(MODELS.get(config.model.name)(config.model, num_classes), config)
+    if "return_features" not in inspect.signature(type(self.model).__call__).parameters:
+      raise ConfigError(f"config.method='cnc' contrasts penultimate features, but config.model."
+                        f"name={config.model.name!r} does not return them; allowed: a model with "
+                        "return_features (mlp, cnn, pde_conv, resnet18/20/32)")
+    optim = config.get("optim", None) if hasattr(config, "get") else None
+    self.label_smoothing = float(optim.get("label_smoothing", 0.0)) if optim is not None else 0.0
+    self.group_attribute = None
+
+  def prepare(self, train) -> None:
+    attribute = group_source.spurious_attribute(self.config, train, who="config.method='cnc'")
+    self.group_attribute = cnc.group_attribute_table(
+        train.groups, attribute, num_groups=self.num_groups,
+        field="config.group_stage" if group_source.uses_inferred_groups(self.config)
+        else f"config.data.name={self.config.data.name!r}")
+
+  def coefficients(self, losses, batch, method_state):
+    return batch["weight"], method_state, {}
+
+  def _attribute(self, batch):
+    if self.group_attribute is None:
+      raise ValueError("CorrectNContrast needs the train split: call prepare(train) first")
+    return jnp.asarray(self.group_attribute)[batch["groups"]]
+
+  def wrap_loss(self, loss_fn):
+    model, lam, tau, smoothing = (self.model, self.contrastive_weight, self.temperature,
+                                  self.label_smoothing)
+
+    def cnc_loss_fn(params, model_state, batch, rng, train=True):
+      if not train:
+        return loss_fn(params, model_state, batch, rng, train)
+      variables = {"params": params, **model_state}
+      if model_state:
+        (logits, features), new_model_state = model.apply(
+            variables, batch["x"], train=True, return_features=True,
+            mutable=list(model_state.keys()))
+        new_model_state = dict(new_model_state)
+      else:
+        logits, features = model.apply(variables, batch["x"], train=True, return_features=True)
+        new_model_state = model_state
+      ce = losses_lib.cross_entropy(logits, batch["y"], label_smoothing=smoothing)
+      positives, negatives = cnc.contrastive_masks(batch["y"], self._attribute(batch),
+                                                   batch["mask"])
+      anchor, is_anchor = cnc.anchor_losses(features, positives, negatives, temperature=tau)
+      scale = jnp.maximum(jnp.sum(batch["mask"]), 1.0) / jnp.maximum(jnp.sum(is_anchor), 1)
+      return (1.0 - lam) * ce + lam * anchor * scale, (new_model_state, logits)
+
+    return cnc_loss_fn
+
+  def wrap_rule(self, rule):
+    lam, smoothing = self.contrastive_weight, self.label_smoothing
+
+    def rule_with_metrics(loss_fn, params, model_state, batch, rng, coef_fn, **kwargs):
+      grads, new_model_state, aux = rule(loss_fn, params, model_state, batch, rng, coef_fn,
+                                         **kwargs)
+      mask = batch["mask"]
+      positives, negatives = cnc.contrastive_masks(batch["y"], self._attribute(batch), mask)
+      anchors = jnp.sum(jnp.any(positives, 1) & jnp.any(negatives, 1)).astype(jnp.float32)
+      n = jnp.maximum(jnp.sum(mask), 1.0)
+      ce = losses_lib.cross_entropy(jax.lax.stop_gradient(aux["logits"]), batch["y"],
+                                    label_smoothing=smoothing)
+      metrics = {"cnc_anchors": anchors, "cnc_cross_entropy": jnp.sum(mask * ce) / n}
+      if lam > 0:  # the losses are (1 - lam) CE_i + lam c_i with sum(mask c) / n = L_con
+        metrics["cnc_contrastive_loss"] = jnp.sum(
+            mask * (aux["losses"] - (1.0 - lam) * ce)) / (lam * n)
+      return grads, new_model_state, {**aux, **metrics}
+
+    return rule_with_metrics
 
 
 def _num(value) -> float:

@@ -1,9 +1,10 @@
 """Group-robustness data policies: up-/down-sampling, class- or group-balanced batches, SPARE's
-importance sampling, PDE, JTT's two stages and full-batch gradient descent.
+importance sampling, PDE, JTT's two stages, Correct-n-Contrast's contrastive batches and
+full-batch gradient descent.
 
-`upsample`, `downsample`, `group_balanced`, `spare` and `pde` need group labels on the train split
-(`Dataset.groups`) and say so with a ConfigError when the policy is built. Every policy here
-reports the PDE paper's filter alignment on `pde_synthetic` (see `alignment.py`).
+`upsample`, `downsample`, `group_balanced`, `spare`, `pde` and `cnc` need group labels on the
+train split (`Dataset.groups`) and say so with a ConfigError when the policy is built. Every
+policy here reports the PDE paper's filter alignment on `pde_synthetic` (see `alignment.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from robustdata import validation
 from robustdata.registry import POLICIES, ConfigError
+from robustdata.spurious import cnc
 from robustdata.spurious import group_source
 from robustdata.spurious import groups as group_utils
 from robustdata.spurious import jtt
@@ -142,6 +145,67 @@ class SpareSampling(_GroupPolicy):
 
   def results(self) -> dict[str, Any]:
     return {"spare_sampling_powers": self.powers.tolist()}
+
+
+# The declared ranges of the 'cnc' policy's fields (robustdata/validation.py RULES).
+validation.RULES.update({"policy.num_positives": validation.POS_INT,
+                         "policy.num_negatives": validation.POS_INT})
+
+
+@POLICIES.register("cnc")
+class CorrectNContrastBatches(_GroupPolicy):
+  """Correct-n-Contrast's batches (`robustdata.spurious.cnc.plan_batches`): each batch holds
+  anchors of one class c with c's majority spurious attribute m_c (config.train.batch_size -
+  num_positives - num_negatives of them), `num_positives` class-c examples with another
+  attribute and `num_negatives` other-class examples with attribute m_c; an epoch serves every
+  anchor once. The attribute: the inferred one with `config.group_stage` (inference method
+  'cnc': the ERM reference's predicted class, so the anchors are the examples it classifies
+  correctly), else the annotated one. Classes without positives or negatives give no anchors.
+
+  Defaults 32 / 32 (with a batch of 96: 32 anchors) are the Correct-n-Contrast code's
+  num_anchor / num_positive / num_negative; that code contrasts one anchor per such batch and
+  accumulates 32 of them per update, here every anchor of the batch is contrasted.
+  """
+
+  DEFAULTS = {"num_positives": 32, "num_negatives": 32}
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    cfg = self.cfg
+    for field in ("num_positives", "num_negatives"):
+      value = cfg[field]
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config.policy.{field}={value!r} must be an int >= 1")
+    self.num_anchors = self.batch_size - int(cfg.num_positives) - int(cfg.num_negatives)
+    if self.num_anchors < 1:
+      raise ConfigError(
+          f"config.policy.num_positives={cfg.num_positives} + config.policy.num_negatives="
+          f"{cfg.num_negatives} leave no anchors in a batch of config.train.batch_size="
+          f"{self.batch_size}; allowed: num_positives + num_negatives < batch_size")
+    attribute = group_source.spurious_attribute(self.config, self.train,
+                                                who="config.policy.name='cnc'")
+    self.pools = cnc.contrastive_pools(self.train.y, attribute, num_classes=self.num_classes)
+    if not cnc.usable_classes(self.pools):
+      raise ConfigError(
+          "config.policy.name='cnc': no class has both positives (its examples with another "
+          "spurious attribute than the class's majority) and negatives (other classes' examples "
+          "with that attribute); the (inferred) attribute gives nothing to contrast")
+
+  def plan_epoch(self, ctx):
+    batches = cnc.plan_batches(self.pools, num_anchors=self.num_anchors,
+                               num_positives=int(self.cfg.num_positives),
+                               num_negatives=int(self.cfg.num_negatives), rng=self.rng)
+    return [(b, np.ones(len(b), np.float32)) for b in batches]
+
+  def expected_steps_per_epoch(self) -> int:
+    return cnc.steps_per_epoch(self.pools, num_anchors=self.num_anchors)
+
+  def results(self) -> dict[str, Any]:
+    usable = cnc.usable_classes(self.pools)
+    return {"cnc_anchor_classes": usable,
+            "cnc_anchors": int(sum(len(self.pools[c][0]) for c in usable)),
+            "cnc_positive_pool_sizes": [int(len(p)) for _, p, _ in self.pools],
+            "cnc_negative_pool_sizes": [int(len(n)) for _, _, n in self.pools]}
 
 
 @POLICIES.register("pde")

@@ -61,6 +61,7 @@ VARIANT_TOKENS = {
     "configs/ordering/digits.py": ("descending", "examples", "random"),
     "configs/pde/synthetic_erm.py": ("case2",),
     "configs/pde/synthetic_pde.py": ("case2",),
+    "configs/spuco/cnc_digits.py": ("magnitude_small", "seed1"),
     "configs/spuco/groupdro_inferred_digits.py": ("cluster", "spare", "eiil", "magnitude_small"),
     "configs/spuco/infer_ssa_digits.py": ("variance_low", "magnitude_small"),
     "configs/spuco/spare_digits.py": ("magnitude_small", "seed1"),
