@@ -21,8 +21,11 @@ from robustdata.registry import DATASETS, ConfigError, field_reader
 
 
 def read_caption_table(path: str, *, image_key: str = "image", caption_key: str = "caption",
-                       delimiter: Optional[str] = None) -> tuple[list[str], list[str]]:
-  """(image paths, captions) of a CSV/TSV; the delimiter defaults to tab for .tsv, else comma."""
+                       delimiter: Optional[str] = None, check_images: bool = True
+                       ) -> tuple[list[str], list[str]]:
+  """(image paths, captions) of a CSV/TSV; the delimiter defaults to tab for .tsv, else comma.
+  `check_images`: a row naming a missing image is a ConfigError (the converter checks itself,
+  to skip and count such rows)."""
   if not isinstance(path, str) or not path:
     raise ConfigError(f"the caption table {path!r} is not a file path")
   if not os.path.isfile(path):
@@ -47,7 +50,7 @@ def read_caption_table(path: str, *, image_key: str = "image", caption_key: str 
     if not p or c is None:
       raise ConfigError(f"{path} row {i + 2}: the {image_key!r} or {caption_key!r} cell is empty")
   images = [p if os.path.isabs(p) else os.path.join(root, p) for p, _ in rows]
-  for i, p in enumerate(images):
+  for i, p in enumerate(images if check_images else ()):
     if not os.path.isfile(p):
       raise ConfigError(f"{path} row {i + 2} names image {p!r}, which does not exist")
   return images, [c for _, c in rows]
@@ -55,17 +58,22 @@ def read_caption_table(path: str, *, image_key: str = "image", caption_key: str 
 
 def load_images(paths: list[str], *, image_size: int) -> np.ndarray:
   """Images as (N, S, S, 3) float32 in [0, 1] (RGB, bicubic resize, aspect not kept)."""
-  from PIL import Image
-
   out = np.empty((len(paths), image_size, image_size, 3), np.float32)
   for i, p in enumerate(paths):
     try:
-      with Image.open(p) as im:
-        im = im.convert("RGB").resize((image_size, image_size), Image.BICUBIC)
-        out[i] = np.asarray(im, np.float32) / 255.0
+      out[i] = resized_rgb(p, image_size).astype(np.float32) / 255.0
     except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
       raise ConfigError(f"image {p!r} is not a readable image ({type(e).__name__})") from None
   return out
+
+
+def resized_rgb(path: str, image_size: int) -> np.ndarray:
+  """The image at `path` as (S, S, 3) uint8 RGB, bicubic-resized (aspect not kept); PIL's
+  errors propagate."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  with Image.open(path) as im:
+    return np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BICUBIC),
+                      np.uint8)
 
 
 def read_caption_csv(path: str, *, tokenizer: Tokenizer, image_size: int = 32,

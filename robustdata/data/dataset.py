@@ -1,8 +1,10 @@
-"""Host-memory datasets: arrays with stable example ids, labels and optional annotations.
+"""Datasets: per-example arrays with stable example ids, labels and optional annotations.
 
 A `Dataset` is one split (train, val or test). Every array has the example axis first and the
-same length. `ids` are stable across runs (they name the example in the source), so a coreset
-or a poison list can be written to disk and read back against another run.
+same length. `x` is a NumPy array or a lazy random-access array that reads and decodes only the
+rows asked for (robustdata/data/records.py); the other fields are small host arrays. `ids` are
+stable across runs (they name the example in the source), so a coreset or a poison list can be
+written to disk and read back against another run.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import numpy as np
 
 @dataclasses.dataclass
 class Dataset:
-  """One split of a dataset, held on the host as NumPy arrays.
+  """One split of a dataset: labels and annotations as host NumPy arrays, inputs in memory or
+  read lazily by row.
 
   Attributes:
-    x: inputs, (N, ...) float32 (images are NHWC in [0, 1] unless a source says otherwise).
+    x: inputs, (N, ...) float32 (images are NHWC in [0, 1] unless a source says otherwise); a
+      NumPy array or a `records.RecordArray` (x[rows] reads and decodes those rows).
     y: integer class labels, (N,).
     ids: stable example ids, (N,) int64.
     groups: optional group index per example, (N,) int32 in [0, num_groups).
@@ -53,11 +57,14 @@ class Dataset:
     return out
 
   def subset(self, indices: np.ndarray) -> "Dataset":
-    """The examples at `indices` (a copy), keeping ids and annotations."""
+    """The examples at `indices` (a copy; a lazy view of a lazy `x`), keeping ids and
+    annotations."""
     indices = np.asarray(indices)
     take = lambda a: None if a is None else a[indices]
+    select = getattr(self.x, "select", None)  # a lazy x: a view, nothing read
     return Dataset(
-        x=self.x[indices], y=self.y[indices], ids=self.ids[indices],
+        x=select(indices) if select is not None else self.x[indices], y=self.y[indices],
+        ids=self.ids[indices],
         groups=take(self.groups), spurious=take(self.spurious),
         extras={k: v[indices] for k, v in self.extras.items()})
 

@@ -21,12 +21,20 @@ from robustdata.data.dataset import DataSplits, Dataset
 from robustdata.registry import DATASETS, ConfigError, field_reader
 
 WATERBIRDS_SPLITS = {"train": 0, "val": 1, "test": 2}
+WATERBIRDS_GROUP_NAMES = ("y=0,place=0", "y=0,place=1", "y=1,place=0", "y=1,place=1")
+WATERBIRDS_INFO = {"classes": ["landbird", "waterbird"], "places": ["land", "water"]}
 CELEB_A_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def load_image(source, image_size: int) -> np.ndarray:
   """An image (path, bytes, PIL image or uint8 array) as (S, S, 3) float32 in [0, 1]: shorter
   side resized to S (bilinear), then centre-cropped."""
+  return load_image_uint8(source, image_size).astype(np.float32) / 255.0
+
+
+def load_image_uint8(source, image_size: int) -> np.ndarray:
+  """`load_image` before the scaling: (S, S, 3) uint8 (what the converter encodes losslessly
+  as PNG, so a converted folder decodes to the same pixels)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   if isinstance(source, np.ndarray):
     img = Image.fromarray(source.squeeze() if source.shape[-1] == 1 else source)
@@ -43,7 +51,7 @@ def load_image(source, image_size: int) -> np.ndarray:
   img = img.resize((new_w, new_h), Image.BILINEAR)
   left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
   img = img.crop((left, top, left + image_size, top + image_size))
-  return np.asarray(img, dtype=np.float32) / 255.0
+  return np.asarray(img, dtype=np.uint8)
 
 
 def _int_column(rows: list[dict], column: str, allowed, path: str) -> np.ndarray:
@@ -87,9 +95,9 @@ def _group_dataset(images: Iterable[np.ndarray], y: np.ndarray, spurious: np.nda
                  groups=(y * 2 + spurious).astype(np.int32), spurious=spurious)
 
 
-def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "metadata.csv",
-                           max_per_split: int = 0, seed: int = 0) -> DataSplits:
-  """The Waterbirds-style folder at `root` as DataSplits with 4 (y, place) groups."""
+def read_waterbirds_metadata(root: str, metadata: str = "metadata.csv"
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
+  """(y, place, split code, ids, rows) of a Waterbirds-style folder's metadata, checked."""
   path = os.path.join(root, metadata)
   if not os.path.isfile(path):
     raise ConfigError(f"config.data.data_dir={root!r} has no {metadata} (Waterbirds layout: "
@@ -108,6 +116,13 @@ def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "
   split = _int_column(rows, "split", tuple(WATERBIRDS_SPLITS.values()), path)
   ids = (_int_column(rows, "img_id", None, path) if "img_id" in rows[0]
          else np.arange(len(rows)))
+  return y, place, split, ids, rows
+
+
+def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "metadata.csv",
+                           max_per_split: int = 0, seed: int = 0) -> DataSplits:
+  """The Waterbirds-style folder at `root` as DataSplits with 4 (y, place) groups."""
+  y, place, split, ids, rows = read_waterbirds_metadata(root, metadata)
   parts = {}
   for name, code in WATERBIRDS_SPLITS.items():
     idx = _limit(np.flatnonzero(split == code), max_per_split, seed, name)
@@ -122,10 +137,8 @@ def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "
     images = (_load_named_image(file, image_size, f"{metadata} row {i + 2}") for i, file in files)
     parts[name] = _group_dataset(images, y[idx], place[idx], ids[idx], image_size)
   return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,
-                    num_groups=4,
-                    group_names=("y=0,place=0", "y=0,place=1", "y=1,place=0", "y=1,place=1"),
-                    info={"source": "waterbirds_folder", "root": root, "classes":
-                          ["landbird", "waterbird"], "places": ["land", "water"]})
+                    num_groups=4, group_names=WATERBIRDS_GROUP_NAMES,
+                    info={"source": "waterbirds_folder", "root": root, **WATERBIRDS_INFO})
 
 
 WATERBIRDS_DEFAULTS = {"data_dir": "", "image_size": 64, "metadata": "metadata.csv",

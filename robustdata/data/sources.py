@@ -3,7 +3,9 @@
 - `digits`: scikit-learn's 1,797 real 8x8 handwritten digits (shipped inside scikit-learn),
   with a deterministic train/val/test split and optional integer upsampling.
 - `mnist`, `cifar10`, `cifar100`, `svhn_cropped`: tensorflow-datasets read from a prepared local
-  `config.data.data_dir` through `tfds.data_source` (ArrayRecord; no TensorFlow needed).
+  `config.data.data_dir` through `tfds.data_source` (ArrayRecord; no TensorFlow needed), images
+  decoded by row on demand, never the whole split (robustdata/data/records.py).
+- `image_folder_records`, `caption_records`: the converter's ArrayRecord output (records.py).
 Other families register their sources from their own modules (see registry.PLUGIN_MODULES).
 """
 
@@ -14,6 +16,7 @@ import os
 import numpy as np
 
 from robustdata.data import label_noise
+from robustdata.data import records  # registers image_folder_records, caption_records
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError, field_reader
 
@@ -113,21 +116,48 @@ TFDS_DATASETS = {
 }
 
 
-def read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """All (image, label) pairs of a prepared tfds split as uint8 NHWC and int32 arrays."""
+def tfds_split_source(name: str, split: str, data_dir: str, **kwargs):
+  """The random-access `tfds.data_source` of a prepared split (ArrayRecord); a ConfigError
+  naming data_dir, dataset and split when there is none."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=False, **kwargs)
   except Exception as e:  # tfds raises several types for a missing or unprepared dataset
     raise ConfigError(
         f"config.data.data_dir={data_dir!r} holds no prepared '{name}' split '{split}' "
         f"readable as ArrayRecord ({type(e).__name__}: {str(e).splitlines()[0]}). Prepare it "
         f"with `tfds build {name} --data_dir=... --file_format=array_record` on a machine with "
         "internet; robustdata never downloads.") from None
+
+
+def read_tfds_split(name: str, split: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+  """All (image, label) pairs of a prepared tfds split as uint8 NHWC and int32 arrays."""
+  source = tfds_split_source(name, split, data_dir)
   records = source.__getitems__(list(range(len(source))))
   images = np.stack([r["image"] for r in records]).astype(np.uint8)
   labels = np.asarray([r["label"] for r in records], dtype=np.int32)
   return images, labels
+
+
+def lazy_tfds_split(name: str, split: str, data_dir: str, *, chunk: int = 4096
+                    ) -> tuple[records.RecordArray, np.ndarray]:
+  """(images as a lazy float32 array in [0, 1], int32 labels) of a prepared tfds split: the
+  labels are read in one pass that skips image decoding; images are decoded by row on demand
+  (the values `read_tfds_split` gives, / 255)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds_split_source(name, split, data_dir)
+  skip = tfds_split_source(name, split, data_dir,
+                           decoders={"image": tfds.decode.SkipDecoding()})
+  labels = np.zeros((len(skip),), np.int32)
+  for a in range(0, len(skip), chunk):
+    part = skip.__getitems__(list(range(a, min(a + chunk, len(skip)))))
+    labels[a:a + len(part)] = [r["label"] for r in part]
+  decode = lambda r: np.asarray(r["image"], np.uint8).astype(np.float32) / 255.0
+  shape = decode(source[0]).shape if len(source) else (0,)
+  x = records.RecordArray(source, decode, shape=shape,
+                          what=f"tfds '{name}' split '{split}' in config.data.data_dir="
+                          f"{data_dir!r}")
+  return x, labels
 
 
 def _load_tfds(name: str, cfg) -> DataSplits:
@@ -137,19 +167,26 @@ def _load_tfds(name: str, cfg) -> DataSplits:
     raise ConfigError(
         f"config.data.data_dir={data_dir!r} is not a directory; dataset '{name}' is read from a "
         "prepared local tfds data_dir (robustdata never downloads)")
-  x_train, y_train = read_tfds_split(name, "train", data_dir)
-  x_test, y_test = read_tfds_split(name, "test", data_dir)
-  val_fraction = float(get("val_fraction"))
+  return tfds_splits(name, data_dir, num_classes=TFDS_DATASETS.get(name, 0),
+                     val_fraction=float(get("val_fraction")), split_seed=int(get("split_seed")))
+
+
+def tfds_splits(name: str, data_dir: str, *, num_classes: int, val_fraction: float,
+                split_seed: int) -> DataSplits:
+  """A prepared tfds dataset's train/test splits (val: a seeded `val_fraction` of train), read
+  lazily by row from its ArrayRecord files; `num_classes` 0 reads it from the labels."""
+  x_train, y_train = lazy_tfds_split(name, "train", data_dir)
+  x_test, y_test = lazy_tfds_split(name, "test", data_dir)
   if not 0.0 <= val_fraction < 1.0:
     raise ConfigError(f"config.data.val_fraction={val_fraction} must be in [0, 1)")
-  perm = np.random.default_rng(int(get("split_seed"))).permutation(len(y_train))
+  perm = np.random.default_rng(split_seed).permutation(len(y_train))
   n_val = int(round(val_fraction * len(y_train)))
-  to_float = lambda a: a.astype(np.float32) / 255.0
-  full = Dataset(x=to_float(x_train), y=y_train, ids=np.arange(len(y_train), dtype=np.int64))
-  test = Dataset(x=to_float(x_test), y=y_test,
+  full = Dataset(x=x_train, y=y_train, ids=np.arange(len(y_train), dtype=np.int64))
+  test = Dataset(x=x_test, y=y_test,
                  ids=np.arange(len(y_test), dtype=np.int64) + 10**9)  # test ids never collide
+  num_classes = num_classes or int(max(y_train.max(initial=0), y_test.max(initial=0)) + 1)
   return DataSplits(train=full.subset(np.sort(perm[n_val:])), val=full.subset(np.sort(perm[:n_val])),
-                    test=test, num_classes=TFDS_DATASETS[name],
+                    test=test, num_classes=num_classes,
                     info={"source": f"tfds:{name}", "data_dir": data_dir})
 
 
