@@ -9,8 +9,9 @@ the FL objective F(S) of every selected set (same kernel, true M), so quality is
   python benchmarks/selection.py                    # n in {5k, 20k, 50k}, d in {10, 100}
 
 Then, unless --no-crest, CREST's share of wall time in selection, QUAD and checks for a run of
-configs/crest/digits.py and of the same config on CIFAR-10-shaped synthetic input (digits only
-with --quick; runs are kept and reused under --crest-workdir; see selection_table.py).
+configs/crest/digits.py and of the same config on CIFAR-10-shaped synthetic input (the `share`
+sweep of configs/campaigns/selection.py, seed 0 only with --seed=0; runs are kept and reused
+under --crest-workdir), tabled by experiments.report.
 
 The 'reuse s' column times the dense method again with a SimilarityWorkspace that already holds
 the n x n matrix of a previous call (repeated selection, e.g. CRAIG's reselection): it leaves
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -151,12 +153,16 @@ def main() -> None:
       print(" | ".join(row), flush=True)
   print(f"brute force skipped above n={brute_max} (O(k n^2): minutes); apricot above "
         f"n={args.apricot_max} (its dense n x n similarity needs > 4 GB at n=50k).")
-  if not args.no_crest:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import selection_table  # pylint: disable=g-import-not-at-top
-    _, text = selection_table.crest_share(args.seed, args.crest_workdir,
-                                          cifar_shaped=not args.quick)
-    print(text, flush=True)
+  if not args.no_crest:  # the campaign's time-share runs, through the sweep and report commands
+    share = f"configs/campaigns/selection.py:share{',s0' if args.seed == 0 else ''}"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for argv in (["experiments.sweep", f"--config={share}", f"--workdir={args.crest_workdir}"],
+                 ["experiments.report", args.crest_workdir, "--rows=name", f"--sweep={share}",
+                  "--columns=steps={steps|first}", "--columns=wall time (s)={wall_time_s|mean:.1f}",
+                  "--columns=selection + checks (s)={selection_time_s|mean:.1f}",
+                  "--columns=share={selection_time_s/wall_time_s|mean:.1%}",
+                  f"--out={os.path.join(args.crest_workdir, 'report')}"]):
+      subprocess.run([sys.executable, "-m", *argv], cwd=repo, check=True)
 
 
 if __name__ == "__main__":

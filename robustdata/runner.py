@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 
@@ -82,30 +82,13 @@ def stage_dir(config, section: str, run_dir: str) -> str:
 
 def finished_results(config, workdir: str) -> dict[str, Any] | None:
   """The results.json of `config`'s run under `workdir` if that run finished, else None
-  (campaign scripts reuse finished runs instead of re-running them)."""
+  (sweeps and upstream stages reuse finished runs instead of re-running them)."""
   path = os.path.join(workdir, config_lib.run_id(config_lib.resolve(config)),
                       "results.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
     return json.load(f)
-
-
-def run_or_reuse(config, workdir: str, *, seed: int,
-                 describe: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-  """For campaign scripts: `config` with `seed` and no progress bar; the results of its
-  finished run under `workdir` if there is one, else a fresh run, printing one line
-  (`describe(results)` and the seconds it took)."""
-  with config.unlocked():
-    config.seed = seed
-    config.train.progress = "none"
-  finished = finished_results(config, workdir)
-  if finished is not None:
-    return finished
-  t0 = time.time()
-  _, results = run(config, workdir)
-  print(f"  {describe(results)}, {time.time() - t0:.0f} s", flush=True)
-  return results
 
 
 def format_results(results: dict[str, Any]) -> str:

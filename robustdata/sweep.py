@@ -2,9 +2,13 @@
 reused, interrupted ones resumed by `runner.run`), one at a time in this process or N at a
 time in worker processes, with a line per run and an ETA, ending with the sweep's table.
 
-`get_sweep()` returns a list whose items are either dicts of dotted overrides applied to the
-file's `get_config(variant)` (`{"seed": 1, "privacy.target_epsilon": 3.0}`) or config specs
-`'path.py:variant'` loaded like `--config`."""
+`get_sweep()` returns a list whose items are dicts of dotted overrides applied to the file's
+`get_config(variant)` (`{"seed": 1, "privacy.target_epsilon": 3.0}`), config specs
+`'path.py:variant'` loaded like `--config`, or dicts whose "config" key holds such a spec (or
+a ConfigDict the file built) and whose other keys are dotted overrides of it
+(`{"config": "configs/crest/digits.py:full", "seed": 1}`). A file whose points all name their
+config (a campaign, configs/campaigns/) needs no get_config; `get_sweep(arg)` may take the
+spec's variant (`--config=file.py:hard`; None without one)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import concurrent.futures
 import copy
 import dataclasses
 import importlib.util
+import inspect
 import multiprocessing
 import os
 import signal
@@ -93,29 +98,65 @@ def _load_module(path: str):
   return module
 
 
-def load_points(spec: str) -> tuple[list[Point], list[str]]:
-  """The points of `--config=spec`'s get_sweep() and the fields the sweep varies.
-
-  Every point is loaded, resolved and validated, and no two may share a run id, before
-  anything runs; problems are ConfigErrors naming the point and the field."""
-  base = validation.load_config_file(spec)  # a bad path, file or variant: its own message
-  path = spec.split(":", 1)[0]
-  get_sweep = getattr(_load_module(path), "get_sweep", None)
+def _sweep_items(spec: str) -> tuple[list[Any], ml_collections.ConfigDict | None]:
+  """(get_sweep()'s items, the file's get_config(variant) or None where it has none)."""
+  path, *variant = spec.split(":", 1)
+  try:
+    module = _load_module(path)
+  except Exception:  # pylint: disable=broad-except
+    validation.load_config_file(spec)  # a bad path or file: its own message
+    raise
+  base = validation.load_config_file(spec) if hasattr(module, "get_config") else None
+  get_sweep = getattr(module, "get_sweep", None)
   if not callable(get_sweep):
     raise ConfigError(f"--config={spec}: {path} defines no get_sweep() (a list of dicts of "
                       "dotted overrides or of 'file.py:variant' strings)")
+  takes_arg = bool(inspect.signature(get_sweep).parameters)
+  if variant and base is None and not takes_arg:
+    raise ConfigError(f"--config={spec}: {path} has no get_config and its get_sweep() takes "
+                      f"no variant; drop ':{variant[0]}'")
   try:
-    items = get_sweep()
+    items = get_sweep(variant[0] if variant else None) if takes_arg else get_sweep()
+  except ConfigError as e:
+    raise ConfigError(f"--config={spec}: {e}") from None
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f"--config={spec}: get_sweep() raised {type(e).__name__}: {e}") from None
   if not isinstance(items, (list, tuple)) or not items:
     raise ConfigError(f"--config={spec}: get_sweep() returned {items!r}; expected a non-empty "
                       "list of dicts of dotted overrides or 'file.py:variant' strings")
+  return list(items), base
+
+
+def load_points(spec: str) -> tuple[list[Point], list[str]]:
+  """The points of `--config=spec`'s get_sweep() and the fields the sweep varies.
+
+  Every point is loaded, resolved and validated, and no two may share a run id, before
+  anything runs; problems are ConfigErrors naming the point and the field."""
+  items, base = _sweep_items(spec)
+  path = spec.split(":", 1)[0]
   points, by_id, swept = [], {}, []
   for i, item in enumerate(items):
     where = f"get_sweep() point {i} "
-    if isinstance(item, Mapping):
+    if isinstance(item, Mapping) and "config" in item:
+      item_spec, overrides = item["config"], {k: v for k, v in item.items() if k != "config"}
+      if isinstance(item_spec, ml_collections.ConfigDict):  # built by the sweep file
+        config, name = item_spec, f"config {item_spec.get('name')!r}"
+      elif isinstance(item_spec, str):
+        try:
+          config, name = validation.load_config_file(item_spec), item_spec
+        except ConfigError as e:
+          raise ConfigError(f"get_sweep() point {i}: {e}") from None
+      else:
+        raise ConfigError(f"{where}has config={item_spec!r}; expected a 'file.py:variant' "
+                          "string or a ConfigDict")
+      label = ", ".join([name, *(f"{k}={_fmt(v)}" for k, v in overrides.items())])
+      config = apply_overrides(config, overrides, f"{where}({label}): ")
+      swept.extend(k for k in overrides if k not in swept)
+    elif isinstance(item, Mapping):
       label = ", ".join(f"{k}={_fmt(v)}" for k, v in item.items()) or "(no overrides)"
+      if base is None:
+        raise ConfigError(f"{where}({label}): {path} defines no get_config(arg=None) for its "
+                          "overrides to apply to; name the point's config with a 'config' key")
       config = apply_overrides(base, item, f"{where}({label}): ")
       swept.extend(k for k in item if k not in swept)
     elif isinstance(item, str):
@@ -126,7 +167,8 @@ def load_points(spec: str) -> tuple[list[Point], list[str]]:
         raise ConfigError(f"get_sweep() point {i}: {e}") from None
     else:
       raise ConfigError(f"{where}is {item!r} ({type(item).__name__}); expected a dict of "
-                        "dotted overrides or a 'file.py:variant' string")
+                        "dotted overrides, a 'file.py:variant' string or a dict with a "
+                        "'config' key")
     try:
       config = config_lib.resolve(config)
       runner.validate_chain(config)
@@ -140,11 +182,20 @@ def load_points(spec: str) -> tuple[list[Point], list[str]]:
                         "that is part of the run's identity")
     by_id[point.run_id] = point
     points.append(point)
-  if not swept:  # config specs: the fields whose values differ between points
+  named = any(isinstance(i, str) or "config" in i for i in items)
+  if not swept or named:  # points that name their configs: the fields that differ between them
     leaves = [report.flatten(config_lib.to_dict(p.config)) for p in points]
     swept = sorted(f for f in set().union(*leaves)
                    if len({repr(leaf.get(f)) for leaf in leaves}) > 1
                    and not f.startswith(f"{config_lib.DISPLAY_SECTION}."))
+    if "name" in swept and any(isinstance(i, Mapping) for i in items):
+      # A campaign's closing table: fields that follow from the run name add nothing.
+      values: dict[str, dict[Any, set[str]]] = {}
+      for leaf in leaves:
+        for f in swept:
+          values.setdefault(f, {}).setdefault(leaf.get("name"), set()).add(repr(leaf.get(f)))
+      swept = [f for f in swept if f in ("name", "seed")
+               or any(len(v) > 1 for v in values[f].values())]
   return points, swept
 
 

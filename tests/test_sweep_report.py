@@ -236,3 +236,57 @@ def test_sweep_cli_runs_points_in_parallel_jobs(tmp_path):
   assert "2 at a time" in proc.stdout and "[2/2]" in proc.stdout
   accs = [json.loads((workdir / i / "results.json").read_text())["test_accuracy"] for i in ids]
   assert f"{np.mean(accs):.4f} ± {np.std(accs, ddof=1):.4f} (n=2)" in proc.stdout
+
+
+def test_sweep_points_naming_their_config_need_no_get_config(tmp_path):
+  """A campaign file: points {"config": spec, **overrides} (or a built ConfigDict), a variant
+  passed to get_sweep(arg), no get_config; a bare overrides point there is an error."""
+  path = tmp_path / "campaign.py"
+  path.write_text(textwrap.dedent("""
+      from robustdata import validation
+
+      def get_sweep(arg=None):
+        built = validation.load_config_file("configs/quickstart.py:smoke")
+        built.seed = 5
+        seeds = (0, 1) if arg == "two" else (0,)
+        return ([{"config": "configs/quickstart.py:smoke", "seed": s} for s in seeds]
+                + [{"config": built, "train.epochs": 3}])
+      """))
+  points, swept = sweep.load_points(f"{path}:two")
+  assert [p.label for p in points[:2]] == ["configs/quickstart.py:smoke, seed=0",
+                                           "configs/quickstart.py:smoke, seed=1"]
+  assert points[2].label.startswith("config '") and points[2].label.endswith(", train.epochs=3")
+  assert [p.run_id for p in points[:2]] == [
+      config_lib.run_id(_cli_config(seed=s)) for s in (0, 1)]
+  assert points[2].run_id == config_lib.run_id(_cli_config(seed=5, train__epochs=3))
+  assert swept == ["seed", "train.epochs"]
+  assert len(sweep.load_points(str(path))[0]) == 2
+
+  path.write_text("def get_sweep():\n  return [{'seed': 1}]\n")
+  with pytest.raises(ConfigError, match="defines no get_config.*'config' key"):
+    sweep.load_points(str(path))
+  with pytest.raises(ConfigError, match="takes no variant"):
+    sweep.load_points(f"{path}:two")
+
+
+def test_report_metrics_columns_and_logx(tmp_path, capsys):
+  written = _fake_runs(tmp_path / "runs")
+  code = report.report_cli([str(tmp_path / "runs")], rows=["data.difficulty"],
+                           metrics=["worst_group_accuracy:.2f", "epsilon"], ddof=0, out=None)
+  text = capsys.readouterr().out
+  assert code == 0
+  assert text.splitlines()[0] == "| data.difficulty | worst_group_accuracy | epsilon |"
+  for d in DIFFICULTIES:
+    w = np.array([r["worst_group_accuracy"] for c, r in written.values()
+                  if c["data"]["difficulty"] == d])
+    e = np.array([r["epsilon"] for c, r in written.values() if c["data"]["difficulty"] == d])
+    assert (f"| {d} | {w.mean():.2f} ± {w.std():.2f} (n=6) | {e.mean():.4f} ± {e.std():.4f} "
+            "(n=6) |") in text
+  out = tmp_path / "out"
+  assert report.report_cli([str(tmp_path / "runs")], plot_spec="data.spurious_correlation_strength:"
+                           "epsilon", logx=True, out=str(out)) == 0
+  assert (out / "epsilon_vs_data.spurious_correlation_strength.png").stat().st_size > 5000
+  assert report.report_cli([str(tmp_path / "runs")], plot_spec="data.difficulty:epsilon",
+                           logx=True, out=str(out)) == 2
+  assert "--logx: the values of 'data.difficulty' must be positive numbers" in (
+      capsys.readouterr().err)

@@ -4,7 +4,7 @@ configs/clip/shapes.py), then 30 epochs (180 steps) of fine-tuning on 768 clean 
 with the multimodal + unimodal loss (λ1 = λ2 = 1) and a fresh AdamW state.
 
 Setup and attack: configs/clip/common.py. To fine-tune an existing poisoned CLIP run instead
-of pre-training here (benchmarks/clip_table.py does), set
+of pre-training here (configs/campaigns/clip.py does), set
 --config.contrastive.pretrained_checkpoint=<clip run dir>
 --config.contrastive.pretrain_epochs=0 --config.train.epochs=30.
 Command:   python -m experiments.main --config=configs/cleanclip/shapes.py

@@ -3,8 +3,8 @@ noise-only and DP-SGD, epsilon in {1, 3, 8} at delta 1e-5, and magnitude pruning
 
 Command:   python -m experiments.main --config=configs/dpsgd/digits.py
            (variants: --config=configs/dpsgd/digits.py:eps1, eps8, sgd, clip_only, noise_only,
-           sparsity90, dp_then_sgd, sgd_then_dp, each also 'name,smoke'; the table:
-           JAX_PLATFORMS=cpu python benchmarks/dpsgd_table.py)
+           sparsity90, dp_then_sgd, sgd_then_dp, each also 'name,smoke'; the tables:
+           configs/campaigns/dpsgd.py)
 Variants:  default = dp_sgd at epsilon 3 (sigma 2.37, calibrated over the run's 200 steps),
            `smoke` (2 epochs), and the variants above.
 Hardware:  2 CPU cores (shared, load 5-8). Time: ~20 s per run (ghost clipping), ~15 s (smoke);

@@ -4,7 +4,7 @@ accuracy on half the set, mean of 20 heads; Kirichenko et al. '22, SpuCo's DFR).
 model is refit (no selection by val, which DFR trains on); its numbers are kept as `erm_*`.
 
 Command:   python -m experiments.main --config=configs/spuco/dfr_digits.py
-           (sweep: configs/spuco/common.py `sweep()`; table: python benchmarks/spurious_table.py)
+           (sweep: configs/spuco/common.py `sweep()`; table: configs/campaigns/spurious.py)
 Variants:  `smoke` (a few epochs, for tests), default.
 Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
            (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.

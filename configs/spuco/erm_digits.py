@@ -1,7 +1,7 @@
 """ERM on SpuCo digits: empirical risk on all data (SpuCo's ERM baseline).
 
 Command:   python -m experiments.main --config=configs/spuco/erm_digits.py
-           (sweep: configs/spuco/common.py `sweep()`; table: python benchmarks/spurious_table.py)
+           (sweep: configs/spuco/common.py `sweep()`; table: configs/campaigns/spurious.py)
 Variants:  `smoke` (a few epochs, for tests), default.
 Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
            (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.

@@ -3,7 +3,7 @@ fresh model on all data with the error set up-sampled `upweight` times (Liu et a
 no group labels for training; groups are used only for model selection and evaluation.
 
 Command:   python -m experiments.main --config=configs/spuco/jtt_digits.py
-           (sweep: configs/spuco/common.py `sweep()`; table: python benchmarks/spurious_table.py)
+           (sweep: configs/spuco/common.py `sweep()`; table: configs/campaigns/spurious.py)
 Variants:  `smoke` (a few epochs, for tests), default.
 Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
            (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.

@@ -3,7 +3,7 @@ smallest), then add 25 random unused examples every 2 epochs from epoch 20 on, w
 at the first expansion (Deng*, Yang*, et al., NeurIPS'23; spec §4).
 
 Command:   python -m experiments.main --config=configs/spuco/pde_digits.py
-           (sweep: configs/spuco/common.py `sweep()`; table: python benchmarks/spurious_table.py)
+           (sweep: configs/spuco/common.py `sweep()`; table: configs/campaigns/spurious.py)
 Variants:  `smoke` (a few epochs, for tests), default.
 Setting:   2 classes (digits 0-4 / 5-9), background colour over the whole image
            (magnitude_large), correlation strength 0.95, small CNN, selection by val worst-group.
