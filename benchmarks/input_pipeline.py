@@ -25,7 +25,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -127,14 +126,9 @@ def rss_run(data_dir: str, steps: int, workdir: str) -> None:
 
 
 def _time(fn, iters: int) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn())
-  start = time.perf_counter()
-  out = None
-  for _ in range(iters):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / iters
+  """Seconds per call of fn() (benchmarks/train_step.py's timer)."""
+  import train_step  # pylint: disable=g-import-not-at-top  (benchmarks/ is on sys.path)
+  return train_step._time(fn, iters)  # pylint: disable=protected-access
 
 
 def throughput(model_name: str, train, batch: int, iters: int) -> dict[str, float]:

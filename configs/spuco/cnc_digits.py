@@ -26,9 +26,9 @@ import ml_collections
 
 from configs.spuco import common
 from configs.spuco import inferred_common as inferred
-from robustdata import config_lib, validation
+from robustdata import config_lib
 
-SEEDS = 3
+SEEDS = inferred.SEEDS
 
 
 def inference_config(difficulty: str, *, smoke: bool) -> ml_collections.ConfigDict:
@@ -40,16 +40,8 @@ def inference_config(difficulty: str, *, smoke: bool) -> ml_collections.ConfigDi
 
 
 def get_config(arg=None):
-  given = validation.parse_variants(
-      arg, ("smoke", *common.DIFFICULTIES, *(f"seed{s}" for s in range(SEEDS))),
-      "spuco/cnc_digits.py",
-      exclusive=(common.DIFFICULTIES, [f"seed{s}" for s in range(SEEDS)]))
-  smoke = "smoke" in given
-  difficulty = next((d for d in common.DIFFICULTIES if d in given), common.DIFFICULTIES[0])
-  c = common.spuco_digits("erm", "smoke" if smoke else None)
-  c.data.difficulty = difficulty
-  c.name = "spuco_cnc_digits" + ("_smoke" if smoke else "")
-  c.seed = next((s for s in range(SEEDS) if f"seed{s}" in given), 0)
+  c, smoke, difficulty = inferred.trained_base(arg, name="spuco_cnc_digits",
+                                               what="spuco/cnc_digits.py")
   c.method = "cnc"
   c.cnc = ml_collections.ConfigDict({
       "contrastive_weight": 0.5,  # lam: loss = (1 - lam) CE + lam L_con

@@ -39,6 +39,21 @@ def parse(arg, what: str) -> tuple[bool, str, str, int]:
   return "smoke" in given, method, difficulty, seed
 
 
+def trained_base(arg, *, name: str, what: str) -> tuple[ml_collections.ConfigDict, bool, str]:
+  """(config, smoke, difficulty): the ERM base of a method that chains its own inference stage
+  (spare_digits, cnc_digits) for variant tokens smoke, a difficulty and seed0..seed2, named
+  `name` (+ '_smoke')."""
+  given = validation.parse_variants(
+      arg, ("smoke", *common.DIFFICULTIES, *(f"seed{s}" for s in range(SEEDS))), what,
+      exclusive=(common.DIFFICULTIES, [f"seed{s}" for s in range(SEEDS)]))
+  smoke = "smoke" in given
+  difficulty = next((d for d in common.DIFFICULTIES if d in given), common.DIFFICULTIES[0])
+  c = _base("erm", smoke, difficulty)
+  c.name = name + ("_smoke" if smoke else "")
+  c.seed = next((s for s in range(SEEDS) if f"seed{s}" in given), 0)
+  return c, smoke, difficulty
+
+
 def _base(method: str, smoke: bool, difficulty: str) -> ml_collections.ConfigDict:
   config = common.spuco_digits(method, "smoke" if smoke else None)
   config.data.difficulty = difficulty

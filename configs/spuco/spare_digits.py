@@ -18,22 +18,14 @@ Results:   docs/results/spurious.md (spuco_digits)
 
 from configs.spuco import common
 from configs.spuco import inferred_common as inferred
-from robustdata import config_lib, validation
+from robustdata import config_lib
 
-SEEDS = 3
+SEEDS = inferred.SEEDS
 
 
 def get_config(arg=None):
-  given = validation.parse_variants(
-      arg, ("smoke", *common.DIFFICULTIES, *(f"seed{s}" for s in range(SEEDS))),
-      "spuco/spare_digits.py",
-      exclusive=(common.DIFFICULTIES, [f"seed{s}" for s in range(SEEDS)]))
-  smoke = "smoke" in given
-  difficulty = next((d for d in common.DIFFICULTIES if d in given), common.DIFFICULTIES[0])
-  c = common.spuco_digits("erm", "smoke" if smoke else None)
-  c.data.difficulty = difficulty
-  c.name = "spuco_spare_digits" + ("_smoke" if smoke else "")
-  c.seed = next((s for s in range(SEEDS) if f"seed{s}" in given), 0)
+  c, smoke, difficulty = inferred.trained_base(arg, name="spuco_spare_digits",
+                                               what="spuco/spare_digits.py")
   c.policy.name = "spare"
   c.policy.sampling_power = 1.0      # for classes the inference stage gives no power
   c.policy.inferred_powers = True    # the SPARE inference stage's per-class powers
