@@ -10,9 +10,25 @@ from typing import Any
 import numpy as np
 
 from robustdata.contrastive.config import augments_captions, eda_captions, require
+from robustdata.data import records
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.poisoning import clip_attacks, triggers
+from robustdata.registry import ConfigError
+
+
+def _require_in_memory(config, split: str, x) -> None:
+  """The attacks edit (train) or stamp (test) a whole split in host memory: a lazy split must
+  be below records.MATERIALIZE_LIMIT_BYTES; above it, a ConfigError naming the fields."""
+  if not records.is_lazy(x) or x.nbytes <= records.MATERIALIZE_LIMIT_BYTES:
+    return
+  raise ConfigError(
+      f"config.poison.kind={config.poison.kind!r} needs the whole {split} split in host memory, "
+      f"but config.data.name={config.data.name!r} is read lazily and its {split} split "
+      f"({x.shape} {x.dtype}, {x.nbytes / 2**30:.1f} GiB) is above records."
+      f"MATERIALIZE_LIMIT_BYTES ({records.MATERIALIZE_LIMIT_BYTES / 2**30:.1f} GiB); set "
+      "config.poison.kind='none' or use a smaller split")
+
 
 def _num_poisons(p, n_train: int) -> int:
   return int(p.count) if p.count > 0 else int(math.floor(p.rate * n_train))
@@ -48,6 +64,9 @@ def poison_train(config, data: DataSplits) -> tuple[Dataset, dict[str, Any], dic
          f"{p.rate * len(train):g} -> 0 poisons; raise the rate to >= {1 / len(train):.2g} or set "
          "config.poison.count")
   source = caption_source(config, info)
+  _require_in_memory(config, "train", train.x)  # the poisons are appended to the train split
+  if p.kind in ("backdoor", "both"):
+    _require_in_memory(config, "test", data.test.x)  # every test image gets the trigger
   rng = np.random.default_rng(np.random.SeedSequence([p.seed, 61]))
   if p.kind in ("targeted", "both"):
     per_target = n // p.num_targets

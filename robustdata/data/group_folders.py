@@ -4,19 +4,22 @@
   wrapper): a folder with `metadata.csv` (columns img_filename, y, split, place; split 0/1/2 =
   train/val/test) and the images at the relative paths it names. Group = y * 2 + place.
 - `celeb_a_groups`: tfds `celeb_a` from a prepared `data_dir`, target attribute `Blond_Hair`
-  and spurious attribute `Male` by default. Group = y * 2 + spurious.
+  and spurious attribute `Male` by default, images read lazily by row (robustdata/data/
+  records.py). Group = y * 2 + spurious.
 Images are resized (shorter side) to `image_size` and centre-cropped, NHWC float32 in [0, 1].
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from typing import Iterable
 
 import numpy as np
 
+from robustdata.data import records
 from robustdata.data.dataset import DataSplits, Dataset
 from robustdata.registry import DATASETS, ConfigError, field_reader
 
@@ -86,12 +89,19 @@ def _limit(indices: np.ndarray, max_per_split: int, seed: int, split: str) -> np
   return np.sort(rng.choice(indices, size=max_per_split, replace=False))
 
 
-def _group_dataset(images: Iterable[np.ndarray], y: np.ndarray, spurious: np.ndarray,
-                   ids: np.ndarray, image_size: int) -> Dataset:
-  x = np.stack(list(images)) if len(y) else np.zeros((0, image_size, image_size, 3), np.float32)
+def _stack(images: Iterable[np.ndarray], image_size: int) -> np.ndarray:
+  """Decoded images as one (N, S, S, 3) float32 array (an empty split: zero rows)."""
+  images = list(images)
+  if not images:
+    return np.zeros((0, image_size, image_size, 3), np.float32)
+  return np.stack(images).astype(np.float32)
+
+
+def _group_dataset(x, y: np.ndarray, spurious: np.ndarray, ids: np.ndarray) -> Dataset:
+  """A split with group = y * 2 + spurious; `x` in memory or a lazy `RecordArray`."""
   y = np.asarray(y, np.int32)
   spurious = np.asarray(spurious, np.int32)
-  return Dataset(x=x.astype(np.float32), y=y, ids=np.asarray(ids, np.int64),
+  return Dataset(x=x, y=y, ids=np.asarray(ids, np.int64),
                  groups=(y * 2 + spurious).astype(np.int32), spurious=spurious)
 
 
@@ -135,7 +145,7 @@ def read_waterbirds_folder(root: str, *, image_size: int = 64, metadata: str = "
         raise ConfigError(f"config.data.data_dir={root!r}: {metadata} row {i + 2} names image "
                           f"{file!r}, which does not exist")
     images = (_load_named_image(file, image_size, f"{metadata} row {i + 2}") for i, file in files)
-    parts[name] = _group_dataset(images, y[idx], place[idx], ids[idx], image_size)
+    parts[name] = _group_dataset(_stack(images, image_size), y[idx], place[idx], ids[idx])
   return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,
                     num_groups=4, group_names=WATERBIRDS_GROUP_NAMES,
                     info={"source": "waterbirds_folder", "root": root, **WATERBIRDS_INFO})
@@ -158,36 +168,56 @@ def load_waterbirds_folder(cfg) -> DataSplits:
       max_per_split=int(get("max_per_split")), seed=int(get("seed")))
 
 
+def _celeb_a_source(data_dir: str, tfds_split: str, **kwargs):
+  """The random-access `tfds.data_source` of a prepared celeb_a split (ArrayRecord)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.data_source("celeb_a", split=tfds_split, data_dir=data_dir, download=False,
+                            **kwargs)
+  except Exception as e:  # tfds raises several types for a missing or unprepared dataset
+    raise ConfigError(
+        f"config.data.data_dir={data_dir!r} holds no prepared 'celeb_a' split '{tfds_split}' "
+        f"readable as ArrayRecord ({type(e).__name__}); robustdata never downloads") from None
+
+
+def decode_celeb_a(record, *, image_size: int) -> np.ndarray:
+  """A celeb_a record's image as `load_image` gives it: (S, S, 3) float32 in [0, 1]."""
+  return load_image(np.asarray(record["image"]), image_size)
+
+
 def read_celeb_a_groups(data_dir: str, *, target: str = "Blond_Hair", spurious: str = "Male",
                         image_size: int = 64, max_per_split: int = 0, seed: int = 0,
                         chunk: int = 1024) -> DataSplits:
-  """tfds celeb_a (ArrayRecord) with y = `target` attribute and the `spurious` attribute."""
+  """tfds celeb_a (ArrayRecord) with y = `target` attribute and the `spurious` attribute: the
+  attributes are read in one pass that skips image decoding; images are decoded by row on
+  demand (records.RecordArray), never the whole split."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   parts = {}
   offset = 0
   for name, tfds_split in CELEB_A_SPLITS.items():
-    try:
-      source = tfds.data_source("celeb_a", split=tfds_split, data_dir=data_dir, download=False)
-    except Exception as e:  # tfds raises several types for a missing or unprepared dataset
-      raise ConfigError(
-          f"config.data.data_dir={data_dir!r} holds no prepared 'celeb_a' split '{tfds_split}' "
-          f"readable as ArrayRecord ({type(e).__name__}); robustdata never downloads") from None
+    source = _celeb_a_source(data_dir, tfds_split)
+    labels = _celeb_a_source(data_dir, tfds_split,
+                             decoders={"image": tfds.decode.SkipDecoding()})
     idx = _limit(np.arange(len(source)), max_per_split, seed, name)
-    images, ys, spur = [], [], []
+    ys, spur = np.zeros(len(idx), np.int32), np.zeros(len(idx), np.int32)
     for start in range(0, len(idx), chunk):
-      for record in source.__getitems__([int(i) for i in idx[start:start + chunk]]):
+      part = labels.__getitems__([int(i) for i in idx[start:start + chunk]])
+      for j, record in enumerate(part, start):
         attributes = record["attributes"]
         for field, attr in (("target", target), ("spurious", spurious)):
           if attr not in attributes:
             raise ConfigError(f"config.data.{field}={attr!r} is not a celeb_a attribute; "
                               f"allowed: {sorted(attributes)}")
-        ys.append(int(bool(attributes[target])))
-        spur.append(int(bool(attributes[spurious])))
-        images.append(load_image(np.asarray(record["image"]), image_size))
+        ys[j], spur[j] = int(bool(attributes[target])), int(bool(attributes[spurious]))
     if name in ("train", "test") and not len(idx):
       raise ConfigError(f"config.data.data_dir={data_dir!r}: the celeb_a split '{tfds_split}' "
                         "is empty; the train and test splits must hold examples")
-    parts[name] = _group_dataset(images, np.array(ys), np.array(spur), offset + idx, image_size)
+    x = records.RecordArray(source, functools.partial(decode_celeb_a, image_size=image_size),
+                            shape=(image_size, image_size, 3),
+                            what=f"config.data.name='celeb_a_groups' split {name!r}")
+    if len(idx) < len(source):
+      x = x.select(idx)
+    parts[name] = _group_dataset(x, ys, spur, offset + idx)
     offset += len(source)
   names = tuple(f"{target}={g // 2},{spurious}={g % 2}" for g in range(4))
   return DataSplits(train=parts["train"], val=parts["val"], test=parts["test"], num_classes=2,

@@ -22,8 +22,8 @@ Sources read here (the embedded ones stay in-memory arrays behind the same inter
 - the converter's output (`python -m robustdata.data.convert`, robustdata/data/convert.py):
   `image_folder_records` (a converted group-labelled image folder) and `caption_records` (a
   converted image-caption CSV/TSV).
-A component that needs a whole split in host memory (a poisoning attack editing pixels, a
-dataset fingerprint) may convert a lazy array with `np.asarray` only up to
+A component that needs a whole split in host memory (a poisoning attack editing pixels, the
+augmentation coreset's slot extension) may convert a lazy array with `np.asarray` only up to
 `MATERIALIZE_LIMIT_BYTES` decoded; beyond it that is a ConfigError naming config.data.name.
 """
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from robustdata.data import records
 from robustdata.poisoning.supervised_triggers import SUPERVISED_TRIGGERS
 from robustdata.registry import ConfigError
 
@@ -25,12 +26,21 @@ BACKDOORS = ("sleeper_agent", "hidden_trigger")  # a trigger at test time; sleep
 NPZ_NAME, JSON_NAME = "poisons.npz", "poisons.json"
 
 
-def dataset_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
-  """sha256 over the shapes, dtypes and bytes of the train images and labels, 16 hex chars."""
+def dataset_fingerprint(x, y: np.ndarray, *, chunk_bytes: int = 1 << 26) -> str:
+  """sha256 over the shapes, dtypes and bytes of the train images and labels, 16 hex chars.
+
+  The images stream through the hash in row chunks of about `chunk_bytes` (C order, so the
+  digest does not depend on the chunking): a lazy `x` (records.RecordArray) is read by rows,
+  never materialised, and gives the digest of the same data in memory."""
   h = hashlib.sha256()
-  for a in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
-    h.update(f"{a.shape}|{a.dtype.str}|".encode())
-    h.update(a.tobytes())
+  for a in (x, y):
+    a = a if records.is_lazy(a) else np.atleast_1d(np.asarray(a))  # a scalar hashes as (1,)
+    shape = tuple(a.shape)
+    h.update(f"{shape}|{np.dtype(a.dtype).str}|".encode())
+    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(a.dtype).itemsize)
+    step = max(1, chunk_bytes // row_bytes)
+    for start in range(0, shape[0], step):
+      h.update(np.ascontiguousarray(a[start:start + step]).tobytes())
   return h.hexdigest()[:16]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from robustdata.data import strong_augment
+from robustdata.data import records, strong_augment
 from robustdata.data.dataset import Dataset
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import (class_budgets, facility_location,
@@ -42,7 +42,8 @@ def extend_with_slots(train: Dataset, base: int, slots: int) -> None:
   if len(train) != base:
     raise ValueError(f"train split has {len(train)} rows; expected {base} or {base + slots}")
   pad = np.zeros(slots, np.int64)
-  train.x = np.concatenate([train.x, train.x[pad]])
+  x = np.asarray(train.x)  # a lazy split below records.MATERIALIZE_LIMIT_BYTES (checked at init)
+  train.x = np.concatenate([x, x[pad]])
   train.y = np.concatenate([train.y, train.y[pad]])
   train.ids = np.concatenate([train.ids, -1 - np.arange(slots, dtype=train.ids.dtype)])
   if train.groups is not None:
@@ -89,6 +90,15 @@ class AugmentCoreset(EpochPolicy):
                         f"magnitude={cfg.magnitude} in [0, 1]")
     if cfg.main == "coreset" and cfg.selection != "coreset":
       raise ConfigError("config.policy.main='coreset' needs selection='coreset'")
+    x = self.train.x
+    if records.is_lazy(x) and x.nbytes > records.MATERIALIZE_LIMIT_BYTES:
+      data = self.config.get("data") or {}
+      raise ConfigError(
+          f"config.policy.name='augment_coreset' writes strongly augmented copies beside the "
+          f"whole train split in host memory, but config.data.name={data.get('name')!r} is read "
+          f"lazily and its train split ({x.shape} {x.dtype}, {x.nbytes / 2**30:.1f} GiB) is "
+          f"above records.MATERIALIZE_LIMIT_BYTES ({records.MATERIALIZE_LIMIT_BYTES / 2**30:.1f} "
+          "GiB); use a smaller split or a policy that reads rows by index (e.g. 'craig')")
     self.budget = max(1, int(round(cfg.fraction * self.n)))
     counts = np.bincount(np.asarray(self.train.y), minlength=self.num_classes)
     if cfg.selection == "full":

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustdata.data.dataset import Dataset
 from robustdata.registry import ConfigError
 
 LOSSES = ("least_squares", "logistic")
@@ -75,21 +76,40 @@ def synthetic_problem(loss: str, *, n: int = 512, d: int = 20, condition_number:
   return ConvexProblem(f"synthetic(kappa={condition_number:g})", loss, x, y, float(l2))
 
 
-def digits_problem(loss: str, *, l2: float = 1e-3, split_seed: int = 0) -> ConvexProblem:
-  """The embedded digits' train split (robustdata.data.sources `digits`): pixels centred with the
-  train mean (constant pixels dropped), each row scaled to unit norm, plus a bias feature 1;
-  label +1 for digits 5-9, -1 for 0-4 (the regression target for least squares, the class for
-  logistic). Unit rows give every example the same smoothness."""
+def flat_features(x, *, chunk_rows: int = 4096) -> np.ndarray:
+  """The rows of `x` (N, ...) flattened to (N, D) float64, read in row chunks so that a lazy
+  split (records.RecordArray) is decoded chunk by chunk, never as a whole float32 copy."""
+  n = len(x)
+  d = int(np.prod(x.shape[1:], dtype=np.int64))
+  out = np.empty((n, d), np.float64)
+  for start in range(0, n, chunk_rows):
+    rows = np.asarray(x[start:start + chunk_rows])
+    out[start:start + len(rows)] = rows.reshape(len(rows), d)
+  return out
+
+
+def split_problem(train: Dataset, loss: str, *, l2: float = 1e-3, positive_from: int = 5,
+                  name: str = "digits") -> ConvexProblem:
+  """A split's images as a problem: pixels centred with the split mean (constant pixels
+  dropped), each row scaled to unit norm, plus a bias feature 1; label +1 for classes >=
+  `positive_from`, else -1 (the regression target for least squares, the class for logistic).
+  Unit rows give every example the same smoothness."""
   _check_loss(loss)
-  from robustdata.data.sources import load_digits  # pylint: disable=g-import-not-at-top
-  train = load_digits({"split_seed": split_seed}).train
-  x = train.x.reshape(len(train.x), -1).astype(np.float64)
+  x = flat_features(train.x)
   x = x[:, x.std(axis=0) > 0]
   x = x - x.mean(axis=0)
   x = x / np.linalg.norm(x, axis=1, keepdims=True)
   x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
-  y = np.where(train.y >= 5, 1.0, -1.0)
-  return ConvexProblem("digits", loss, x, y, float(l2))
+  y = np.where(np.asarray(train.y) >= positive_from, 1.0, -1.0)
+  return ConvexProblem(name, loss, x, y, float(l2))
+
+
+def digits_problem(loss: str, *, l2: float = 1e-3, split_seed: int = 0) -> ConvexProblem:
+  """The embedded digits' train split (robustdata.data.sources `digits`) as `split_problem`:
+  label +1 for digits 5-9, -1 for 0-4."""
+  _check_loss(loss)
+  from robustdata.data.sources import load_digits  # pylint: disable=g-import-not-at-top
+  return split_problem(load_digits({"split_seed": split_seed}).train, loss, l2=l2)
 
 
 # ---- float64 NumPy: objective, gradient, optimum, constants ---------------------------------
