@@ -145,6 +145,21 @@ def _split_batched(size: int, args: tuple, kwargs: dict):
   return batched, rebuild
 
 
+def _masked_dense_sq_norms(a: jnp.ndarray, g: jnp.ndarray, kernel_mask: Optional[jnp.ndarray],
+                           bias_mask: Optional[jnp.ndarray], use_bias: bool) -> jnp.ndarray:
+  """Per-example squared norm of a masked Dense gradient for 2-D inputs (B, d_in) without
+  forming it: sum_jk M_jk (a_ij g_ik)^2 = (a_i^2)^T M (g_i^2), as M is 0/1; plus the bias term
+  sum_k Mb_k g_ik^2."""
+  a2, g2 = a * a, g * g
+  if kernel_mask is None:
+    sq = jnp.sum(a2, axis=1) * jnp.sum(g2, axis=1)
+  else:
+    sq = jnp.einsum("bi,io,bo->b", a2, kernel_mask.astype(a2.dtype), g2)
+  if use_bias:
+    sq = sq + (jnp.sum(g2, axis=1) if bias_mask is None else g2 @ bias_mask.astype(g2.dtype))
+  return sq
+
+
 def _dense_sq_norms(a: jnp.ndarray, g: jnp.ndarray, use_bias: bool) -> jnp.ndarray:
   """Per-example squared norm of the Dense kernel (and bias) gradient a_i^T g_i."""
   b = a.shape[0]
@@ -326,6 +341,10 @@ def ghost_clipped_sum(loss_fn: Callable, params: PyTree, model_state: PyTree, ba
                                                           out_grads[path])
       if per_ex is not None:
         direct[path] = per_ex
+    elif unit.kind == "layer" and isinstance(unit.module, nn.Dense) and acts[path].ndim == 2:
+      columns[group_index[path]] = _masked_dense_sq_norms(
+          acts[path], out_grads[path], mask.get(path + ("kernel",)),
+          mask.get(path + ("bias",)) if unit.module.use_bias else None, unit.module.use_bias)
     elif unit.kind == "layer":
       local = clipping.unflatten(_subtree(flat, path))
 
