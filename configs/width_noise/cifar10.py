@@ -42,16 +42,21 @@ NAME = "width_noise_cifar10"
 
 
 def get_config(arg=None):
-  tokens = validation.parse_variants(arg, (*NOISE, *SAMPLES, "smoke"), "width_noise/cifar10",
+  return build("cifar10", arg)
+
+
+def build(dataset: str, arg=None):
+  """The config of `dataset` (cifar10 or cifar100, the same protocol) for the tokens of `arg`."""
+  tokens = validation.parse_variants(arg, (*NOISE, *SAMPLES, "smoke"), f"width_noise/{dataset}",
                                      exclusive=(tuple(NOISE), tuple(SAMPLES)))
   noise = (tokens & set(NOISE) or {"n40"}).pop()
   samples = (tokens & set(SAMPLES) or {"s100"}).pop()
   config = config_lib.base_config()
-  config.name = f"{NAME}_{samples}" + ("_smoke" if "smoke" in tokens else "")
+  config.name = f"width_noise_{dataset}_{samples}" + ("_smoke" if "smoke" in tokens else "")
   config.seed = 0
   config.method = "erm"
 
-  config.data.name = "cifar10"
+  config.data.name = dataset
   config.data.data_dir = ""         # required: a prepared local tfds data_dir (array_record)
   config.data.augment = ("crop", "flip")
   config.data.crop_padding = 4
@@ -91,15 +96,19 @@ def get_config(arg=None):
 
 
 def get_sweep():
+  return sweep(NAME)
+
+
+def sweep(name: str):
   """Width x noise at two sample sizes, then density x width at noise 0.4 and 20% samples."""
   points = []
   for samples in ("s100", "s20"):
     for rate in NOISE.values():
       for width in WIDTHS:
-        points.append({"name": f"{NAME}_{samples}", "data.subset_size": SAMPLES[samples],
+        points.append({"name": f"{name}_{samples}", "data.subset_size": SAMPLES[samples],
                        "data.label_noise": rate, "model.width": width})
   for density in DENSITIES:
     for width in (16, 64):
-      points.append({"name": f"{NAME}_density_s20", "data.subset_size": SAMPLES["s20"],
+      points.append({"name": f"{name}_density_s20", "data.subset_size": SAMPLES["s20"],
                      "data.label_noise": 0.4, "model.width": width, "mask.density": density})
   return points

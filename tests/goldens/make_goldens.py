@@ -66,6 +66,7 @@ VARIANT_TOKENS = {
     "configs/spuco/infer_ssa_digits.py": ("variance_low", "magnitude_small"),
     "configs/spuco/spare_digits.py": ("magnitude_small", "seed1"),
     "configs/width_noise/cifar10.py": ("n0", "n20", "n60", "s50", "s20"),
+    "configs/width_noise/cifar100.py": ("n0", "n60", "s20"),
     "configs/width_noise/digits.py": ("n0", "n20", "n40", "s25"),
 }
 
