@@ -21,19 +21,7 @@ from robustdata.selection import ordering_convex
 from robustdata.selection.augment_coreset import AugmentCoreset
 from robustdata.train.policies import PolicyContext
 from tests.conftest import run_python
-
-
-class _ListSource:
-  """A random-access source over a list (what a tfds data source looks like)."""
-
-  def __init__(self, items):
-    self.items = items
-
-  def __len__(self):
-    return len(self.items)
-
-  def __getitems__(self, keys):
-    return [self.items[k] for k in keys]
+from tests.data.test_records import _ListSource
 
 
 def _lazy(a: np.ndarray, name: str = "demo", split: str = "train") -> records.RecordArray:
