@@ -71,21 +71,6 @@ SSA_DEFAULTS: dict[str, Any] = {
     "ssa_weight_decay": 5e-4,      # SpuCo's
     "ssa_batch_size": 128,
 }
-# The declared ranges of the config.inference fields this module owns (robustdata/validation.py
-# checks every config against its RULES table).
-validation.RULES.update({
-    "inference.method": validation.Choice(METHODS),
-    "inference.ssa_labelled_fraction": validation.Fraction(lo_inclusive=False),
-    "inference.ssa_select_fraction": validation.Fraction(hi_inclusive=False),
-    "inference.ssa_num_splits": validation.POS_INT,
-    "inference.ssa_threshold": validation.Fraction(),
-    "inference.ssa_input": validation.Choice(SSA_INPUTS),
-    "inference.ssa_hidden": validation.NONNEG_INT,
-    "inference.ssa_steps": validation.POS_INT,
-    "inference.ssa_lr": validation.POSITIVE,
-    "inference.ssa_weight_decay": validation.NONNEG,
-    "inference.ssa_batch_size": validation.POS_INT,
-})
 
 
 class GroupInferenceTask(Task):

@@ -15,7 +15,6 @@ import numpy as np
 import optax
 
 from robustdata import losses as losses_lib
-from robustdata import validation
 from robustdata.data import augment as augment_lib
 from robustdata.evals import groups as group_evals
 from robustdata.models.conv import with_conv
@@ -273,10 +272,6 @@ class LearningFromFailure(ReportsAlignment, Objective):
     return out
 
 
-# The declared ranges of config.cnc (robustdata/validation.py RULES).
-validation.RULES.update({"cnc": validation.Section(),
-                         "cnc.contrastive_weight": validation.Fraction(),
-                         "cnc.temperature": validation.POSITIVE})
 
 
 @OBJECTIVES.register("cnc")

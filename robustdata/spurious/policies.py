@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from robustdata import validation
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.spurious import cnc
 from robustdata.spurious import group_source
@@ -147,9 +146,6 @@ class SpareSampling(_GroupPolicy):
     return {"spare_sampling_powers": self.powers.tolist()}
 
 
-# The declared ranges of the 'cnc' policy's fields (robustdata/validation.py RULES).
-validation.RULES.update({"policy.num_positives": validation.POS_INT,
-                         "policy.num_negatives": validation.POS_INT})
 
 
 @POLICIES.register("cnc")
