@@ -25,6 +25,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 
