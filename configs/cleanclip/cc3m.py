@@ -7,6 +7,11 @@ figures unverified (spec §10); the maintainers report ~19% ImageNet zero-shot f
 Command:   python -m experiments.main --config=configs/cleanclip/cc3m.py \
              --config.data.train_file=/path/to/cc3m_clean100k/train.csv \
              --config.contrastive.pretrained_checkpoint=runs/clip_cc3m-<hash>
+           At the papers' scale read the pairs by row instead (caption_csv decodes every
+           image into memory): convert the CSV once, then point the run at the records:
+             python -m robustdata.data.convert --kind caption_table --split train \
+               --input /path/to/train.csv --output /path/to/cc3m_records --encoding jpeg
+             ... --config.data.name=caption_records --config.data.data_dir=/path/to/cc3m_records
 Variants:  `smoke` (tiny ViT, 1 CLIP + 1 fine-tuning epoch in the run, no checkpoint), default.
 Hardware:  1-8 GPUs; no CPU run is meaningful.
 Expected:  backdoor ASR near 0 on ImageNet-1K val with the trigger (not computed by caption_csv

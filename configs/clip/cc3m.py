@@ -6,6 +6,11 @@ from-scratch CC3M RN50 is ~19% (CleanCLIP maintainers). Settings of the RoCLIP c
 24 epochs, global batch 512, lr 5e-5, 10 000 warm-up steps, AdamW wd 0.1.
 Command:   python -m experiments.main --config=configs/clip/cc3m.py \
              --config.data.train_file=/path/to/cc3m_poisoned/train.csv
+           At the papers' scale read the pairs by row instead (caption_csv decodes every
+           image into memory): convert the CSV once, then point the run at the records:
+             python -m robustdata.data.convert --kind caption_table --split train \
+               --input /path/to/train.csv --output /path/to/cc3m_records --encoding jpeg
+             ... --config.data.name=caption_records --config.data.data_dir=/path/to/cc3m_records
 Variants:  `smoke` (tiny ViT, 2 epochs on the same CSV), default.
 Hardware:  8 GPUs in the papers (~1 day for 24 epochs of 1M pairs); no CPU run is meaningful.
 Expected:  targeted_asr ~0.94, backdoor_asr ~1.0 on the papers' evaluation sets (not computed

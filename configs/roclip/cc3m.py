@@ -5,6 +5,11 @@ ASR -> 0%, linear probe +10% over CLIP on average, zero-shot roughly unchanged. 
 defaults: 24 epochs, global batch 512, lr 5e-5, pool 21 845, K = 2, --cross_aug.
 Command:   python -m experiments.main --config=configs/roclip/cc3m.py \
              --config.data.train_file=/path/to/cc3m_poisoned/train.csv
+           At the papers' scale read the pairs by row instead (caption_csv decodes every
+           image into memory): convert the CSV once, then point the run at the records:
+             python -m robustdata.data.convert --kind caption_table --split train \
+               --input /path/to/train.csv --output /path/to/cc3m_records --encoding jpeg
+             ... --config.data.name=caption_records --config.data.data_dir=/path/to/cc3m_records
 Variants:  `smoke` (tiny ViT, 2 epochs on the same CSV), default.
 Hardware:  8 GPUs in the paper; no CPU run is meaningful.
 Expected:  targeted_asr ~0.125 on the paper's 16 targets (evaluations are not computed by

@@ -6,6 +6,11 @@ backdoor ASR 100% -> 0%, zero-shot and linear probe on par with CLIP. Reference 
 warm-up epochs, pools of 256, GMM posterior >= 0.9, safe fraction +0.01 per epoch up to 0.85.
 Command:   python -m experiments.main --config=configs/safeclip/cc3m.py \
              --config.data.train_file=/path/to/cc3m_poisoned/train.csv
+           At the papers' scale read the pairs by row instead (caption_csv decodes every
+           image into memory): convert the CSV once, then point the run at the records:
+             python -m robustdata.data.convert --kind caption_table --split train \
+               --input /path/to/train.csv --output /path/to/cc3m_records --encoding jpeg
+             ... --config.data.name=caption_records --config.data.data_dir=/path/to/cc3m_records
 Variants:  `smoke` (tiny ViT, 3 epochs on the same CSV), default.
 Hardware:  8 GPUs in the paper; no CPU run is meaningful.
 Expected:  targeted_asr 0.0, backdoor_asr 0.0 on the paper's evaluation sets (not computed by
