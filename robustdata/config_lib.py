@@ -174,7 +174,7 @@ def _pin_display(d: dict[str, Any]) -> None:
   if isinstance(train, dict):
     train.update({f: pins[f] for f in DISPLAY_FIELDS if f in train and f in pins})
   for value in d.values():
-    if isinstance(value, dict) and {"trainer", "train", "name"} <= value.keys():
+    if is_stage(value):
       _pin_display(value)
 
 
@@ -333,8 +333,14 @@ def resolve(config):
 def stage_sections(config) -> list[str]:
   """The sections of `config` that are whole configs of upstream stages (a stage is a run: a
   downstream stage names its upstream by config, e.g. the poisons a victim trains on)."""
-  return [k for k, v in config.items() if isinstance(v, ml_collections.ConfigDict)
-          and "trainer" in v and "train" in v and "name" in v]
+  return [k for k, v in config.items()
+          if isinstance(v, ml_collections.ConfigDict) and is_stage(v)]
+
+
+def is_stage(value) -> bool:
+  """Whether `value` (a ConfigDict or the dict of one in config.json) is a whole config of a
+  stage: it has a trainer, a train section and a name."""
+  return hasattr(value, "keys") and {"trainer", "train", "name"} <= set(value.keys())
 
 
 def is_resolved(config) -> bool:

@@ -35,6 +35,11 @@ _MISSING = object()
 DISPLAY = tuple(f"train.{f}" for f in config_lib.DISPLAY_FIELDS)
 
 
+def is_display(field: str) -> bool:
+  """Whether the dotted config field is display-only or part of its hashed record."""
+  return field in DISPLAY or field.startswith(f"{config_lib.DISPLAY_SECTION}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A finished run: its directory, config.json and results.json."""
@@ -203,12 +208,12 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def _pooled(runs: Sequence[Run], groups: Iterable[Sequence[int]],
             grouped: Iterable[str]) -> tuple[str, ...]:
   """Config fields, other than `grouped`, seeds and display fields, that differ inside a group."""
-  grouped = set(grouped) | {"seed"} | set(DISPLAY)  # seeds are averaged over
+  grouped = set(grouped) | {"seed"}  # seeds are averaged over
   pooled: set[str] = set()
   for members in groups:
     leaves = [flatten(runs[i].config) for i in members]
     for field in set().union(*leaves):
-      if field in grouped or field.startswith(f"{config_lib.DISPLAY_SECTION}."):
+      if field in grouped or is_display(field):
         continue
       if len({repr(leaf.get(field, _MISSING)) for leaf in leaves}) > 1:
         pooled.add(field)
@@ -434,11 +439,7 @@ def parse_column(spec: str) -> Column:
 
 
 def _number(value: Any) -> Any:
-  """A run's value as a float where it is a number or a numeric string ('inf'), else as is."""
-  if isinstance(value, bool):
-    return value
-  if isinstance(value, (int, float)):
-    return value
+  """A run's value as a float where it is a numeric string ('inf'), else as is."""
   if isinstance(value, str):
     try:
       return float(value)

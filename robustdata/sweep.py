@@ -387,7 +387,7 @@ def closing_table(outcomes: Sequence[Outcome], workdir: str, swept: Sequence[str
     metric = next((m for m in TABLE_METRICS if all(m in r.results for r in runs)), None)
     if metric is None:
       return "no metric that every run reports; use experiments.report with --metric"
-  rows = [f for f in swept if f != "seed" and f not in report.DISPLAY
+  rows = [f for f in swept if f != "seed" and not report.is_display(f)
           and len({repr(report.field_value(r, f)) for r in runs}) > 1]
   return report.to_markdown(report.table(runs, rows=rows, metric=metric))
 
