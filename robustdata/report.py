@@ -139,7 +139,11 @@ class Stat:
   n: int
 
   def __str__(self) -> str:
-    return f"{self.mean:.4f} ± {self.std:.4f} (n={self.n})"
+    return self.format(".4f")
+
+  def format(self, fmt: str) -> str:
+    """'mean ± std (n=k)' with the numbers in the format spec `fmt`."""
+    return f"{self.mean:{fmt}} ± {self.std:{fmt}} (n={self.n})"
 
 
 def summarize(values: Sequence[float], ddof: int = 1) -> Stat:
@@ -262,8 +266,7 @@ def to_markdown(t: Table) -> str:
     cells = [str(t.cells[(rk, ck)]) if (rk, ck) in t.cells else "—" for ck in t.col_keys]
     lines.append("| " + " | ".join([*(_fmt_value(v) for v in rk), *cells]) + " |")
   lines.append("")
-  kind = "sample" if t.ddof == 1 else "population"
-  lines.append(f"{t.metric}: mean ± {kind} std over the n runs of each cell; "
+  lines.append(f"{t.metric}: mean ± {_std_kind(t.ddof)} std over the n runs of each cell; "
                f"{t.num_runs} runs.")
   if t.pooled:
     lines.append(f"Cells pool runs that differ in: {', '.join(t.pooled)} (add them to the "
@@ -289,16 +292,19 @@ def metrics_markdown(runs: Sequence[Run], metrics: Sequence[str], *, rows: Seque
     cells = []
     for t, fmt, ck in columns:
       s = t.cells.get((rk, ck))
-      cells.append("—" if s is None else f"{s.mean:{fmt}} ± {s.std:{fmt}} (n={s.n})")
+      cells.append("—" if s is None else s.format(fmt))
     lines.append(_md_line([*(_fmt_value(v) for v in rk), *cells]))
-  kind = "sample" if ddof == 1 else "population"
-  lines += ["", f"{', '.join(m for m, _ in specs)}: mean ± {kind} std over the n runs of each "
-            f"cell; {len(runs)} runs."]
+  lines += ["", f"{', '.join(m for m, _ in specs)}: mean ± {_std_kind(ddof)} std over the n "
+            f"runs of each cell; {len(runs)} runs."]
   pooled = sorted(set().union(*(t.pooled for t, _ in tables)))
   if pooled:
     lines.append(f"Cells pool runs that differ in: {', '.join(pooled)} (add them to the "
                  "rows or columns to separate them).")
   return "\n".join(lines)
+
+
+def _std_kind(ddof: int) -> str:
+  return "sample" if ddof == 1 else "population"
 
 
 def _md_line(cells: Sequence[str]) -> str:
