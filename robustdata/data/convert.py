@@ -110,6 +110,15 @@ def _done(task: dict[str, Any]) -> Optional[dict[str, Any]]:
   return side
 
 
+def _replace_json(path: str, obj: Any, indent: Optional[int] = None) -> None:
+  """Writes `obj` as JSON to `path` through a temporary file and a rename: a killed conversion
+  leaves the old file or the new one, never a torn one. (run_dir.write_json also syncs, but it
+  imports JAX, which the converter's worker processes do not need.)"""
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=indent, sort_keys=True)
+  os.replace(path + ".tmp", path)
+
+
 def write_shard(task: dict[str, Any]) -> dict[str, Any]:
   """Writes one shard (records, then its sidecar; each via a temporary file and a rename) or
   keeps it when already done; returns its manifest entry (plus 'skipped' and 'kept')."""
@@ -153,9 +162,7 @@ def write_shard(task: dict[str, Any]) -> dict[str, Any]:
             "bytes": os.path.getsize(path), "sha256": records.file_sha256(path),
             "skipped": skipped, "examples": examples}
     meta = os.path.join(out, task["meta"])
-    with open(meta + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(side, f, sort_keys=True)
-    os.replace(meta + ".tmp", meta)
+    _replace_json(meta, side)
   return {"file": task["file"], "meta": task["meta"], "count": side["count"],
           "bytes": side["bytes"], "sha256": side["sha256"],
           "meta_sha256": records.file_sha256(os.path.join(task["output"], task["meta"])),
@@ -234,10 +241,7 @@ def convert(kind: str, input_path: str, output: str, *, image_size: int = 64,
     manifest.update(num_classes=2, num_groups=4,
                     group_names=list(group_folders.WATERBIRDS_GROUP_NAMES),
                     info=dict(group_folders.WATERBIRDS_INFO))
-  tmp = manifest_path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=1, sort_keys=True)
-  os.replace(tmp, manifest_path)
+  _replace_json(manifest_path, manifest, indent=1)
   return manifest
 
 
