@@ -272,8 +272,6 @@ class LearningFromFailure(ReportsAlignment, Objective):
     return out
 
 
-
-
 @OBJECTIVES.register("cnc")
 class CorrectNContrast(ReportsAlignment, Objective):
   """Correct-n-Contrast (Zhang et al. '22; `robustdata.spurious.cnc`): the training loss is

@@ -146,8 +146,6 @@ class SpareSampling(_GroupPolicy):
     return {"spare_sampling_powers": self.powers.tolist()}
 
 
-
-
 @POLICIES.register("cnc")
 class CorrectNContrastBatches(_GroupPolicy):
   """Correct-n-Contrast's batches (`robustdata.spurious.cnc.plan_batches`): each batch holds
