@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from robustdata.contrastive import losses, pool as pool_lib  # noqa: E402
+from robustdata import losses  # noqa: E402
+from robustdata.contrastive import pool as pool_lib  # noqa: E402
 
 
 def _time(fn, *args, repeats):

@@ -126,7 +126,7 @@ def base_config() -> ml_collections.ConfigDict:
 OPTIONAL_FIELDS: dict[str, type] = {"train.conv": str, "model.width": int}
 
 
-# config.mask: a parameter mask over the conv/dense kernels (robustdata/train/masks.py), with or
+# config.mask: a parameter mask over the conv/dense kernels (robustdata/privacy/masks.py), with or
 # without DP. A config holds the section only when it masks, so other run ids do not change;
 # `with_defaults` completes a section a config holds, so all of it is hashed.
 MASK_DEFAULTS: dict[str, Any] = {

@@ -103,6 +103,7 @@ PLUGIN_MODULES = [
     "robustdata.models.clip",
     "robustdata.train.policies",
     "robustdata.train.objectives",
+    "robustdata.label_noise.objectives",
     "robustdata.train.grad_rules",
     "robustdata.train.supervised",
     "robustdata.spurious.policies",

@@ -246,7 +246,7 @@ RULES: dict[str, Rule] = {
     "privacy.prune_sparsity": Fraction(hi_inclusive=False),
     "privacy.prune_start_epoch": NONNEG_INT,
     "privacy.prune_every_epochs": NONNEG_INT,
-    # --- config.mask (config_lib.MASK_DEFAULTS; robustdata/train/masks.py). ---
+    # --- config.mask (config_lib.MASK_DEFAULTS; robustdata/privacy/masks.py). ---
     "mask": Section(),
     "mask.kind": Choice(("random", "magnitude")),
     "mask.density": Fraction(lo_inclusive=False),

@@ -294,8 +294,8 @@ def test_crest_close_joins_the_background_thread():
 
 
 def test_choice_rules_agree_with_the_code_that_reads_them():
-  from robustdata.contrastive import augment as contrastive_augment
-  assert set(validation.rule_for("contrastive.aug_chain").values) == set(contrastive_augment.CHAINS)
+  from robustdata.data import image_augment
+  assert set(validation.rule_for("contrastive.aug_chain").values) == set(image_augment.CHAINS)
   for method in contrastive_config.METHODS:
     for key, value in contrastive_config.contrastive_defaults(method).items():
       rule = validation.rule_for(f"contrastive.{key}")

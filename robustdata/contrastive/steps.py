@@ -32,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from robustdata.contrastive import losses, optim
+from robustdata import losses
+from robustdata.contrastive import optim
 from robustdata.contrastive import pool as pool_lib
-from robustdata.contrastive.augment import augment_batch as _augment_batch
+from robustdata.data.image_augment import augment_batch as _augment_batch
 from robustdata.models.clip import LOGIT_SCALE_MAX, l2_normalize
 
 KINDS = ("clip", "roclip_match", "cleanclip", "unimodal", "cross_clip")

@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robustdata.contrastive import augment as augment_lib
 from robustdata.contrastive import config as ccfg
 from robustdata.contrastive import data as cdata
 from robustdata.contrastive import evaluation as ceval
@@ -38,6 +37,7 @@ from robustdata.contrastive import optim
 from robustdata.contrastive import pool as pool_lib
 from robustdata.contrastive import safeclip
 from robustdata.contrastive import steps as steps_lib
+from robustdata.data import image_augment as augment_lib
 from robustdata.data import sources
 from robustdata.models.clip import make_clip
 from robustdata.models.conv import with_conv

@@ -17,9 +17,9 @@ from typing import Any, Optional
 import jax
 
 from robustdata import config_lib
-from robustdata.privacy import accounting, checks, clipping, pruning, rules
+from robustdata.privacy import accounting, checks, clipping, masks, pruning, rules
 from robustdata.registry import ConfigError
-from robustdata.train import grad_rules, masks
+from robustdata.train import grad_rules
 
 PyTree = Any
 
@@ -33,7 +33,7 @@ def prune_events(*, start: int, every: int, epochs: Optional[int]) -> list[int]:
   return list(range(start, max(epochs, start + 1), every))
 
 
-# A mask in the checkpoint's host state (JSON): robustdata/train/masks.py.
+# A mask in the checkpoint's host state (JSON): robustdata/privacy/masks.py.
 encode_mask = masks.encode_mask
 decode_mask = masks.decode_mask
 

@@ -4,7 +4,7 @@ Masks are computed from the current parameters (post-processing of private value
 extra privacy cost), globally or per layer. The DP rules zero the per-example gradients and
 the noise on pruned coordinates, which lowers the effective dimension the noise lives in. The
 mask machinery itself (drawing, operands, projection) is shared with `config.mask` and lives in
-robustdata/train/masks.py; this module checks the `config.privacy.prune_*` values.
+robustdata/privacy/masks.py; this module checks the `config.privacy.prune_*` values.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from robustdata.privacy import checks
-from robustdata.train import masks
+from robustdata.privacy import masks
 
 PyTree = Any
 

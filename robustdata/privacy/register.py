@@ -7,7 +7,7 @@ noise_multiplier sigma (noise std sigma * C) or target_epsilon to calibrate it; 
 and accountant for the accounting; clipping, microbatch_size and per_layer for how per-example
 gradients are clipped; switch_epoch / switch_to_mode (rules.mode_for_epoch) and the prune_*
 fields (pruning.py) schedule mode switches and magnitude pruning (the mask machinery is
-robustdata/train/masks.py, shared with `config.mask`, a fixed mask with or without DP).
+robustdata/privacy/masks.py, shared with `config.mask`, a fixed mask with or without DP).
 
 The builders return a `plan.DPPlan` (a `RulePlan`): the loop asks it for the rule of each
 epoch, re-jitting on a mode switch or the first mask (later masks are step operands).

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from robustdata.privacy import checks, clipping, ghost, noise
-from robustdata.train.masks import flat_operand_mask  # the step operand of a mask
+from robustdata.privacy.masks import flat_operand_mask  # the step operand of a mask
 
 PyTree = Any
 Rule = Callable[..., tuple[PyTree, PyTree, dict]]

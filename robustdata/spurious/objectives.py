@@ -22,7 +22,7 @@ from robustdata.registry import MODELS, OBJECTIVES, ConfigError, check_known_fie
 from robustdata.spurious import cnc, dfr, group_source, groupdro, lff
 from robustdata.spurious.alignment import ReportsAlignment
 from robustdata.train import optim as optim_lib
-from robustdata.train.objectives import Objective, _require_plain_rule, _section
+from robustdata.train.objectives import Objective, require_plain_rule, section_reader
 
 
 @OBJECTIVES.register("groupdro")
@@ -164,7 +164,7 @@ class LearningFromFailure(ReportsAlignment, Objective):
       if not ok:
         raise ConfigError(f"config.lff.{name}={value!r}; allowed: a number in {allowed}")
     self.q, self.ema = float(self.q), float(self.ema)
-    _require_plain_rule(config, "lff")
+    require_plain_rule(config, "lff")
     self.model = with_conv(MODELS.get(config.model.name)(config.model, num_classes), config)
     self.tx = optim_lib.make_optimizer(config.optim)
     self.train_labels = None
@@ -298,10 +298,10 @@ class CorrectNContrast(ReportsAlignment, Objective):
 
   def __init__(self, config, *, num_groups: int = 0, num_classes: int = 0):
     super().__init__(config, num_groups=num_groups, num_classes=num_classes)
-    get = _section(config, "cnc", self.DEFAULTS)
+    get = section_reader(config, "cnc", self.DEFAULTS)
     self.contrastive_weight = float(get("contrastive_weight"))
     self.temperature = float(get("temperature"))
-    _require_plain_rule(config, "cnc")
+    require_plain_rule(config, "cnc")
     if num_groups <= 0:
       raise ConfigError("config.method='cnc' needs (class, spurious attribute) groups on the train "
                         "split: a source with groups (e.g. 'spuco_digits') or config.group_stage "

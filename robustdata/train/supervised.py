@@ -25,7 +25,7 @@ from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAIN
 from robustdata.spurious import group_source
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import grad_rules
-from robustdata.train import masks as masks_lib
+from robustdata.privacy import masks as masks_lib
 from robustdata.train import optim as optim_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train import step as step_lib

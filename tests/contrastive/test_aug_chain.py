@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import augment, optim, steps
+from robustdata.contrastive import optim, steps
 from robustdata.contrastive import config as contrastive_config
+from robustdata.data import image_augment as augment
 from robustdata.registry import ConfigError
 from tests.contrastive.conftest import tiny_model
 

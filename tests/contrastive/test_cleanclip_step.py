@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import losses, optim, steps
-from robustdata.contrastive.augment import augment_batch
+from robustdata import losses
+from robustdata.contrastive import optim, steps
+from robustdata.data.image_augment import augment_batch
 from robustdata.data.caption_augment import eda_tokens
 from tests.contrastive.conftest import tiny_model
 

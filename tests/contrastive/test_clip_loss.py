@@ -4,7 +4,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from robustdata.contrastive import losses
+from robustdata import losses
 
 
 def _unit(rng, n, d):

@@ -6,7 +6,8 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from robustdata.contrastive import augment, optim
+from robustdata.contrastive import optim
+from robustdata.data import image_augment as augment
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.models.clip import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX
 from tests.contrastive.conftest import run_steps

@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
   import numpy as np
   import jax, jax.numpy as jnp
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  from robustdata.contrastive import losses
+  from robustdata import losses
   from robustdata.models.clip import l2_normalize
 
   assert jax.device_count() == 8, jax.devices()

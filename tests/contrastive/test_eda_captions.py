@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import augment
 from robustdata.contrastive import config as contrastive_config
 from robustdata.contrastive import data as contrastive_data
+from robustdata.data import image_augment as augment
 from robustdata.data.caption_augment import eda_tokens
 from robustdata.registry import ConfigError
 

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata.contrastive import losses, optim, steps
+from robustdata import losses
+from robustdata.contrastive import optim, steps
 from robustdata.contrastive import config as contrastive_config
 from robustdata.contrastive import data as contrastive_data
 from robustdata.registry import ConfigError

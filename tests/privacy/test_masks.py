@@ -1,4 +1,4 @@
-"""config.mask (robustdata/train/masks.py): a fixed random or magnitude mask over the conv/dense
+"""config.mask (robustdata/privacy/masks.py): a fixed random or magnitude mask over the conv/dense
 kernels, with the plain rule and with DP-SGD; its density, its fixedness over steps and a
 kill-and-resume, exact zeros, and bad values."""
 
@@ -16,7 +16,8 @@ from robustdata import config_lib, runner, validation
 from robustdata.models import CNN
 from robustdata.registry import ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
-from robustdata.train import grad_rules, masks
+from robustdata.privacy import masks
+from robustdata.train import grad_rules
 from robustdata.train import metrics as metrics_lib
 from tests.conftest import REPO
 

@@ -17,7 +17,8 @@ from robustdata import config_lib, losses, runner, validation
 from robustdata.data.dataset import Dataset
 from robustdata.registry import MODELS, OBJECTIVES, ConfigError
 from robustdata.train import driver
-from robustdata.train import grad_rules, objectives
+from robustdata.label_noise import objectives
+from robustdata.train import grad_rules
 from robustdata.train import optim as optim_lib
 from robustdata.train import step as step_lib
 from robustdata.train.state import create_train_state
