@@ -189,7 +189,7 @@ class CraftTask(Task):
     if self.name == "bullseye":
       delta, losses = bullseye.craft_bullseye([(v, self.features_fn)], self.x_base,
                                               data.test.x[self.target], eps=eps, lr=lr,
-                                              iterations=self.iterations)
+                                              iterations=self.iterations, mesh=self.driver.mesh)
       final = bullseye.bullseye_objective(
           [(v, self.features_fn)], jnp.asarray(self.x_base + delta),
           [self.features_fn(v, jnp.asarray(data.test.x[self.target][None]))])
@@ -198,7 +198,8 @@ class CraftTask(Task):
                                            self.trigger)
     delta, losses = hidden_trigger.craft_hidden_trigger(v, self.features_fn, self.x_base, patched,
                                                         eps=eps, lr=lr,
-                                                        iterations=self.iterations)
+                                                        iterations=self.iterations,
+                                                        mesh=self.driver.mesh)
     return delta, float(losses[-1])
 
   def retrain(self, key, delta: np.ndarray):

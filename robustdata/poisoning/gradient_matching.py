@@ -242,6 +242,24 @@ def _gather(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
   return out
 
 
+def shard_poisons(mesh: Mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+  """For attacks that step all poisons at once: the arrays (N, ...) padded with zero rows to a
+  multiple of the mesh's 'data' size (one batch of `_layout`) and sharded on it, then the mask
+  (rows,) that is 1 on the N real rows."""
+  _, _, idx = _layout(len(arrays[0]), len(arrays[0]), mesh.shape["data"])
+  rows = NamedSharding(mesh, P("data"))
+  padded = [_gather(np.asarray(a), idx[0]) for a in arrays]
+  return tuple(jax.device_put(a, rows) for a in (*padded, (idx[0] >= 0).astype(np.float32)))
+
+
+def constrain_poisons(tree: PyTree, mesh: Mesh) -> PyTree:
+  """Inside jit: keeps every per-poison leaf (any with a leading axis) sharded on 'data', so
+  loop carries such as Adam's moments stay split like the poisons."""
+  rows = NamedSharding(mesh, P("data"))
+  return jax.tree_util.tree_map(
+      lambda a: jax.lax.with_sharding_constraint(a, rows) if a.ndim else a, tree)
+
+
 def init_delta(key: jax.Array, x_base: np.ndarray, eps: float) -> np.ndarray:
   """The reference start: randn · eps, clipped to ±eps (and to the image bounds)."""
   delta = jax.random.normal(key, x_base.shape, jnp.float32) * eps

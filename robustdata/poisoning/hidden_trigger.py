@@ -13,12 +13,14 @@ row and column are both removed, a true one-to-one greedy matching.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from robustdata.poisoning import gradient_matching as gm
 from robustdata.poisoning.supervised_triggers import fixed_position, stamp_trigger
 
 Variables = Any
@@ -40,17 +42,23 @@ def pairwise_distances(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def greedy_pairing(dist: jax.Array) -> jax.Array:
+def greedy_pairing(dist: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
   """Greedy one-to-one matching on dist (m patched rows, n <= m poison columns): repeatedly
   take the smallest remaining entry (first in row-major order on ties) and remove its row and
-  column. Returns pair (n,): poison j is paired with patched row pair[j]."""
+  column. Returns pair (n,): poison j is paired with patched row pair[j]. With `mask` (n,) only
+  the columns with mask 1 are paired (at most m of them; the others get row 0)."""
   m, n = dist.shape
+  if mask is not None:
+    dist = jnp.where(mask[None, :] > 0, dist, jnp.inf)
 
   def pick(_, carry):
     d, pair = carry
     flat = jnp.argmin(d)
     i, j = flat // n, flat % n
-    pair = pair.at[j].set(i.astype(jnp.int32))
+    if mask is None:
+      pair = pair.at[j].set(i.astype(jnp.int32))
+    else:  # once the real columns are paired only removed (infinite) entries remain
+      pair = jnp.where(jnp.isfinite(d[i, j]), pair.at[j].set(i.astype(jnp.int32)), pair)
     d = d.at[i, :].set(jnp.inf).at[:, j].set(jnp.inf)
     return d, pair
 
@@ -58,32 +66,48 @@ def greedy_pairing(dist: jax.Array) -> jax.Array:
   return pair
 
 
-def htb_loss(patched_features: jax.Array, poison_features: jax.Array, pair: jax.Array) -> jax.Array:
-  """Σ_j ‖φ(patched[pair[j]]) − φ(poison_j)‖² (the reference's squared Frobenius norm)."""
-  return jnp.sum((patched_features[pair] - poison_features) ** 2)
+def htb_loss(patched_features: jax.Array, poison_features: jax.Array, pair: jax.Array,
+             mask: Optional[jax.Array] = None) -> jax.Array:
+  """Σ_j ‖φ(patched[pair[j]]) − φ(poison_j)‖² (the reference's squared Frobenius norm), over
+  the poisons with mask 1 when `mask` (n,) is given."""
+  sq = (patched_features[pair] - poison_features) ** 2
+  return jnp.sum(sq) if mask is None else jnp.sum(sq * mask[:, None])
 
 
 def craft_hidden_trigger(variables: Variables, features_fn: FeaturesFn, x_base: np.ndarray,
                          x_patched: np.ndarray, *, eps: float, lr: float = 0.001,
                          iterations: int = 5000, lr_decay: float = 0.95, decay_every: int = 2000,
-                         loss_threshold: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+                         loss_threshold: float = 10.0, mesh: Optional[Mesh] = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
   """Crafts HTB poisons from the bases (n, H, W, C) towards the patched target-class images
   (m >= n, H, W, C). Returns (perturbations (n, H, W, C), loss before each step taken); the
-  loop stops after the step at which the loss first falls below `loss_threshold`."""
-  x_base = jnp.asarray(x_base, jnp.float32)
-  x_patched = jnp.asarray(x_patched, jnp.float32)
-  if x_patched.shape[0] < x_base.shape[0]:
+  loop stops after the step at which the loss first falls below `loss_threshold`. With `mesh`
+  the poisons and bases are sharded on its 'data' axis (padded with masked rows to a multiple
+  of its size, left out of the pairing and the loss) and the variables and patched images
+  replicated; the result matches the unsharded one up to float32 rounding."""
+  n = len(x_base)
+  x_patched = np.asarray(x_patched, np.float32)
+  if x_patched.shape[0] < n:
     raise ValueError(f"need at least as many patched images ({x_patched.shape[0]}) as poisons "
-                     f"({x_base.shape[0]})")
+                     f"({n})")
+  if mesh is None:
+    x_base, mask = jnp.asarray(x_base, jnp.float32), None
+    x_patched = jnp.asarray(x_patched)
+    constrain = lambda tree: tree
+  else:
+    x_base, mask = gm.shard_poisons(mesh, np.asarray(x_base, np.float32))
+    mask = None if len(mask) == n else mask  # no padding: the unsharded objective
+    variables, x_patched = jax.device_put((variables, x_patched), NamedSharding(mesh, P()))
+    constrain = lambda tree: gm.constrain_poisons(tree, mesh)
 
   @jax.jit
-  def run(variables, x_base, x_patched):
+  def run(variables, x_base, x_patched, mask):
     target = jax.lax.stop_gradient(features_fn(variables, x_patched))
 
     def loss_fn(poisons):
       feats = features_fn(variables, poisons)
-      pair = greedy_pairing(jax.lax.stop_gradient(pairwise_distances(target, feats)))
-      return htb_loss(target, feats, pair)
+      pair = greedy_pairing(jax.lax.stop_gradient(pairwise_distances(target, feats)), mask)
+      return htb_loss(target, feats, pair, mask)
 
     loss_and_grad = jax.value_and_grad(loss_fn)
 
@@ -97,12 +121,12 @@ def craft_hidden_trigger(variables: Variables, features_fn: FeaturesFn, x_base: 
       step = lr * lr_decay ** (it // decay_every).astype(jnp.float32)
       poisons = poisons - step * grad
       poisons = jnp.clip(x_base + jnp.clip(poisons - x_base, -eps, eps), 0.0, 1.0)
-      return it + 1, poisons, loss, losses.at[it].set(loss)
+      return it + 1, constrain(poisons), loss, losses.at[it].set(loss)
 
-    init = (jnp.zeros((), jnp.int32), x_base, jnp.asarray(jnp.inf, jnp.float32),
+    init = (jnp.zeros((), jnp.int32), constrain(x_base), jnp.asarray(jnp.inf, jnp.float32),
             jnp.full((iterations,), jnp.nan, jnp.float32))
     steps, poisons, _, losses = jax.lax.while_loop(cond, body, init)
     return poisons - x_base, losses, steps
 
-  delta, losses, steps = run(variables, x_base, x_patched)
-  return np.asarray(delta), np.asarray(losses)[:int(steps)]
+  delta, losses, steps = run(variables, x_base, x_patched, mask)
+  return np.asarray(delta)[:n], np.asarray(losses)[:int(steps)]
