@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from robustdata.poisoning import gradient_matching as gm
 
@@ -73,15 +73,8 @@ def craft_bullseye(substitutes: Sequence[Substitute], x_base: np.ndarray, x_targ
   variables = [v for v, _ in substitutes]
   fns = [f for _, f in substitutes]
   tx = optax.adam(lr, b1=b1, b2=b2, eps=1e-8)
-  if mesh is None:
-    x_base, mask = jnp.asarray(x_base, jnp.float32), None
-    x_target = jnp.asarray(x_target)
-    constrain = lambda tree: tree
-  else:
-    x_base, mask = gm.shard_poisons(mesh, np.asarray(x_base, np.float32))
-    mask = None if len(mask) == n else mask  # no padding: the unsharded objective
-    variables, x_target = jax.device_put((variables, x_target), NamedSharding(mesh, P()))
-    constrain = lambda tree: gm.constrain_poisons(tree, mesh)
+  x_base, mask, (variables, x_target), constrain = gm.place_poisons(
+      mesh, x_base, (variables, x_target))
 
   @jax.jit
   def run(variables, x_base, x_target, mask):

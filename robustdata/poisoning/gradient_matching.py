@@ -260,6 +260,21 @@ def constrain_poisons(tree: PyTree, mesh: Mesh) -> PyTree:
       lambda a: jax.lax.with_sharding_constraint(a, rows) if a.ndim else a, tree)
 
 
+def place_poisons(mesh: Optional[Mesh], x_base: np.ndarray, replicated: Any
+                  ) -> tuple[jax.Array, Optional[jax.Array], Any, Callable[[PyTree], PyTree]]:
+  """(bases, mask, replicated, constrain) for an attack that steps all poisons at once: without
+  a mesh the bases on the default device, no mask and an identity `constrain`; with one the
+  bases sharded by `shard_poisons` (mask None when no row was padded, so the objective is the
+  unsharded one), `replicated` (variables, targets) replicated, and `constrain_poisons`."""
+  if mesh is None:
+    return (jnp.asarray(x_base, jnp.float32), None, jax.tree.map(jnp.asarray, replicated),
+            lambda tree: tree)
+  bases, mask = shard_poisons(mesh, np.asarray(x_base, np.float32))
+  mask = None if len(mask) == len(x_base) else mask
+  replicated = jax.device_put(replicated, NamedSharding(mesh, P()))
+  return bases, mask, replicated, lambda tree: constrain_poisons(tree, mesh)
+
+
 def init_delta(key: jax.Array, x_base: np.ndarray, eps: float) -> np.ndarray:
   """The reference start: randn · eps, clipped to ±eps (and to the image bounds)."""
   delta = jax.random.normal(key, x_base.shape, jnp.float32) * eps

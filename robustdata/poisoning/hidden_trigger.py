@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from robustdata.poisoning import gradient_matching as gm
 from robustdata.poisoning.supervised_triggers import fixed_position, stamp_trigger
@@ -90,15 +90,8 @@ def craft_hidden_trigger(variables: Variables, features_fn: FeaturesFn, x_base: 
   if x_patched.shape[0] < n:
     raise ValueError(f"need at least as many patched images ({x_patched.shape[0]}) as poisons "
                      f"({n})")
-  if mesh is None:
-    x_base, mask = jnp.asarray(x_base, jnp.float32), None
-    x_patched = jnp.asarray(x_patched)
-    constrain = lambda tree: tree
-  else:
-    x_base, mask = gm.shard_poisons(mesh, np.asarray(x_base, np.float32))
-    mask = None if len(mask) == n else mask  # no padding: the unsharded objective
-    variables, x_patched = jax.device_put((variables, x_patched), NamedSharding(mesh, P()))
-    constrain = lambda tree: gm.constrain_poisons(tree, mesh)
+  x_base, mask, (variables, x_patched), constrain = gm.place_poisons(
+      mesh, x_base, (variables, x_patched))
 
   @jax.jit
   def run(variables, x_base, x_patched, mask):
