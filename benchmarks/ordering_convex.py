@@ -221,6 +221,8 @@ orderings where the theory applies (smooth, strongly convex finite sums) against
 reshuffling, a fixed order and GraB (Lu et al., NeurIPS'22: greedy sign balancing of centred
 stale gradients). Code: `robustdata/selection/ordering_convex.py`; tests:
 `tests/selection/test_ordering_convex.py`.
+The same orderings on a CNN (digits, constant and cosine learning rates):
+docs/results/data-efficiency.md, "Proxy-norm ordering".
 
 ```bash
 JAX_PLATFORMS=cpu python benchmarks/ordering_convex.py --seeds={seeds} --epochs={epochs}

@@ -154,7 +154,8 @@ def test_every_numeric_default_has_a_rule_it_satisfies():
 VARIANTS = {
     "crest/digits.py": ["full", "random", "craig", "hard", "loose", "b10", "hard,loose"],
     "craig/digits.py": ["hard", "b10"],
-    "ordering/digits.py": ["descending", "examples", "random", "descending,examples"],
+    "ordering/digits.py": ["descending", "examples", "random", "descending,examples", "fixed",
+                           "grab", "grab,linear", "decreasing"],
     "augment_coresets/digits.py": ["random", "full_aug", "none"],
     "dpsgd/digits.py": ["eps1", "eps8", "sgd", "clip_only", "noise_only", "sparsity90",
                         "dp_then_sgd", "sgd_then_dp"],

@@ -7,7 +7,8 @@ Tables (variant tokens, combinable as `:budget,hard,share`; all without one):
 - `hard10`: the hard task at the CREST paper's 10% step budget (token `b10`), seeds 0, 1, 2;
 - `augment`: strong augmentation of full data vs an FL coreset vs a random subset vs none,
   seeds 0, 1;
-- `ordering`: proxy-norm ordering vs random reshuffling, seeds 0, 1;
+- `ordering`: proxy-norm ordering vs random reshuffling, a fixed order and GraB (on two
+  gradient proxies), each with a constant and a decreasing (cosine) learning rate, seeds 0-4;
 - `share`: CREST's share of wall time in selection and checks, on digits and on CIFAR-10-shaped
   synthetic input (CREST's digits config at 32x32x3, N = 5,000, 200 steps), seed 0;
 - `s0` with any of them: seed 0 only.
@@ -17,7 +18,7 @@ Command:   python -m experiments.sweep --workdir=runs/selection_table \
            then the `python -m experiments.report runs/selection_table --sweep=...` command of
            each table in docs/results/data-efficiency.md.
 Hardware:  2 CPU cores, each run pinned to one (`taskset -c 0`). Time: ~12 minutes for
-           budget,hard,share; ~12 minutes for hard10.
+           budget,hard,share; ~12 minutes for hard10; ~12 minutes for ordering (80 runs).
 Expected:  digits test accuracy full data 0.992 ± 0.003, random 20% 0.972 ± 0.003; hard task at
            10%: CREST 0.994 ± 0.003 at 0.47x full data's wall time (commits 311aec3, 6a7c280).
 Results:   docs/results/data-efficiency.md
@@ -69,8 +70,10 @@ def _table(task: str) -> list[tuple[str, tuple[int, ...]]]:
   if task == "augment":
     return [(_spec(AUGMENT, a), (0, 1)) for a in ("none", "full_aug", "random", "")]
   if task == "ordering":
-    return [(_spec(ORDERING, a), (0, 1))
-            for a in ("random", "", "descending", "examples", "descending,examples")]
+    return [(_spec(ORDERING, a, schedule), (0, 1, 2, 3, 4))
+            for schedule in ("", "decreasing")
+            for a in ("random", "fixed", "grab", "grab,linear", "", "descending", "examples",
+                      "descending,examples")]
   if task == "share":
     return [(CREST, (0,)), (cifar_shaped_crest(), (0,))]
   raise ValueError(f"unknown table {task!r}; allowed: budget, hard, hard10, augment, ordering, "

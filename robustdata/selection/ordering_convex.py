@@ -246,12 +246,13 @@ def sorted_order(norms: jax.Array, *, ascending: bool) -> jax.Array:
   return jnp.argsort(norms if ascending else -norms, stable=True).astype(jnp.int32)
 
 
-def grab_order(grads: jax.Array, order: jax.Array, stale_mean: jax.Array) -> jax.Array:
-  """GraB's online gradient balancing (Lu et al., NeurIPS'22): walking the epoch's visits, each
-  centred gradient c = g - stale_mean gets the sign that keeps the running sum s small
+def grab_balance(carry: tuple[jax.Array, ...], grads: jax.Array, visits: jax.Array,
+                 stale_mean: jax.Array) -> tuple[jax.Array, ...]:
+  """GraB's online gradient balancing (Lu et al., NeurIPS'22) over a run of visits: each
+  centred gradient c = grads[k] - stale_mean gets the sign that keeps the running sum s small
   (+ if ||s + c|| <= ||s - c||); + examples fill the next order from the front, - examples
-  from the back. grads[k] is the gradient of example order[k] when it was visited."""
-  n = order.shape[0]
+  from the back. carry = (s, left, right, next_order), from `grab_start`; returns it updated,
+  so an epoch can be balanced whole or one batch at a time."""
 
   def step(carry, inp):
     s, left, right, nxt = carry
@@ -262,9 +263,21 @@ def grab_order(grads: jax.Array, order: jax.Array, stale_mean: jax.Array) -> jax
     s = jnp.where(plus, s + c, s - c)
     return (s, left + plus, right - (~plus), nxt), None
 
-  init = (jnp.zeros_like(stale_mean), jnp.int32(0), jnp.int32(n - 1), jnp.zeros(n, order.dtype))
-  (_, _, _, nxt), _ = jax.lax.scan(step, init, (grads, order))
-  return nxt
+  carry, _ = jax.lax.scan(step, carry, (grads, visits))
+  return carry
+
+
+def grab_start(n: int, stale_mean: jax.Array, dtype: Any = jnp.int32) -> tuple[jax.Array, ...]:
+  """The carry of `grab_balance` at the start of an epoch of n examples: s = 0, an empty order
+  of `dtype` filled from both ends."""
+  return (jnp.zeros_like(stale_mean), jnp.int32(0), jnp.int32(n - 1), jnp.zeros(n, dtype))
+
+
+def grab_order(grads: jax.Array, order: jax.Array, stale_mean: jax.Array) -> jax.Array:
+  """GraB's next order from a whole epoch (`grab_balance` from `grab_start`): grads[k] is the
+  gradient of example order[k] when it was visited."""
+  init = grab_start(order.shape[0], stale_mean, order.dtype)
+  return grab_balance(init, grads, order, stale_mean)[3]
 
 
 def epoch_bound(grads0: jax.Array, order: jax.Array, etas: jax.Array, w0: jax.Array,

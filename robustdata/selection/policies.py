@@ -1,9 +1,10 @@
-"""Selection data policies: CRAIG weighted coresets (spec §2) and proxy-norm ordering (spec §7);
-importing this module also registers CREST (`crest.py`) and augmentation coresets
-(`augment_coreset.py`).
+"""Selection data policies: CRAIG weighted coresets (spec §2), proxy-norm ordering (spec §7)
+and a fixed order; importing this module also registers CREST (`crest.py`), augmentation
+coresets (`augment_coreset.py`) and GraB ordering (`grab.py`).
 
-Both see the model only through `ctx.probe('proxy' | 'proxy_linear', indices)` (softmax - onehot,
-un-augmented, eval mode), which fixes the reference code's use of augmented views.
+CRAIG and the ordering policies see the model only through `ctx.probe('proxy' |
+'proxy_linear', indices)` (softmax - onehot, un-augmented, eval mode), which fixes the reference
+code's use of augmented views.
 """
 
 from __future__ import annotations
@@ -155,7 +156,41 @@ class ProxyNormOrdering(EpochPolicy):
     self.selection_time_s = float(state.get("selection_time_s", 0.0))
 
   def results(self) -> dict[str, Any]:
-    return {"selection_time_s": self.selection_time_s}
+    return {"selection_time_s": self.selection_time_s,
+            "classes_per_batch": classes_per_batch(self.plan_indices, self.train.y)}
+
+
+@POLICIES.register("fixed_order")
+class FixedOrder(EpochPolicy):
+  """One random permutation, drawn at the first epoch and reused by every epoch (the convex
+  study's `fixed` ordering); batches are its consecutive blocks."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.order = np.zeros(0, np.int64)
+
+  def plan_epoch(self, ctx: PolicyContext) -> list[tuple[np.ndarray, np.ndarray]]:
+    if len(self.order) == 0:
+      self.order = self.rng.permutation(len(self.train))
+    return batches_of(self.order, self.batch_size)
+
+  def state_dict(self) -> dict[str, Any]:
+    return {**super().state_dict(), "order": self.order.tolist()}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    super().load_state_dict(state)
+    self.order = np.asarray(state["order"], np.int64)
+
+  def results(self) -> dict[str, Any]:
+    return {"classes_per_batch": classes_per_batch(self.plan_indices, self.train.y)}
+
+
+def classes_per_batch(batches: list[np.ndarray], labels: np.ndarray) -> float:
+  """The mean number of distinct labels in a plan's batches (about 1 when an order runs class
+  by class; near min(b, classes) for random batches of b); NaN for an empty plan."""
+  labels = np.asarray(labels)
+  counts = [len(np.unique(labels[np.asarray(b, np.int64)])) for b in batches if len(b)]
+  return float(np.mean(counts)) if counts else float("nan")
 
 
 def check_finite(proxies: np.ndarray, where: str) -> None:
@@ -166,4 +201,4 @@ def check_finite(proxies: np.ndarray, where: str) -> None:
 
 
 # The other selection policies register on import of this module (listed in PLUGIN_MODULES).
-from robustdata.selection import augment_coreset, crest, synthetic  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
+from robustdata.selection import augment_coreset, crest, grab, synthetic  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
