@@ -30,7 +30,7 @@ from robustdata import config_lib
 from robustdata import run_dir as run_dir_lib
 from robustdata.registry import ConfigError
 
-_MISSING = object()
+MISSING = object()  # field_value of a field a run holds in neither config.json nor results.json
 # Display-only fields (config_lib.DISPLAY_FIELDS): never a reason to split or pool a group.
 DISPLAY = tuple(f"train.{f}" for f in config_lib.DISPLAY_FIELDS)
 
@@ -95,17 +95,17 @@ def find_runs(patterns: Sequence[str]) -> tuple[list[Run], list[str]]:
 
 def field_value(run: Run, field: str) -> Any:
   """`field` of `run`: a dotted path into config.json, else into results.json; lists become
-  tuples (so values can key a group). A field in neither is `_MISSING`."""
+  tuples (so values can key a group). A field in neither is `MISSING`."""
   for source in (run.config, run.results):
     node: Any = source
     for part in field.split("."):
       if not isinstance(node, dict) or part not in node:
-        node = _MISSING
+        node = MISSING
         break
       node = node[part]
-    if node is not _MISSING:
+    if node is not MISSING:
       return _hashable(node)
-  return _MISSING
+  return MISSING
 
 
 def _hashable(value: Any) -> Any:
@@ -156,7 +156,7 @@ def summarize(values: Sequence[float], ddof: int = 1) -> Stat:
 
 def _check_fields(runs: Sequence[Run], fields: Iterable[str], flag: str) -> None:
   for field in fields:
-    lacking = [r.path for r in runs if field_value(r, field) is _MISSING]
+    lacking = [r.path for r in runs if field_value(r, field) is MISSING]
     if lacking:
       raise ConfigError(f"{flag} field {field!r} is neither a config field nor a result key of "
                         f"{len(lacking)} of {len(runs)} runs: {_names(lacking)}")
@@ -219,7 +219,7 @@ def _pooled(runs: Sequence[Run], groups: Iterable[Sequence[int]],
     for field in set().union(*leaves):
       if field in grouped or is_display(field):
         continue
-      if len({repr(leaf.get(field, _MISSING)) for leaf in leaves}) > 1:
+      if len({repr(leaf.get(field, MISSING)) for leaf in leaves}) > 1:
         pooled.add(field)
   return tuple(sorted(pooled))
 
@@ -325,7 +325,7 @@ class Condition:
 
   def holds(self, run: Run) -> bool:
     value = field_value(run, self.field)
-    if value is _MISSING:
+    if value is MISSING:
       return False
     for want in self.values:
       if _fmt_value(value) == want or str(value) == want:
@@ -458,16 +458,16 @@ def _expr_value(run: Run, terms) -> Any:
   values = []
   for field, default in terms:
     value = field_value(run, field)
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
       if default is None:
-        return _MISSING
+        return MISSING
       value = default
     values.append(_number(value))
   if len(values) == 1:
     return values[0]
   a, b = values
   if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
-    return _MISSING
+    return MISSING
   return a / b if b else math.nan
 
 
@@ -489,7 +489,7 @@ class _Context:
 def _render(p: Placeholder, runs: Sequence[Run], ctx: _Context) -> str | None:
   """The placeholder's text over `runs` (sorted by seed), or None if no run has a value."""
   pairs = [(r, _expr_value(r, p.terms)) for r in runs]
-  pairs = [(r, v) for r, v in pairs if v is not _MISSING]
+  pairs = [(r, v) for r, v in pairs if v is not MISSING]
   if not pairs:
     return None
   if p.stat == "first":
@@ -507,7 +507,7 @@ def _render(p: Placeholder, runs: Sequence[Run], ctx: _Context) -> str | None:
     if not ctx.reference:
       raise ConfigError("|ratio needs --reference=FIELD=VALUE naming the reference runs")
     ref = [_expr_value(r, p.terms) for r in ctx.reference]
-    ref = [float(v) for v in ref if v is not _MISSING]
+    ref = [float(v) for v in ref if v is not MISSING]
     if not ref:
       raise ConfigError(f"no --reference run has {'/'.join(f for f, _ in p.terms)}")
     return _show(stat.mean / summarize(ref).mean, p.fmt)
@@ -685,7 +685,7 @@ def report_cli(patterns: Sequence[str], *, rows: Sequence[str] = (), cols: Seque
     if columns:
       for field in {t[0] for c in map(parse_column, columns) for tpl in c.templates
                     for p in tpl.parts if isinstance(p, Placeholder) for t in p.terms}:
-        if all(field_value(r, field) is _MISSING for r in runs):
+        if all(field_value(r, field) is MISSING for r in runs):
           print(f"note: no run has {field!r}; its cells are '-'", file=sys.stderr)
       text, pooled = column_markdown(runs, columns, rows=rows, reference=reference,
                                      labels=_parse_labels(labels), ddof=ddof,

@@ -378,7 +378,9 @@ def run_points(points: Sequence[Point], workdir: str, *, jobs: int = 1,
 def closing_table(outcomes: Sequence[Outcome], workdir: str, swept: Sequence[str],
                   metric: str | None = None) -> str:
   """The Markdown table of the sweep's finished runs (report.table over their run dirs): rows
-  by the swept fields that vary, other than the seed, averaged over seeds."""
+  by the swept fields that vary, other than the seed, averaged over seeds. A field that only
+  some runs hold (an upstream stage's, when the sweep mixes chained and plain configs) is left
+  out: the table is a summary, the report command makes the real ones."""
   runs = [r for r in (report.read_run(os.path.join(workdir, o.point.run_id))
                       for o in outcomes if o.status != "failed") if r is not None]
   if not runs:
@@ -387,8 +389,9 @@ def closing_table(outcomes: Sequence[Outcome], workdir: str, swept: Sequence[str
     metric = next((m for m in TABLE_METRICS if all(m in r.results for r in runs)), None)
     if metric is None:
       return "no metric that every run reports; use experiments.report with --metric"
-  rows = [f for f in swept if f != "seed" and not report.is_display(f)
-          and len({repr(report.field_value(r, f)) for r in runs}) > 1]
+  values = {f: [report.field_value(r, f) for r in runs] for f in swept}
+  rows = [f for f, v in values.items() if f != "seed" and not report.is_display(f)
+          and report.MISSING not in v and len({repr(x) for x in v}) > 1]
   return report.to_markdown(report.table(runs, rows=rows, metric=metric))
 
 

@@ -290,3 +290,25 @@ def test_report_metrics_columns_and_logx(tmp_path, capsys):
                            logx=True, out=str(out)) == 2
   assert "--logx: the values of 'data.difficulty' must be positive numbers" in (
       capsys.readouterr().err)
+
+
+def test_closing_table_leaves_out_a_field_only_some_runs_hold(tmp_path):
+  """A sweep that mixes chained and plain configs: an upstream stage's field exists in some
+  runs only; the sweep's summary table groups by the fields every run holds."""
+  written = _fake_runs(tmp_path)
+  outcomes = []
+  for i, (path, (config, _)) in enumerate(sorted(written.items())):
+    if config["data"]["difficulty"] == "hard":  # these runs chain an upstream stage
+      config["group_stage"] = {"data": {"difficulty": "hard"}}
+      with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    point = sweep.Point(i, os.path.basename(path), None, os.path.basename(path))
+    outcomes.append(sweep.Outcome(point, "reused"))
+  swept = ["data.difficulty", "group_stage.data.difficulty", "seed"]
+  table = sweep.closing_table(outcomes, str(tmp_path), swept, "worst_group_accuracy")
+  rows = [line for line in table.splitlines() if line.startswith("| easy") or
+          line.startswith("| hard")]
+  assert len(rows) == 2 and "group_stage" not in table, table
+  easy = [r["worst_group_accuracy"] for c, r in written.values()
+          if c["data"]["difficulty"] == "easy"]
+  assert f"{np.mean(easy):.3f}" in rows[0], (rows, np.mean(easy))
