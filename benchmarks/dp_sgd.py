@@ -3,11 +3,13 @@
 Prints samples/s, the DP/non-private ratios and the compiled peak memory per step, on 32x32x3
 inputs at batch 64 and 256. The rules of one (model, batch) are compiled first, then timed in
 interleaved rounds (one step of each rule per round) and the median is reported, so machine
-load drifts hit every rule alike. With `--opacus` the Opacus steps of
-third_party/opacus_bench.py (needs torch and opacus) join the same interleaved rounds, and our
-samples/s over theirs is printed.
+load drifts hit every rule alike. The models use the convolution a run's default
+`config.train.conv='auto'` picks (printed). With `--opacus` the PyTorch steps of
+third_party/opacus_bench.py (needs torch and opacus: plain non-private SGD, Opacus hooks and
+ghost clipping) join the same interleaved rounds, and our samples/s over theirs is printed for
+the non-private step (ours vs PyTorch's), vmap vs hooks and ghost vs ghost.
 
-  JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--opacus]
+  JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--rounds N] [--opacus]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from robustdata.models import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from robustdata.models.cnn import CNN  # pylint: disable=g-import-not-at-top
 from robustdata.models.resnet import ResNet20  # pylint: disable=g-import-not-at-top
 from robustdata.privacy import rules  # pylint: disable=g-import-not-at-top
@@ -83,12 +86,14 @@ def time_interleaved(steps: dict, *, rounds: int) -> dict[str, float]:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--quick", action="store_true", help="fewer iterations")
+  parser.add_argument("--rounds", type=int, default=None,
+                      help="interleaved timing rounds (default 11, 3 with --quick)")
   parser.add_argument("--batches", default="64,256")
   parser.add_argument("--models", default="cnn,resnet20")
   parser.add_argument("--methods", default="vmap,ghost")
   parser.add_argument("--opacus", action="store_true", help="also run third_party Opacus")
   args = parser.parse_args()
-  iters = 3 if args.quick else 11
+  iters = args.rounds or (3 if args.quick else 11)
   opacus_bench = None
   if args.opacus:
     try:
@@ -97,8 +102,13 @@ def main() -> None:
       print(f"opacus comparison skipped: {e}")
   models = {"cnn": lambda: CNN(num_classes=10, norm="group"),
             "resnet20": lambda: ResNet20(num_classes=10, norm="group")}
-  print(f"device: {jax.devices()[0].device_kind}, {iters} interleaved rounds, "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+  conv = conv_lib.conv_function("auto")
+  print(f"device: {jax.devices()[0].device_kind}, conv 'auto' = {conv.__name__}, "
+        f"{iters} interleaved rounds, load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores")
+  if opacus_bench is not None:
+    print(f"torch {opacus_bench.torch.__version__}, {opacus_bench.torch.get_num_threads()} "
+          "threads")
   print(f"{'model':10s} {'batch':>5s} {'rule':>13s} {'samples/s':>10s} {'ratio':>6s} "
         f"{'peak MiB':>9s}")
   for name in args.models.split(","):
@@ -118,16 +128,17 @@ def main() -> None:
       for rule_name, rule in rule_of.items():
         compiled, step_args, peaks[rule_name] = _compile(rule, loss_fn, params, batch)
         steps[rule_name] = (compiled, step_args)
+      peers = {"torch-sgd": "sgd", "opacus-hooks": "hooks", "opacus-ghost": "ghost"}
       if opacus_bench is not None:  # timed in the same rounds as ours
-        for mode in ("hooks", "ghost"):
-          steps[f"opacus-{mode}"] = opacus_bench.make_step(mode, name, b)
-          peaks[f"opacus-{mode}"] = float("nan")
+        for peer, mode in peers.items():
+          steps[peer] = opacus_bench.make_step(mode, name, b)
+          peaks[peer] = float("nan")
       seconds = time_interleaved(steps, rounds=iters)
       for rule_name in steps:
         print(f"{name:10s} {b:5d} {rule_name:>13s} {b / seconds[rule_name]:10.1f} "
               f"{seconds[rule_name] / seconds['sgd']:6.2f} {peaks[rule_name]:9.1f}", flush=True)
       if opacus_bench is not None:
-        for ours, theirs in (("vmap", "opacus-hooks"), ("ghost", "opacus-ghost")):
+        for ours, theirs in zip(("sgd", "vmap", "ghost"), peers):
           if ours in seconds:
             print(f"{name:10s} {b:5d} ours-{ours}/{theirs} samples/s: "
                   f"{seconds[theirs] / seconds[ours]:.2f}x", flush=True)

@@ -1,5 +1,6 @@
-"""Opacus (PyTorch CPU) DP-SGD step speed on the same CNN / ResNet-20 (GroupNorm), for
-benchmarks/dp_sgd.py. Needs `pip install torch==2.13.0 opacus`; the library never imports this.
+"""PyTorch CPU steps on the same CNN / ResNet-20 (GroupNorm), for benchmarks/dp_sgd.py: plain
+non-private SGD and Opacus DP-SGD (hooks and ghost clipping). Needs
+`pip install torch==2.13.0 opacus`; the library never imports this.
 
   python third_party/opacus_bench.py --quick
 """
@@ -7,6 +8,7 @@ benchmarks/dp_sgd.py. Needs `pip install torch==2.13.0 opacus`; the library neve
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -14,6 +16,9 @@ import torch
 from opacus import GradSampleModule
 from opacus.grad_sample import GradSampleModuleFastGradientClipping
 from torch import nn
+
+# All cores, as JAX's CPU backend uses them (torch's default may be fewer).
+torch.set_num_threads(os.cpu_count() or 1)
 
 
 def _gn(channels: int) -> nn.Module:
@@ -56,16 +61,27 @@ def _resnet20(num_classes: int = 10) -> nn.Module:
 
 
 MAKERS = {"cnn": _cnn, "resnet20": _resnet20}
+MODES = ("sgd", "hooks", "ghost")
 
 
 def make_step(mode: str, name: str, batch: int):
-  """A warmed-up callable running one clipped, noised SGD step of model `name` ('cnn' or
-  'resnet20') with Opacus in 'hooks' or 'ghost' grad-sample mode."""
+  """A warmed-up callable running one SGD step of model `name` ('cnn' or 'resnet20'): plain
+  non-private ('sgd', mean loss) or clipped and noised with Opacus in 'hooks' or 'ghost'
+  grad-sample mode."""
+  if mode not in MODES:
+    raise ValueError(f"mode={mode!r} is not known; allowed: {list(MODES)}")
   model = MAKERS[name]()
   x = torch.randn(batch, 3, 32, 32)
   y = torch.randint(0, 10, (batch,))
   opt = torch.optim.SGD(model.parameters(), lr=0.1)
-  if mode == "hooks":
+  if mode == "sgd":
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+      opt.zero_grad()
+      loss_fn(model(x), y).backward()
+      opt.step()
+  elif mode == "hooks":
     gsm = GradSampleModule(model)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
 
@@ -101,7 +117,7 @@ def make_step(mode: str, name: str, batch: int):
 
 
 def _time(mode: str, name: str, batch: int, iters: int) -> float:
-  """samples/s of Opacus's step, median over `iters` calls."""
+  """samples/s of one PyTorch step, median over `iters` calls."""
   step = make_step(mode, name, batch)
   times = []
   for _ in range(iters):
@@ -112,13 +128,13 @@ def _time(mode: str, name: str, batch: int, iters: int) -> float:
 
 
 def run(*, models: list[str], batches: list[int], iters: int) -> dict:
-  """{(model, batch, 'hooks'|'ghost'): samples/s}."""
+  """{(model, batch, 'sgd'|'hooks'|'ghost'): samples/s}."""
   out = {}
   for name in models:
     for batch in batches:
-      for mode in ("hooks", "ghost"):
+      for mode in MODES:
         out[(name, batch, mode)] = _time(mode, name, batch, iters)
-        print(f"opacus {name:10s} {batch:5d} {mode:>6s} {out[(name, batch, mode)]:10.1f}",
+        print(f"torch {name:10s} {batch:5d} {mode:>6s} {out[(name, batch, mode)]:10.1f}",
               flush=True)
   return out
 
