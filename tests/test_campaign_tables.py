@@ -22,6 +22,14 @@ SPURIOUS = dict(
              "average acc={average_accuracy:.3f}", "wall time (s)={wall_time_s:.1f}",
              "examples seen (x {ref})={{examples_seen|mean:,.0f}} ({{examples_seen|ratio:.2f}})",
              "core / spurious alignment={core_alignment:.2f} / {spurious_alignment:.2f}"])
+AGREEMENT = dict(
+    rows=["data.spurious_correlation_strength", "data.difficulty", "inference.method"], ddof=0,
+    columns=["strength={data.spurious_correlation_strength|first}",
+             "difficulty={data.difficulty|first}", "inference={inference.method|first}",
+             "ARI={adjusted_rand_index|auto:.3f}",
+             "minority recall={minority_group_recall|auto:.3f}",
+             "minority precision={minority_group_precision|auto:.3f}",
+             "groups={num_inferred_groups|first}", "time (s)={inference_time_s|auto:.1f}"])
 SELECTION = dict(
     rows=["name"], ddof=0,
     columns=["method={name|first}", "test acc={test_accuracy|auto:.3f}",
@@ -135,6 +143,59 @@ def test_spurious_tables(tmp_path, capsys):
       | erm | 0.300 ± 0.024 | 0.900 ± 0.012 | 10.0 ± 1.2 | 30,300 (1.00) | 0.50 ± 0.08 / 0.30 ± 0.04 |
       | pde | 0.400 ± 0.024 | 0.850 ± 0.012 | 12.0 ± 1.2 | 31,300 (1.03) | 0.50 ± 0.08 / 0.30 ± 0.04 |
       """)
+
+
+def test_spurious_grid_points():
+  """The grid: 2 strengths x 3 seeds x 2 difficulties x 20 methods, the first strength first;
+  a chain's strength and difficulty reach its inference and reference stages, whose runs are
+  the agreement table's points."""
+  from configs.campaigns import spurious  # pylint: disable=g-import-not-at-top
+  from robustdata import validation  # pylint: disable=g-import-not-at-top
+  grid = spurious.get_sweep("grid")
+  assert len(grid) == 240
+  strength = [p["data.spurious_correlation_strength"] for p in grid]
+  assert strength == [0.95] * 120 + [0.99] * 120
+  cell = spurious._grid_points(0.99, 1, "magnitude_small")  # pylint: disable=protected-access
+  stages = set()
+  for point in cell:
+    config = sweep.apply_overrides(validation.load_config_file(point["config"]),
+                                   {k: v for k, v in point.items() if k != "config"})
+    assert config.seed == 1
+    chain = [config]
+    if "group_stage" in config:
+      chain += [config.group_stage, config.group_stage.reference]
+      stages.add(config_lib.run_id(config_lib.resolve(config.group_stage)))
+    for c in chain:
+      assert (c.data.difficulty, c.data.spurious_correlation_strength) == (
+          "magnitude_small", 0.99)
+  agreement, _ = sweep.load_points("configs/campaigns/spurious.py:agreement")
+  assert len(agreement) == 20
+  ours = {p.run_id for p in agreement if p.config.data.difficulty == "magnitude_small"
+          and p.config.data.spurious_correlation_strength == 0.99}
+  assert len(ours) == 5 and ours < stages  # + CnC's own stage
+
+
+def test_spurious_agreement_table(tmp_path, capsys):
+  methods = ("jtt", "cluster", "eiil", "ssa", "spare")
+
+  def results(p):
+    i = methods.index(p.config.inference.method)
+    small = p.config.data.difficulty != "magnitude_large"
+    strong = p.config.data.spurious_correlation_strength > 0.95
+    return {"adjusted_rand_index": 1.0 - 0.1 * i * small - 0.05 * strong,
+            "minority_group_recall": 1.0 - 0.2 * small, "minority_group_precision": 0.5 + 0.1 * i,
+            "num_inferred_groups": 4 + small, "inference_time_s": 2.0 + i}
+
+  spec = "configs/campaigns/spurious.py:agreement"
+  _write_runs(tmp_path, spec, results)
+  lines = _report(capsys, tmp_path, spec, **AGREEMENT).splitlines()
+  assert lines[:2] == ["| strength | difficulty | inference | ARI | minority recall | "
+                       "minority precision | groups | time (s) |",
+                       "|---|---|---|---|---|---|---|---|"]
+  assert len(lines) == 22
+  assert lines[2] == "| 0.95 | magnitude_large | jtt | 1.000 | 1.000 | 0.500 | 4 | 2.0 |"
+  assert lines[11] == "| 0.95 | magnitude_small | spare | 0.600 | 0.800 | 0.900 | 5 | 6.0 |"
+  assert lines[21] == "| 0.99 | magnitude_small | spare | 0.550 | 0.800 | 0.900 | 5 | 6.0 |"
 
 
 def test_selection_tables(tmp_path, capsys):

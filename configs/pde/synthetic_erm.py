@@ -6,7 +6,7 @@ Command:   python -m experiments.main --config=configs/pde/synthetic_erm.py
            (variants: ':smoke' for tests, ':case2' swaps the strengths)
 Hardware:  2 shared CPU cores. Time: ~21 s of training (+~20 s start-up).
 Expected:  test worst_group_accuracy 0.000 ± 0.000, average_accuracy
-           0.977 ± 0.000, core / spurious alignment 0.11 / 1.55 (seeds 0-2, commit 5a9383e)
+           0.977 ± 0.000, core / spurious alignment 0.12 / 1.55 (seeds 0-2)
 Results:   docs/results/spurious.md (pde_synthetic)
 """
 

@@ -6,8 +6,8 @@ spurious v_s*a, a = y w.p. 0.98); ERM learns the spurious direction, PDE the cor
 Command:   python -m experiments.main --config=configs/pde/synthetic_pde.py
            (variants: ':smoke' for tests, ':case2' swaps the strengths)
 Hardware:  2 shared CPU cores. Time: ~60 s of training (+~20 s start-up).
-Expected:  test worst_group_accuracy 0.908 ± 0.022, average_accuracy
-           0.946 ± 0.002, core / spurious alignment 2.37 / 0.41 (seeds 0-2, commit 5a9383e)
+Expected:  test worst_group_accuracy 0.914 ± 0.013, average_accuracy
+           0.945 ± 0.002, core / spurious alignment 2.50 / 0.32 (seeds 0-2)
 Results:   docs/results/spurious.md (pde_synthetic)
 """
 

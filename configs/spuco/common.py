@@ -17,6 +17,7 @@ METHODS = {
     "jtt": ("erm", "jtt"),
     "dfr": ("dfr", "full"),
     "pde": ("erm", "pde"),
+    "balanced": ("erm", "group_balanced"),
 }
 DIFFICULTIES = ("magnitude_large", "variance_low", "magnitude_small")
 STRENGTHS = (0.9, 0.95)

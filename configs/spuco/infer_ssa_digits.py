@@ -17,12 +17,9 @@ Expected:  adjusted_rand_index / minority_group_recall / precision: magnitude_la
 Results:   docs/results/spurious.md (spuco_digits)
 """
 
-import ml_collections
-
 from configs.spuco import common
 from configs.spuco import inferred_common as inferred
-from robustdata import config_lib, validation
-from robustdata.spurious import infer_stage
+from robustdata import validation
 
 
 def get_config(arg=None):
@@ -30,22 +27,4 @@ def get_config(arg=None):
                                     "spuco/infer_ssa_digits.py",
                                     exclusive=(common.DIFFICULTIES,))
   difficulty = next((d for d in common.DIFFICULTIES if d in given), common.DIFFICULTIES[0])
-  smoke = "smoke" in given
-  c = common.spuco_digits("erm", "smoke" if smoke else None)
-  c.data.difficulty = difficulty
-  c.trainer = "group_inference"
-  c.name = "spuco_infer_ssa_digits" + ("_smoke" if smoke else "")
-  c.train.epochs = 1
-  c.train.log_every_steps = 1
-  c.train.checkpoint_every_steps = 1
-  c.eval.select_by = ""
-  c.inference = ml_collections.ConfigDict({**infer_stage.INFERENCE_DEFAULTS,
-                                           **infer_stage.SSA_DEFAULTS})
-  c.inference.method = "ssa"
-  c.inference.ssa_labelled_fraction = 1.0  # the whole val split is group-labelled
-  c.inference.ssa_threshold = 0.95         # SpuCo's tau
-  c.inference.ssa_steps = 500
-  if smoke:
-    c.inference.ssa_steps = 100
-  c.reference = inferred.reference_config(difficulty, smoke=smoke)
-  return config_lib.finalize(c)
+  return inferred.inference_config("ssa", difficulty, smoke="smoke" in given)

@@ -8,7 +8,7 @@ the reference's in `config.group_stage.reference`; runs with other seeds or meth
 inference reuse the first two stages.
 
 Variant tokens (comma-separated): `smoke`; an inference method (`jtt` [default], `cluster`,
-`spare`, `eiil`); a difficulty (`magnitude_large` [default], `variance_low`,
+`spare`, `eiil`, `ssa`); a difficulty (`magnitude_large` [default], `variance_low`,
 `magnitude_small`); `seed<s>` (s = 0, 1, 2: the robust run's seed).
 """
 
@@ -20,20 +20,25 @@ from configs.spuco import common
 from robustdata import config_lib, validation
 from robustdata.spurious import infer_stage
 
-INFERENCE = ("jtt", "cluster", "spare", "eiil")
+INFERENCE = ("jtt", "cluster", "spare", "eiil")  # the chains' get_sweep()
+# Every inference method of a variant: SSA also reads the val split's group labels.
+METHODS = (*INFERENCE, "ssa")
 SEEDS = 3
-TOKENS = ("smoke", *INFERENCE, *common.DIFFICULTIES, *(f"seed{s}" for s in range(SEEDS)))
+TOKENS = ("smoke", *METHODS, *common.DIFFICULTIES, *(f"seed{s}" for s in range(SEEDS)))
 REFERENCE_EPOCHS = 2  # the early-stopped ERM (jtt_digits.py's stage1_epochs)
 # Per method: config.inference fields over INFERENCE_DEFAULTS.
 INFERENCE_FIELDS = {"jtt": {}, "cluster": {"features": "logits", "max_clusters": 4},
-                    "spare": {"max_clusters": 4}, "eiil": {"eiil_steps": 2000, "eiil_lr": 0.01}}
+                    "spare": {"max_clusters": 4}, "eiil": {"eiil_steps": 2000, "eiil_lr": 0.01},
+                    # the whole val split group-labelled; SpuCo's tau
+                    "ssa": {"ssa_labelled_fraction": 1.0, "ssa_threshold": 0.95,
+                            "ssa_steps": 500}}
 
 
 def parse(arg, what: str) -> tuple[bool, str, str, int]:
   """(smoke, inference method, difficulty, seed) of a variant `arg`."""
   given = validation.parse_variants(arg, TOKENS, what, exclusive=(
-      INFERENCE, common.DIFFICULTIES, [f"seed{s}" for s in range(SEEDS)]))
-  method = next((m for m in INFERENCE if m in given), "jtt")
+      METHODS, common.DIFFICULTIES, [f"seed{s}" for s in range(SEEDS)]))
+  method = next((m for m in METHODS if m in given), "jtt")
   difficulty = next((d for d in common.DIFFICULTIES if d in given), common.DIFFICULTIES[0])
   seed = next((s for s in range(SEEDS) if f"seed{s}" in given), 0)
   return "smoke" in given, method, difficulty, seed
@@ -78,10 +83,15 @@ def inference_config(method: str, difficulty: str, *, smoke: bool) -> ml_collect
   c.train.log_every_steps = 1
   c.train.checkpoint_every_steps = 1
   c.eval.select_by = ""
-  c.inference = ml_collections.ConfigDict(dict(infer_stage.INFERENCE_DEFAULTS))
+  defaults = dict(infer_stage.INFERENCE_DEFAULTS)
+  if method == "ssa":
+    defaults.update(infer_stage.SSA_DEFAULTS)
+  c.inference = ml_collections.ConfigDict(defaults)
   c.inference.method = method
   c.inference.update(INFERENCE_FIELDS[method])
-  if smoke:
+  if smoke and method == "ssa":
+    c.inference.ssa_steps = 100
+  elif smoke:
     c.inference.eiil_steps = 200
   c.reference = reference_config(difficulty, smoke=smoke)
   return config_lib.finalize(c)
