@@ -113,6 +113,7 @@ PLUGIN_MODULES = [
     "robustdata.contrastive.trainer",
     "robustdata.poisoning.craft",
     "robustdata.poisoning.victim",
+    "robustdata.poisoning.epic",
     "robustdata.spurious.infer_stage",
 ]
 

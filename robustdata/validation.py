@@ -337,6 +337,12 @@ RULES: dict[str, Rule] = {
     "policy.inferred_powers": Flag(),
     "policy.num_positives": POS_INT,  # cnc
     "policy.num_negatives": POS_INT,
+    "policy.subset_fraction": Fraction(lo_inclusive=False),  # epic (poisoning/epic.py)
+    "policy.epic_every": POS_INT,
+    "policy.epic_start_epoch": NONNEG_INT,
+    "policy.epic_stop_epoch": Int(-1),  # -1: no last selection
+    "policy.cluster_threshold": POS_INT,
+    "policy.cumulative": Flag(),
     # --- Objectives (registry OBJECTIVES DEFAULTS; section named like config.method). ---
     "groupdro.step_size": NONNEG,
     "dfr.num_models": POS_INT,

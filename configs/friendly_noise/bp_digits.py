@@ -9,13 +9,14 @@ Stages:    substitute CNN (20 epochs) -> Bullseye Polytope (1200 Adam iterations
 Budgets:   eps = 0.3 and 4% of the train split, the defence scaled to eps (common.py: why).
 Command:   python -m experiments.main \
              --config=configs/friendly_noise/bp_digits.py:friendly_random
-Variants:  a defence, trial0..trial9, seed0..seed2, smoke (common.py).
+Variants:  a defence (none, random, friendly, friendly_random, dp, epic), trial0..trial9,
+           seed0..seed2, smoke (common.py).
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/bp_digits.py \
              --workdir=runs/fn
 Hardware:  2 CPU cores.
 Time:      ~1 minute of crafting per trial, ~20 s per victim (smoke: under a minute).
 Expected:  targeted_asr 0.43 without a defence (10 targets x 3 seeds); friendly 0.50, friendly
-           + random 0.43, random 0.20, DP-SGD 0.10; clean accuracy 0.973-0.991.
+           + random 0.43, random 0.20, DP-SGD 0.10, EPIC 0.37; clean accuracy 0.973-0.991.
 Results:   docs/results/poisoning.md
 """
 

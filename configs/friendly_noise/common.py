@@ -7,8 +7,8 @@ substitute's in `config.poisons.substitute`; each stage's run id is the hash of 
 so victims with another defence on the same poisons reuse the substitute and the poisons.
 
 Variant tokens (comma-separated): `smoke`; a defence (`none` [default], `random`, `friendly`,
-`friendly_random`, `dp`); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test image);
-`seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
+`friendly_random`, `dp`, `epic`); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test
+image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
 
 Budgets on digits: eps = 0.3 (l_inf, pixel units), the budget the adversarial-example literature
 uses for MNIST-like digits (at CIFAR's 8/255 the digits CNN's features barely move); 4% of the
@@ -27,7 +27,7 @@ from robustdata import config_lib, validation
 from robustdata.data import sources
 from robustdata.poisoning import craft, friendly_noise
 
-DEFENCES = ("none", "random", "friendly", "friendly_random", "dp")
+DEFENCES = ("none", "random", "friendly", "friendly_random", "dp", "epic")
 TRIALS = 10
 SEEDS = 3
 TOKENS = ("smoke", *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
@@ -142,6 +142,9 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
                                           "head": "substitute"})
     c.train.epochs = 2 if smoke else 5
     c.friendly.begin_epoch = 0  # the model is trained already: noise from the first epoch
+  if defence == "epic":
+    c.policy.update(epic_section(scratch=not (transfer or fine_tune), fine_tune=fine_tune,
+                                 smoke=smoke))
   c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke)
   return config_lib.finalize(c)
 
@@ -177,6 +180,15 @@ def friendly_section(defence: str, *, begin_epoch: int, scale: float = 1.0
   f.enabled = defence in ("friendly", "friendly_random")
   f.noise_kind = "bernoulli" if defence in ("random", "friendly_random") else "none"
   return f
+
+
+def epic_section(*, scratch: bool, fine_tune: bool, smoke: bool) -> dict:
+  """The config.policy fields of the `epic` defence (robustdata/poisoning/epic.py), the
+  reference's schedules scaled to these runs' lengths: transfer, medoids for 20% of the split
+  every epoch from epoch 1; from scratch, every epoch from a quarter of training (epoch 5 of
+  20); fine-tuning, 60% every epoch from epoch 1."""
+  return {"name": "epic", "subset_fraction": 0.6 if fine_tune else 0.2, "epic_every": 1,
+          "epic_start_epoch": 5 if scratch and not smoke else 1}
 
 
 def attack_section(attack: dict, trial: int) -> ml_collections.ConfigDict:

@@ -46,10 +46,11 @@ VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all", "head": "new"}
 
 def defence_name(config) -> str:
   """A short name of the run's defence for tables: none, random, friendly, friendly+random,
-  dp_sgd (or a combination)."""
+  dp_sgd, epic (or a combination)."""
   get = field_reader(config.get("friendly"), friendly_lib.DEFAULTS)
   parts = [p for p, on in (("friendly", get("enabled")), ("random", get("noise_kind") != "none"),
-                           ("dp_sgd", config.privacy.mode == "dp_sgd")) if on]
+                           ("dp_sgd", config.privacy.mode == "dp_sgd"),
+                           ("epic", config.policy.name == "epic")) if on]
   return "+".join(parts) or "none"
 
 
