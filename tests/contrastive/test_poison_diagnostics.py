@@ -83,9 +83,8 @@ def _smoke(module, tmp_path, **overrides):
   return runner.run(config, str(tmp_path))
 
 
-@pytest.mark.slow
-def test_filter_smoke_trains_the_second_epoch_on_the_kept_pairs(tmp_path):
-  run_dir, results = _smoke("filter", tmp_path)
+def _check_filter(run_dir, results):
+  """The filter smoke trains its second epoch on the kept pairs and logs the filter."""
   n = results["train_size"]
   kept = int(np.floor(0.9 * n))
   assert results["filter_kept"] == kept and len(results["filter_history"]) == 1
@@ -97,9 +96,8 @@ def test_filter_smoke_trains_the_second_epoch_on_the_kept_pairs(tmp_path):
   assert results["filter_base_poison_rate"] == pytest.approx(results["poison_ratio"])
 
 
-@pytest.mark.slow
-def test_roclip_and_safeclip_smoke_write_their_diagnostics(tmp_path):
-  run_dir, results = _smoke("roclip", tmp_path)
+def _check_roclip(run_dir, results):
+  """The RoCLIP smoke writes its matching diagnosis to results.json and metrics.jsonl."""
   matches = results["roclip_matches"]
   assert [m["epoch"] for m in matches] == [1]  # the smoke's one matching epoch (0-based)
   for key in ("targeted", "backdoor"):
@@ -107,6 +105,10 @@ def test_roclip_and_safeclip_smoke_write_their_diagnostics(tmp_path):
       assert 0.0 <= matches[0][f"{key}_{what}"] <= 1.0
   assert _records(run_dir, "roclip_match")[0]["targeted_pool_names_class"] == pytest.approx(
       matches[0]["targeted_pool_names_class"])
+
+
+@pytest.mark.slow
+def test_safeclip_smoke_writes_its_diagnostics(tmp_path):
   run_dir, results = _smoke("safeclip", tmp_path)
   split = results["safeclip_splits"][-1]
   assert split["base_poison_rate"] == pytest.approx(split["poisons"] / results["train_size"])
@@ -120,14 +122,15 @@ def test_roclip_and_safeclip_smoke_write_their_diagnostics(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("module", ["roclip", "filter"])
 def test_interrupted_run_resumes_to_the_same_diagnostics(module, tmp_path, monkeypatch):
-  """SIGINT two steps before the end (inside RoCLIP's matching epoch / the filtered epoch):
-  the resumed run restores the pool-row mirror / the kept pairs and ends with the same
-  results."""
+  """The uninterrupted smoke writes the method's diagnostics; SIGINT two steps before the end
+  (inside RoCLIP's matching epoch / the filtered epoch): the resumed run restores the pool-row
+  mirror / the kept pairs and ends with the same results."""
   import signal
   from robustdata import runner
   from robustdata.train import driver
   from robustdata.train import metrics as metrics_lib
-  _, full = _smoke(module, tmp_path / "full")
+  full_dir, full = _smoke(module, tmp_path / "full")
+  {"roclip": _check_roclip, "filter": _check_filter}[module](full_dir, full)
   append, count = metrics_lib.MetricsWindow.append, [0]
 
   def interrupt_after(self, metrics):
