@@ -86,3 +86,19 @@ def tiny_config():
     return c
 
   return make
+
+
+def sigint_after(patch: pytest.MonkeyPatch, k: int) -> None:
+  """SIGINT to this process while step k of the next run goes (the driver finishes the step,
+  saves a checkpoint and raises driver.Interrupted)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from robustdata.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+  append, count = metrics_lib.MetricsWindow.append, [0]
+
+  def append_then_signal(self, metrics):
+    append(self, metrics)
+    count[0] += 1
+    if count[0] == k:
+      os.kill(os.getpid(), signal.SIGINT)
+
+  patch.setattr(metrics_lib.MetricsWindow, "append", append_then_signal)

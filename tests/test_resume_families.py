@@ -23,7 +23,7 @@ from robustdata import config_lib, runner, validation
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import driver
 from robustdata.train import metrics as metrics_lib
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, run_python, sigint_after
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,19 +132,6 @@ def saves(monkeypatch):
   return seen
 
 
-def _sigint_after(patch: pytest.MonkeyPatch, k: int) -> None:
-  """SIGINT to this process while step k runs (the driver finishes it, saves, stops)."""
-  append, count = metrics_lib.MetricsWindow.append, [0]
-
-  def append_then_signal(self, metrics):
-    append(self, metrics)
-    count[0] += 1
-    if count[0] == k:
-      os.kill(os.getpid(), signal.SIGINT)
-
-  patch.setattr(metrics_lib.MetricsWindow, "append", append_then_signal)
-
-
 def _kill_while_writing(patch: pytest.MonkeyPatch, split: str, step: int) -> None:
   """Stops the run half way through writing the (split, step) record: the file ends with the
   first half of that line, as after a kill inside the write."""
@@ -170,7 +157,7 @@ def _interrupt_and_resume(family: Family, workdir: str, k: int) -> str:
   the run directory."""
   config = _config(family)
   with pytest.MonkeyPatch.context() as patch:
-    _sigint_after(patch, k)
+    sigint_after(patch, k)
     with pytest.raises(driver.Interrupted, match=f"at step {k}; checkpoint saved"):
       runner.run(config, workdir)
   run_dir, _ = runner.run(config, workdir)
@@ -213,7 +200,7 @@ def test_sigint_then_a_torn_metrics_line_resumes_exactly(name, reference, tmp_pa
   k = family.sigint_in_epoch
   config = _config(family)
   with pytest.MonkeyPatch.context() as patch:
-    _sigint_after(patch, k)
+    sigint_after(patch, k)
     with pytest.raises(driver.Interrupted, match=f"at step {k};"):
       runner.run(config, str(tmp_path))
   path = os.path.join(tmp_path, config_lib.run_id(config_lib.resolve(config)), "metrics.jsonl")

@@ -18,6 +18,7 @@ from robustdata.registry import ConfigError
 from robustdata.selection import ordering_convex as oc
 from robustdata.selection.grab import GraB
 from robustdata.selection.policies import FixedOrder, classes_per_batch
+from tests.conftest import sigint_after
 from robustdata.train.policies import PolicyContext, to_json
 
 N, C, B = 103, 4, 10  # the last batch of an epoch is short (3 examples)
@@ -142,28 +143,17 @@ def test_ordering_digits_variants():
 def test_killed_grab_run_resumes_to_the_same_results(tmp_path):
   """A tiny-MLP GraB run interrupted in epoch 0 (the stop checkpoints step 20 of 26, carrying
   the half-balanced order of epoch 1) and resumed ends with the uninterrupted run's numbers."""
-  import os  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
   from configs.ordering import digits  # pylint: disable=g-import-not-at-top
   from robustdata import runner  # pylint: disable=g-import-not-at-top
   from robustdata.train import driver  # pylint: disable=g-import-not-at-top
-  from robustdata.train import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
   config = digits.get_config("grab,smoke")
   with config.unlocked():
     config.model.name, config.model.hidden = "mlp", (32,)
     config.train.progress, config.train.epochs = "none", 2
     config.train.checkpoint_every_steps = 1000
   _, full = runner.run(config, str(tmp_path / "a"))
-  append, count = metrics_lib.MetricsWindow.append, [0]
-
-  def interrupt_at_step_20(self, metrics):
-    append(self, metrics)
-    count[0] += 1
-    if count[0] == 20:
-      os.kill(os.getpid(), signal.SIGINT)
-
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(metrics_lib.MetricsWindow, "append", interrupt_at_step_20)
+    sigint_after(patch, 20)
     with pytest.raises(driver.Interrupted, match="at step 20"):
       runner.run(config, str(tmp_path / "b"))
   _, resumed = runner.run(config, str(tmp_path / "b"))

@@ -2,14 +2,12 @@
 on digits), and a killed-and-resumed CREST run ending with the same results."""
 
 import importlib
-import os
-import signal
 
 import pytest
 
 from robustdata import runner
 from robustdata.train import driver
-from robustdata.train import metrics as metrics_lib
+from tests.conftest import sigint_after
 
 CASES = [
     ("configs.craig.digits", "smoke"),
@@ -46,16 +44,8 @@ def test_smoke_run(module, arg, tmp_path):
 def test_crest_resume_matches_uninterrupted_run(tmp_path):
   config = _tiny("configs.crest.digits", "smoke", epochs=3, checkpoint_every_steps=4)
   _, full = runner.run(config, str(tmp_path / "a"))
-  append, count = metrics_lib.MetricsWindow.append, [0]
-
-  def interrupt_at_step_10(self, metrics):
-    append(self, metrics)
-    count[0] += 1
-    if count[0] == 10:
-      os.kill(os.getpid(), signal.SIGINT)
-
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(metrics_lib.MetricsWindow, "append", interrupt_at_step_10)
+    sigint_after(patch, 10)
     with pytest.raises(driver.Interrupted, match="at step 10"):  # checkpointed at step 10
       runner.run(config, str(tmp_path / "b"))
   _, resumed = runner.run(config, str(tmp_path / "b"))
