@@ -9,13 +9,13 @@ only), the usual approximation of shuffling.
 from __future__ import annotations
 
 import math
-from typing import Optional
-
-import dp_accounting
-from dp_accounting import pld, rdp
+from typing import TYPE_CHECKING, Optional
 
 from robustdata.privacy import checks
 from robustdata.registry import ConfigError
+
+if TYPE_CHECKING:  # imported where used: ~0.9 s at start-up, and only DP runs account
+  import dp_accounting
 
 RDP_ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
                    + [128, 256, 512, 1024])
@@ -25,6 +25,7 @@ def dpsgd_event(*, noise_multiplier: float, sampling_rate: float, steps: int,
                 sampling: str = "poisson", dataset_size: Optional[int] = None
                 ) -> dp_accounting.DpEvent:
   """The DpEvent of `steps` subsampled Gaussian steps."""
+  import dp_accounting  # pylint: disable=g-import-not-at-top,redefined-outer-name
   gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
   if sampling == "poisson":
     step = dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
@@ -42,6 +43,8 @@ def dpsgd_event(*, noise_multiplier: float, sampling_rate: float, steps: int,
 def make_accountant(accountant: str, sampling: str = "poisson"
                     ) -> dp_accounting.PrivacyAccountant:
   """A fresh RDP or PLD accountant with the adjacency that matches the sampling."""
+  import dp_accounting  # pylint: disable=g-import-not-at-top,redefined-outer-name
+  from dp_accounting import pld, rdp  # pylint: disable=g-import-not-at-top
   checks.check_choice("accountant", accountant, checks.ACCOUNTANTS)
   if sampling == "shuffle":
     if accountant != "rdp":
@@ -102,6 +105,7 @@ def calibrate_noise_multiplier(*, target_epsilon: float, sampling_rate: float, s
     lo = max(bounds[0], 0.5 * hi)
   if eps(lo) <= target_epsilon:
     return float(lo)
+  import dp_accounting  # pylint: disable=g-import-not-at-top,redefined-outer-name
   sigma = dp_accounting.calibrate_dp_mechanism(
       lambda: make_accountant(accountant, sampling),
       lambda s: dpsgd_event(noise_multiplier=s, sampling_rate=sampling_rate, steps=steps,
