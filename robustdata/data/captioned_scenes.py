@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from robustdata.data.captioned_shapes import COLOR_NAMES, COLORS, DIGIT_NAMES
+from robustdata.data import embedded
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.data.tokenizer import Tokenizer
 from robustdata.registry import DATASETS, ConfigError, field_reader
@@ -294,7 +295,6 @@ _ID_OFFSETS = {"train": 0, "val": 10 ** 9, "test": 2 * 10 ** 9, "downstream_trai
 @DATASETS.register("captioned_scenes", defaults=DEFAULTS)
 def load_captioned_scenes(data_config: Any) -> DataSplits:
   """Builds the splits from `data_config` fields (all optional; see the module docstring)."""
-  from sklearn.datasets import load_digits  # Embedded in scikit-learn, no download.
 
   get = field_reader(data_config, DEFAULTS)
   seed, image_size = int(get("seed")), int(get("image_size"))
@@ -309,7 +309,7 @@ def load_captioned_scenes(data_config: Any) -> DataSplits:
     if v < 0 or (k == "train" and v == 0) or v >= 10 ** 9:
       raise ConfigError(f"config.data.num_{k}={v} must be in [{int(k == 'train')}, 1e9)")
 
-  digits = load_digits()
+  digits = embedded.sklearn_digits()  # embedded in scikit-learn, no download
   perm = np.random.default_rng(seed).permutation(len(digits.target))
   cut = int(0.7 * len(perm))
   pools = {"seen": perm[:cut], "held_out": perm[cut:]}

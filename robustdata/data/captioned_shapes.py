@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from robustdata.data import embedded
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.data.tokenizer import Tokenizer
 from robustdata.registry import DATASETS, ConfigError, field_reader
@@ -186,8 +187,6 @@ DEFAULTS = {"seed": 0, "image_size": 24, "context_length": 24, "synonym_prob": 0
 @DATASETS.register("captioned_shapes", defaults=DEFAULTS)
 def load_captioned_shapes(data_config: Any) -> DataSplits:
   """Builds the splits from `data_config` fields (all optional; see the module docstring)."""
-  from sklearn.datasets import load_digits  # Embedded in scikit-learn, no download.
-
   get = field_reader(data_config, DEFAULTS)
   seed = int(get("seed"))
   image_size = int(get("image_size"))
@@ -207,7 +206,7 @@ def load_captioned_shapes(data_config: Any) -> DataSplits:
     if v < 0 or (k == "train" and v == 0):
       raise ConfigError(f"config.data.num_{k}={v} must be positive")
 
-  digits = load_digits()
+  digits = embedded.sklearn_digits()  # embedded in scikit-learn, no download
   perm = np.random.default_rng(seed).permutation(len(digits.target))
   cut = int(0.7 * len(perm))
   pools = {"seen": perm[:cut], "held_out": perm[cut:]}

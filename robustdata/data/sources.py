@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from robustdata.data import label_noise
+from robustdata.data import embedded, label_noise
 from robustdata.data import records  # registers image_folder_records, caption_records
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError, field_reader
@@ -64,8 +64,7 @@ def load_digits(cfg) -> DataSplits:
   `subset_size` below 1 keeps that fraction of the original train images before the copies and
   the noise. All are drawn from `split_seed`, so they are part of the dataset.
   """
-  from sklearn.datasets import load_digits as sk_load_digits  # pylint: disable=g-import-not-at-top
-  raw = sk_load_digits()
+  raw = embedded.sklearn_digits()
   x = (raw.images.astype(np.float32) / 16.0)[..., None]
   get = field_reader(cfg, DIGITS_DEFAULTS)
   upsample = int(get("upsample"))

@@ -26,6 +26,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from robustdata.data import embedded
 from robustdata.data import label_noise as noise_lib
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
 from robustdata.registry import DATASETS, ConfigError, field_reader
@@ -331,8 +332,7 @@ def load_spuco_digits(cfg) -> DataSplits:
     parts = (train_x[tr], train_d[tr], tr, train_x[va], train_d[va], va, test_x, test_d, test_ids)
     source = "mnist"
   else:
-    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-    raw = load_digits()
+    raw = embedded.sklearn_digits()
     x = raw.images.astype(np.float32) / 16.0
     d = raw.target.astype(np.int64)
     test_fraction = float(get("test_fraction"))

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from robustdata.privacy import checks
 
@@ -32,6 +31,8 @@ def poisson_max_batch_size(dataset_size: int, sampling_rate: float, *,
                            tail: float = 1e-12) -> int:
   """Static padded size: P(Binomial(N, q) > size) <= tail."""
   checks.check_sampling_rate(sampling_rate)
+  # Imported here: scipy.stats takes ~0.5 s to import, and only Poisson-sampled DP runs use it.
+  from scipy import stats  # pylint: disable=g-import-not-at-top
   return int(min(dataset_size, stats.binom.isf(tail, dataset_size, sampling_rate) + 1))
 
 
