@@ -23,7 +23,8 @@ from robustdata.train import optim as optim_lib
 from robustdata.train import step as step_lib
 from robustdata.train.state import create_train_state
 from tests.conftest import REPO
-from tests.test_resume_families import _assert_same, _outcome, _sigint_after
+from tests.conftest import sigint_after
+from tests.test_resume_families import _assert_same, _outcome
 
 CONFIG = os.path.join(REPO, "configs", "label_noise", "digits.py")
 
@@ -232,7 +233,7 @@ def test_interrupted_elr_run_resumes_exactly(tmp_path, monkeypatch):
   expected = _outcome(ref_dir)
 
   with pytest.MonkeyPatch.context() as patch:
-    _sigint_after(patch, 8)  # step 8: off the log (3) and checkpoint (5) cadences
+    sigint_after(patch, 8)  # step 8: off the log (3) and checkpoint (5) cadences
     with pytest.raises(driver.Interrupted, match="at step 8"):
       runner.run(config, str(tmp_path / "sigint"))
   run_dir, _ = runner.run(config, str(tmp_path / "sigint"))
@@ -258,7 +259,7 @@ def test_mixup_run_resumes_exactly(tmp_path):
   config = _smoke("smoke,mixup")
   ref_dir, _ = runner.run(config, str(tmp_path / "ref"))
   with pytest.MonkeyPatch.context() as patch:
-    _sigint_after(patch, 23)
+    sigint_after(patch, 23)
     with pytest.raises(driver.Interrupted, match="at step 23"):
       runner.run(config, str(tmp_path / "sigint"))
   run_dir, _ = runner.run(config, str(tmp_path / "sigint"))
