@@ -141,7 +141,7 @@ def throughput(model_name: str, train, batch: int, iters: int) -> dict[str, floa
   from robustdata.train import grad_rules, optim  # pylint: disable=g-import-not-at-top
   from robustdata.train import step as step_lib  # pylint: disable=g-import-not-at-top
   from robustdata.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from robustdata.train.loader import BatchLoader  # pylint: disable=g-import-not-at-top
+  from robustdata.data.loader import BatchLoader  # pylint: disable=g-import-not-at-top
   from robustdata.train.objectives import ERM  # pylint: disable=g-import-not-at-top
   from robustdata.train.state import create_train_state  # pylint: disable=g-import-not-at-top
   model = {"cnn": lambda: CNN(10), "resnet20": lambda: ResNet20(10, norm="batch")}[model_name]()

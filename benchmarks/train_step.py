@@ -18,11 +18,11 @@ import numpy as np
 
 from robustdata import config_lib
 from robustdata.data.dataset import Dataset
+from robustdata.data.loader import BatchLoader
+from robustdata.data.policies import FullData, PolicyContext
 from robustdata.models import MLP, CNN, ResNet20
 from robustdata.train import grad_rules, optim, sharding as sharding_lib, step as step_lib
-from robustdata.train.loader import BatchLoader
 from robustdata.train.objectives import ERM
-from robustdata.train.policies import FullData, PolicyContext
 from robustdata.train.state import create_train_state
 
 MODELS = {"mlp": lambda: MLP(10), "cnn": lambda: CNN(10),

@@ -101,7 +101,7 @@ PLUGIN_MODULES = [
     "robustdata.models",
     "robustdata.models.pde_conv",
     "robustdata.models.clip",
-    "robustdata.train.policies",
+    "robustdata.data.policies",
     "robustdata.train.objectives",
     "robustdata.label_noise.objectives",
     "robustdata.train.grad_rules",

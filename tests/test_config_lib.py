@@ -162,7 +162,7 @@ def test_finalize_makes_every_policy_field_settable_and_switching_policy_safe():
   assert config_lib.with_defaults(final).policy.start_epoch == 3
   final.policy.start_epoch = None
   # A policy built from the file's config directly reads a None field as unset, too.
-  from robustdata.train.policies import resolve_fields
+  from robustdata.data.policies import resolve_fields
   assert resolve_fields(final.policy, crest) == {**crest, "train_frac": 0.2}
   # Switched to CRAIG: the shared start_epoch takes CRAIG's default (0, not CREST's 1), CREST's
   # other placeholders are dropped, and the field the file named stays an error for CRAIG.

@@ -39,24 +39,6 @@ def weight_decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def warmup_cosine(*, peak_lr: float, warmup_steps: int, total_steps: int,
-                  end_lr: float = 0.0) -> optax.Schedule:
-  """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then half-cosine to `end_lr` at
-  `total_steps`, constant afterwards. For one phase: its step counter starts at 0."""
-  if total_steps <= 0:
-    raise ConfigError(f"config.optim.total_steps={total_steps} must be positive")
-  if not 0 <= warmup_steps <= total_steps:
-    raise ConfigError(f"config.optim.warmup_steps={warmup_steps} must be in [0, total_steps]")
-
-  def schedule(step):
-    step = jnp.asarray(step, jnp.float32)
-    warm = peak_lr * (step + 1.0) / max(warmup_steps, 1)
-    frac = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
-    cos = end_lr + 0.5 * (peak_lr - end_lr) * (1.0 + jnp.cos(jnp.pi * frac))
-    return jnp.where(step < warmup_steps, warm, cos)
-  return schedule
-
-
 def make_optimizer(*, learning_rate: float | optax.Schedule, weight_decay: float = 0.1,
                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
   """AdamW (torch defaults of the reference) with decay masked off norms/biases/temperature.
@@ -78,15 +60,18 @@ def set_learning_rate(opt_state: Any, learning_rate: float | jnp.ndarray) -> Any
 
 
 def phase_learning_rate(step_in_phase: int, *, peak_lr: float, warmup_steps: int,
-                        total_steps: int, constant: bool = False) -> float:
-  """Host-side LR of one phase from its own step counter (0 at the phase start).
-
-  `constant=True` gives `peak_lr` throughout (SafeCLIP's Phase B at `filter_lr`).
-  """
-  if constant:
-    return float(peak_lr)
-  return float(warmup_cosine(peak_lr=peak_lr, warmup_steps=warmup_steps,
-                             total_steps=total_steps)(step_in_phase))
+                        total_steps: int) -> float:
+  """Host-side LR of one phase from its own step counter (0 at the phase start), in float32:
+  linear warm-up from 0 to `peak_lr` over `warmup_steps`, then half-cosine to 0 at
+  `total_steps`, constant afterwards."""
+  if not 0 <= warmup_steps <= total_steps or total_steps <= 0:
+    raise ConfigError(f"phase schedule: warmup_steps={warmup_steps} must be in [0, total_steps="
+                      f"{total_steps}] and total_steps positive")
+  step = jnp.asarray(step_in_phase, jnp.float32)
+  warm = peak_lr * (step + 1.0) / max(warmup_steps, 1)
+  frac = jnp.clip((step - warmup_steps) / max(total_steps - warmup_steps, 1), 0.0, 1.0)
+  cos = 0.5 * peak_lr * (1.0 + jnp.cos(jnp.pi * frac))
+  return float(jnp.where(step < warmup_steps, warm, cos))
 
 
 def clamp_logit_scale(params: Any) -> Any:

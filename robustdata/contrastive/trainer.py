@@ -32,16 +32,17 @@ import numpy as np
 
 from robustdata.contrastive import config as ccfg
 from robustdata.contrastive import data as cdata
-from robustdata.contrastive import evaluation as ceval
 from robustdata.contrastive import optim
 from robustdata.contrastive import pool as pool_lib
 from robustdata.contrastive import safeclip
 from robustdata.contrastive import steps as steps_lib
 from robustdata.data import image_augment as augment_lib
 from robustdata.data import sources
+from robustdata.evals import attacks as attack_evals
+from robustdata.evals import contrastive as ceval
 from robustdata.models.clip import make_clip
 from robustdata.models.conv import with_conv
-from robustdata.poisoning import clip_attacks
+from robustdata.poisoning import clip_attacks, clip_data
 from robustdata.registry import TRAINERS, ConfigError
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import sharding as sharding_lib
@@ -114,7 +115,7 @@ class ContrastiveTask(Task):
     c, method, bsz = config.contrastive, config.method, config.train.batch_size
     self.c, self.method, self.bsz = c, method, bsz
     self.data = data = sources.load(config.data)
-    self.train, self.poison_record, self.attack_eval = cdata.poison_train(config, data)
+    self.train, self.poison_record, self.attack_eval = clip_data.poison_train(config, data)
     self.views = cdata.caption_views(config, data, self.train)
     self.n = n = len(self.train)
     ccfg.require(n >= bsz, f"config.train.batch_size={bsz} exceeds the {n} training pairs")
@@ -151,7 +152,7 @@ class ContrastiveTask(Task):
     self.safe, self.safe_fraction, self.split_history = None, None, []
     self.kept, self.filter_history, self.match_history = None, [], []
     self.pool_rows = None  # RoCLIP: [ids (train row per pool row, -1: random), ptr, filled]
-    self.attack_rows = _attack_rows(self.train, self.poison_record)
+    self.attack_rows = attack_evals.attack_rows(self.train.ids, self.poison_record)
     if method == "roclip" and c.pool_prefill == "random":  # N(0, 1) rows hold no caption
       self.pool_rows = [[-1] * c.pool_size, 0, c.pool_size]
     if method == "filter":
@@ -309,7 +310,7 @@ class ContrastiveTask(Task):
              "poisons_in_safe": int(is_poison[safe].sum()), "poisons": int(is_poison.sum()),
              "mean_score_poison": float(scores[is_poison].mean()) if is_poison.any() else None,
              "mean_score_clean": float(scores[~is_poison].mean()),
-             **_kept_stats(safe, is_poison, self.attack_rows, "safe"),
+             **attack_evals.kept_stats(safe, is_poison, self.attack_rows, "safe"),
              **safeclip.mixture_stats(mixture[0])}
     self.split_history.append({"epoch": epoch, **stats})  # timings: metrics.jsonl only
     self.driver.writer.write(loop.step, "safeclip_split",
@@ -325,7 +326,7 @@ class ContrastiveTask(Task):
     stats = {"kept": len(kept), "poisons": int(p.sum()),
              "mean_score_poison": float(scores[p].mean()) if p.any() else None,
              "mean_score_clean": float(scores[~p].mean()),
-             **_kept_stats(kept, p, self.attack_rows, "kept")}
+             **attack_evals.kept_stats(kept, p, self.attack_rows, "kept")}
     self.filter_history.append({"epoch": loop.epoch, **stats})
     self.driver.writer.write(loop.step, "filter", {**stats, "score_time_s": time.time() - start},
                              epoch=loop.epoch)
@@ -335,27 +336,17 @@ class ContrastiveTask(Task):
       self._match_diagnosis(loop)
 
   def _match_diagnosis(self, loop: Loop) -> None:
-    """RoCLIP after a matching epoch: for each attack's poisoned images (eval-mode embeddings,
-    this epoch's final parameters and pool), the share whose nearest pool caption names the
-    attack's class (targeted: the adversarial class; backdoor: the target class), against the
-    share of pool captions naming it (the base rate), and the share that is itself a poison."""
-    start = time.time()
+    """RoCLIP after a matching epoch: the nearest pool captions of each attack's poisoned
+    images (eval-mode embeddings, this epoch's final parameters and pool; the attack's class:
+    targeted, the adversarial class; backdoor, the target class)."""
+    start, stats = time.time(), {}
     ids, _, filled = self.pool_rows
-    ids = np.asarray(ids, np.int64)[:filled]
     pool = np.asarray(jax.device_get(self.state.pools["text"].embeddings))[:filled]
-    pool = pool / np.maximum(np.linalg.norm(pool, axis=1, keepdims=True), 1e-12)
-    stats: dict[str, Any] = {}
     for attack, rows in self.attack_rows.items():
       emb = self.encoders("encode_image", self.state.params, self.train.x[rows])
-      nn = ids[np.argmax(emb @ pool.T, axis=1)]  # -1: a random pre-fill row
-      cls = self.train.y[rows]
-      names = {int(k): self._mentions(int(k)) for k in np.unique(cls)}
-      hit = np.array([j >= 0 and names[int(k)][j] for j, k in zip(nn, cls)])
-      base = np.mean([names[int(k)][ids[ids >= 0]].sum() / max(len(ids), 1) for k in cls])
-      stats.update({f"{attack}_nn_names_class": float(hit.mean()),
-                    f"{attack}_pool_names_class": float(base),
-                    f"{attack}_nn_is_poison": float(np.mean([j >= 0 and self.is_poison[j]
-                                                             for j in nn]))})
+      stats.update(attack_evals.nearest_caption_stats(
+          emb, self.train.y[rows], pool, np.asarray(ids, np.int64)[:filled], self._mentions,
+          self.is_poison, prefix=attack))
     self.match_history.append({"epoch": loop.epoch, **stats})
     self.driver.writer.write(loop.step, "roclip_match",
                              {**stats, "diagnosis_time_s": time.time() - start}, epoch=loop.epoch)
@@ -364,10 +355,9 @@ class ContrastiveTask(Task):
     """(n,) bool: training captions that name class k (or a synonym); cached."""
     cache = self.__dict__.setdefault("_mention_cache", {})
     if k not in cache:
-      info = self.data.info
-      name = info["class_names"][k]
+      name = self.data.info["class_names"][k]
       cache[k] = clip_attacks.caption_mentions(
-          self.train.extras["caption"], [name, *info.get("synonyms", {}).get(name, ())])
+          self.train.extras["caption"], [name, *self.data.info.get("synonyms", {}).get(name, ())])
     return cache[k]
 
   def start_epoch(self, loop: Loop) -> int:
@@ -411,8 +401,12 @@ class ContrastiveTask(Task):
   # --- Evaluation and results. ------------------------------------------------------------------
 
   def evaluate(self, *, with_probe: bool) -> dict[str, Any]:
-    return _evaluate(self.config, self.data, self.attack_eval, self.encoders, self.state,
-                     with_probe=with_probe)
+    params, enc = self.state.params, self.encoders
+    return ceval.evaluate(self.config, self.data, self.attack_eval,
+                          encode_image=lambda x: enc("encode_image", params, x),
+                          encode_text=lambda t: enc("encode_text", params, t),
+                          image_features=lambda x: enc("image_features", params, x),
+                          with_probe=with_probe)
 
   def results(self, loop: Loop, wall_time_s: float) -> dict[str, Any]:
     results: dict[str, Any] = {
@@ -449,33 +443,6 @@ def train_and_evaluate_contrastive(config, run_dir: str) -> dict[str, Any]:
 
 
 train_and_evaluate_contrastive.task = ContrastiveTask  # runner.validate_chain validates with it
-
-
-def _evaluate(config, data, attack_eval, encoders: _Encoders, state, *, with_probe: bool):
-  params = state.params
-  return ceval.evaluate(config, data, attack_eval,
-                      encode_image=lambda x: encoders("encode_image", params, x),
-                      encode_text=lambda t: encoders("encode_text", params, t),
-                      image_features=lambda x: encoders("image_features", params, x),
-                      with_probe=with_probe)
-
-
-def _attack_rows(train, record: dict[str, Any]) -> dict[str, np.ndarray]:
-  """{attack: rows of `train` holding its poisons} for the attacks in the poison `record`."""
-  return {a: np.flatnonzero(np.isin(train.ids, record[a]["poisoned_ids"]))
-          for a in ("targeted", "backdoor") if a in record}
-
-
-def _kept_stats(kept, is_poison: np.ndarray, attack_rows: dict[str, np.ndarray],
-                what: str) -> dict[str, Any]:
-  """Poisons among the `kept` rows (a safe set or a filter's kept pairs), overall and per
-  attack, with the poison rate kept against the base rate of all pairs."""
-  kept = np.asarray(kept, np.int64)
-  out: dict[str, Any] = {f"{what}_poison_rate": float(is_poison[kept].mean()) if len(kept) else 0.0,
-                         "base_poison_rate": float(is_poison.mean())}
-  for attack, rows in attack_rows.items():
-    out[f"{attack}_in_{what}"] = int(np.isin(rows, kept).sum())
-  return out
 
 
 def _pretrained_params(path: str, abstract_sharded) -> Any:

@@ -11,7 +11,8 @@ without them keep their run ids):
 Val and test are untouched. Everything is drawn once from `config.data.split_seed` with NumPy
 Generators (the noise is part of the dataset, like the split). The flipped rows are recorded in
 `train.extras['label_flipped']` (bool) next to the true labels `train.extras['clean_y']`, so
-train metrics can be split into clean and noisy examples (`evaluate.label_noise_metrics`).
+train metrics can be split into clean and noisy examples
+(`evals.classification.label_noise_metrics`).
 
 `sources.load` applies `corrupt_train` to every source except those that register
 `label_noise` among their own fields and call the kernels here themselves (digits: after its

@@ -25,3 +25,17 @@ def classification_metrics(logits: np.ndarray, y: np.ndarray, *,
   return {"accuracy": float(correct.mean()) if len(y) else float("nan"),
           "loss": float(loss.mean()) if len(y) else float("nan"),
           "per_class_accuracy": per_class}
+
+
+def label_noise_metrics(pred: np.ndarray, y: np.ndarray, clean_y: np.ndarray,
+                        flipped: np.ndarray) -> dict[str, Any]:
+  """Predictions `pred` on a train split with flipped labels `y` (true labels `clean_y`):
+  accuracy_clean on the unflipped rows; accuracy_noisy, the fraction of flipped rows predicted
+  as their noisy label (memorisation); noisy_true_accuracy, as their true label; noisy_count.
+  An empty part gives NaN."""
+  flipped = np.asarray(flipped, bool)
+  mean = lambda a: float(a.mean()) if a.size else float("nan")
+  return {"accuracy_clean": mean(pred[~flipped] == y[~flipped]),
+          "accuracy_noisy": mean(pred[flipped] == y[flipped]),
+          "noisy_true_accuracy": mean(pred[flipped] == clean_y[flipped]),
+          "noisy_count": int(flipped.sum())}

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from robustdata.data.policies import EpochPolicy, PolicyContext, batches_of
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import facility_location
 from robustdata.selection.policies import check_finite
-from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 # Rows of distances computed at a time when assigning examples to medoids (memory bound).
 ASSIGN_ROWS = 4096

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from robustdata.data.policies import EpochPolicy, Policy, batches_of
 from robustdata.privacy import sampling
 from robustdata.registry import POLICIES, ConfigError
-from robustdata.train.policies import EpochPolicy, Policy, batches_of
 
 
 @POLICIES.register("poisson")

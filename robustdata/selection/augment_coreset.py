@@ -25,10 +25,10 @@ import numpy as np
 
 from robustdata.data import records, strong_augment
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import EpochPolicy, PolicyContext, batches_of
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import (class_budgets, facility_location,
                                                     normalize_weights)
-from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 SELECTIONS = ("coreset", "random", "full")
 MAINS = ("full", "coreset", "random", "none")

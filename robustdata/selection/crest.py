@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from robustdata.data.loader import BatchLoader
+from robustdata.data.policies import Policy, PolicyContext
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import facility_location_many, normalize_weights
-from robustdata.train.loader import BatchLoader
-from robustdata.train.policies import Policy, PolicyContext
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-4  # Adahessian-style moments of the reference
 

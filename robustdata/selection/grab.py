@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustdata.data.policies import EpochPolicy, PolicyContext, batches_of
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection import ordering_convex
 from robustdata.selection.policies import check_finite, classes_per_batch
-from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 _balance = jax.jit(ordering_convex.grab_balance)
 

@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from robustdata.data.policies import EpochPolicy, PolicyContext, batches_of
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.selection.facility_location import facility_location, normalize_weights
 from robustdata.selection.similarity import SimilarityWorkspace
-from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 
 @POLICIES.register("craig")

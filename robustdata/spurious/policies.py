@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from robustdata.data.policies import EpochPolicy, PolicyContext, batches_of
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.spurious import cnc
 from robustdata.spurious import group_source
@@ -23,7 +24,6 @@ from robustdata.spurious import jtt
 from robustdata.spurious import pde
 from robustdata.spurious import spare
 from robustdata.spurious.alignment import ReportsAlignment
-from robustdata.train.policies import EpochPolicy, PolicyContext, batches_of
 
 
 def _train_groups(policy: EpochPolicy) -> np.ndarray:

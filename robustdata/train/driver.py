@@ -31,11 +31,11 @@ from typing import Any, Optional
 import jax
 
 from robustdata import config_lib
+from robustdata import run_dir as run_dir_lib
+from robustdata.data.policies import to_json
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import metrics as metrics_lib
-from robustdata import run_dir as run_dir_lib
 from robustdata.train import sharding as sharding_lib
-from robustdata.train.policies import to_json
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -79,20 +79,6 @@ class Evaluator:
     return np.concatenate(out) if out else np.zeros((0,))
 
 
-def label_noise_metrics(pred: np.ndarray, y: np.ndarray, clean_y: np.ndarray,
-                        flipped: np.ndarray) -> dict[str, Any]:
-  """Predictions `pred` on a train split with flipped labels `y` (true labels `clean_y`):
-  accuracy_clean on the unflipped rows; accuracy_noisy, the fraction of flipped rows predicted
-  as their noisy label (memorisation); noisy_true_accuracy, as their true label; noisy_count.
-  An empty part gives NaN."""
-  flipped = np.asarray(flipped, bool)
-  mean = lambda a: float(a.mean()) if a.size else float("nan")
-  return {"accuracy_clean": mean(pred[~flipped] == y[~flipped]),
-          "accuracy_noisy": mean(pred[flipped] == y[flipped]),
-          "noisy_true_accuracy": mean(pred[flipped] == clean_y[flipped]),
-          "noisy_count": int(flipped.sum())}
-
-
 def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
                    splits, train_group_counts) -> dict[str, Any]:
   """Accuracy, loss, per-class accuracy and, where the data has groups, the group metrics
@@ -102,8 +88,8 @@ def evaluate_split(evaluator: Evaluator, state: TrainState, data: Dataset, *,
   logits, _ = evaluator.logits_and_features(state, data)
   out = classification.classification_metrics(logits, data.y, num_classes=splits.num_classes)
   if "label_flipped" in data.extras:  # a train split with label noise (data/label_noise.py)
-    out.update(label_noise_metrics(logits.argmax(-1), data.y, data.extras["clean_y"],
-                                   data.extras["label_flipped"]))
+    out.update(classification.label_noise_metrics(
+        logits.argmax(-1), data.y, data.extras["clean_y"], data.extras["label_flipped"]))
   if data.groups is not None and splits.num_groups:
     out.update(group_evals.group_report(
         logits.argmax(-1), data.y, data.groups, num_groups=splits.num_groups,

@@ -18,21 +18,21 @@ import numpy as np
 from robustdata import config_lib, validation
 from robustdata.data import augment as augment_lib
 from robustdata.data import sources
+from robustdata.data.loader import BatchLoader
+from robustdata.data.policies import PolicyContext
 from robustdata.evals import groups as group_evals
 from robustdata.models.conv import with_conv
+from robustdata.privacy import masks as masks_lib
 from robustdata.registry import (GRAD_RULES, MODELS, OBJECTIVES, POLICIES, TRAINERS,
                                  ConfigError)
 from robustdata.spurious import group_source
 from robustdata.train import checkpoint as checkpoint_lib
 from robustdata.train import grad_rules
-from robustdata.privacy import masks as masks_lib
 from robustdata.train import optim as optim_lib
 from robustdata.train import sharding as sharding_lib
 from robustdata.train import step as step_lib
 from robustdata.train.driver import Driver, Loop, Task, abstract_on
 from robustdata.train.evaluate import Evaluator, evaluate_split
-from robustdata.train.loader import BatchLoader
-from robustdata.train.policies import PolicyContext
 from robustdata.train.state import create_train_state
 
 @dataclasses.dataclass

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from robustdata.contrastive import config as ccfg
-from robustdata.contrastive import data as cdata
 from robustdata.data import captioned_scenes as scenes
-from robustdata.poisoning import clip_attacks
+from robustdata.poisoning import clip_attacks, clip_data
 from robustdata.registry import DATASETS, ConfigError
 
 SMALL = {"num_train": 960, "num_val": 60, "num_test": 48, "num_downstream_train": 48,
@@ -101,7 +100,7 @@ def _config(**poison):
 
 
 def test_poisoned_captions_are_real_captions_of_the_adversarial_class(splits):
-  train, record, attack = cdata.poison_train(_config(), splits)
+  train, record, attack = clip_data.poison_train(_config(), splits)
   rec = record["targeted"]
   assert rec["caption_source"] == "data" and rec["poison_count"] == 8
   clean, n = splits.train, len(splits.train)
@@ -123,11 +122,11 @@ def test_poisoned_captions_are_real_captions_of_the_adversarial_class(splits):
   # The dataset's preference applies when the config does not hold the optional field.
   config = _config()
   del config.poison["caption_source"]
-  assert cdata.caption_source(config, splits.info) == "data"
+  assert clip_data.caption_source(config, splits.info) == "data"
 
 
 def test_fixed_adversarial_class_excludes_its_own_val_images(splits):
-  train, record, _ = cdata.poison_train(_config(adversarial_class=5, num_targets=6, count=12),
+  train, record, _ = clip_data.poison_train(_config(adversarial_class=5, num_targets=6, count=12),
                                         splits)
   rows = np.isin(splits.val.ids, record["targeted"]["target_ids"])
   assert rows.sum() == 6 and np.all(splits.val.y[rows] != 5)
@@ -136,7 +135,7 @@ def test_fixed_adversarial_class_excludes_its_own_val_images(splits):
 
 def test_rates_down_to_the_papers_are_accepted(splits):
   big = scenes.load_captioned_scenes({**SMALL, "num_train": 2000})
-  _, record, _ = cdata.poison_train(_config(count=0, rate=0.0005, num_targets=1, kind="both"),
+  _, record, _ = clip_data.poison_train(_config(count=0, rate=0.0005, num_targets=1, kind="both"),
                                     big)
   assert record["targeted"]["poison_count"] == 1 and record["backdoor"]["poison_count"] == 1
   assert record["poison_ratio"] == pytest.approx(2 / 2002)
@@ -144,17 +143,17 @@ def test_rates_down_to_the_papers_are_accepted(splits):
 
 def test_bad_poison_settings_are_config_errors_naming_the_field(splits):
   with pytest.raises(ConfigError, match=r"config.poison.rate=0.0001 .* 0 poisons"):
-    cdata.poison_train(_config(count=0, rate=0.0001), splits)
+    clip_data.poison_train(_config(count=0, rate=0.0001), splits)
   # 960 pairs / 24 classes = 40 captions per class: 50 per target cannot be distinct.
   with pytest.raises(ConfigError, match=r"config.poison.rate/count: 50 poisons per target .* "
                                         r"only 40"):
-    cdata.poison_train(_config(count=50, num_targets=1), splits)
+    clip_data.poison_train(_config(count=50, num_targets=1), splits)
   with pytest.raises(ConfigError, match=r"config.poison.num_targets=61 exceeds the 60 val"):
-    cdata.poison_train(_config(count=61, num_targets=61), splits)
+    clip_data.poison_train(_config(count=61, num_targets=61), splits)
   with pytest.raises(ConfigError, match=r"config.poison.num_targets=58 exceeds the 57 val"):
-    cdata.poison_train(_config(count=58, num_targets=58, adversarial_class=2), splits)
+    clip_data.poison_train(_config(count=58, num_targets=58, adversarial_class=2), splits)
   with pytest.raises(ConfigError, match=r"config.poison.caption_source='web'"):
-    cdata.poison_train(_config(caption_source="web"), splits)
+    clip_data.poison_train(_config(caption_source="web"), splits)
   # An adversarial class no caption names: class 7's captions lose the word.
   train = splits.train
   words = _class_words(7)
@@ -163,7 +162,7 @@ def test_bad_poison_settings_are_config_errors_naming_the_field(splits):
   no_seven = splits.__class__(train=train.replace(extras={**train.extras, "caption": scrubbed}),
                               val=splits.val, test=splits.test, num_classes=24, info=splits.info)
   with pytest.raises(ConfigError, match=r"config.poison.adversarial_class=7 \('seven'\)"):
-    cdata.poison_train(_config(adversarial_class=7, count=4, num_targets=1), no_seven)
+    clip_data.poison_train(_config(adversarial_class=7, count=4, num_targets=1), no_seven)
 
 
 def test_poison_fields_are_validated_before_anything_compiles():

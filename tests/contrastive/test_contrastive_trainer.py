@@ -14,9 +14,9 @@ import pytest
 
 from robustdata import runner
 from robustdata.contrastive import config as contrastive_config
-from robustdata.contrastive import data as contrastive_data
 from robustdata.contrastive.trainer import train_and_evaluate_contrastive
 from robustdata.data import sources
+from robustdata.poisoning import clip_data
 from robustdata.registry import ConfigError
 from robustdata.train import driver
 from robustdata.train import metrics as metrics_lib
@@ -111,7 +111,7 @@ def test_attack_puts_exactly_n_poisons_in_the_train_split():
     config.poison.count = 0
     config.poison.rate = 0.1          # floor(0.1 * 128) = 12 per attack, 6 per target
   data = sources.load(config.data)
-  train, record, attack_eval = contrastive_data.poison_train(config, data)
+  train, record, attack_eval = clip_data.poison_train(config, data)
   flags = train.extras["poison"].astype(bool)
   assert record["poison_count"] == 24 == flags.sum() and len(train) == 128 + 24
   assert record["targeted"]["poisons_per_target"] == 6
@@ -121,7 +121,7 @@ def test_attack_puts_exactly_n_poisons_in_the_train_split():
   assert len(attack_eval["targeted"]["x"]) == 2 and len(attack_eval["backdoor"]["x"]) == len(data.test)
   with config.unlocked():
     config.poison.kind = "none"
-  clean, record, _ = contrastive_data.poison_train(config, data)
+  clean, record, _ = clip_data.poison_train(config, data)
   assert record["poison_count"] == 0 and len(clean) == 128
 
 

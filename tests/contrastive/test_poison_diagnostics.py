@@ -12,7 +12,7 @@ import pytest
 from robustdata.contrastive import data as cdata
 from robustdata.contrastive import pool as pool_lib
 from robustdata.contrastive import safeclip
-from robustdata.contrastive import trainer as trainer_lib
+from robustdata.evals import attacks as attack_evals
 
 
 @pytest.mark.parametrize("drop_overflow", [False, True])
@@ -62,9 +62,34 @@ def test_kept_stats_count_each_attacks_poisons():
   is_poison[[3, 7, 15, 16, 18]] = True
   rows = {"targeted": np.array([3, 7]), "backdoor": np.array([15, 16, 18])}
   kept = [0, 1, 3, 15, 18, 19]
-  stats = trainer_lib._kept_stats(kept, is_poison, rows, "kept")  # pylint: disable=protected-access
+  stats = attack_evals.kept_stats(kept, is_poison, rows, "kept")
   assert stats == {"kept_poison_rate": pytest.approx(3 / 6), "base_poison_rate": 5 / 20,
                    "targeted_in_kept": 1, "backdoor_in_kept": 2}
+  assert {a: r.tolist() for a, r in attack_evals.attack_rows(
+      np.array([10, 11, 12, 13]), {"targeted": {"poisoned_ids": [13, 11]}}).items()} == {
+          "targeted": [1, 3]}
+
+
+def test_nearest_caption_stats_match_a_loop():
+  rng = np.random.default_rng(3)
+  n, d, size = 30, 4, 9
+  names = rng.random((2, n)) < 0.4  # names[k][row]: train caption `row` names class k
+  is_poison = rng.random(n) < 0.3
+  pool, emb = rng.normal(size=(size, d)), rng.normal(size=(6, d))
+  ids = rng.integers(-1, n, size=size)
+  classes = rng.integers(0, 2, size=6)
+  got = attack_evals.nearest_caption_stats(emb, classes, pool, ids, lambda k: names[k],
+                                           is_poison, prefix="targeted")
+  hits, base, poisoned = [], [], []
+  for e, k in zip(emb, classes):
+    cos = [float(e @ q / np.linalg.norm(q)) for q in pool]
+    j = ids[int(np.argmax(cos))]
+    hits.append(j >= 0 and names[k][j])
+    poisoned.append(j >= 0 and is_poison[j])
+    base.append(sum(names[k][i] for i in ids if i >= 0) / size)
+  assert got == pytest.approx({"targeted_nn_names_class": np.mean(hits),
+                               "targeted_pool_names_class": np.mean(base),
+                               "targeted_nn_is_poison": np.mean(poisoned)})
 
 
 def _records(run_dir, split):

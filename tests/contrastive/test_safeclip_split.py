@@ -54,5 +54,3 @@ def test_phase_schedule_warms_up_decays_to_zero_and_stays():
   vals = [lr(s) for s in range(10, 140)]
   assert all(a >= b - 1e-12 for a, b in zip(vals, vals[1:]))  # Never creeps back up.
   assert lr(100) == pytest.approx(0.0, abs=1e-12) and lr(139) == pytest.approx(0.0, abs=1e-12)
-  assert optim.phase_learning_rate(7, peak_lr=5e-6, warmup_steps=0, total_steps=1,
-                                   constant=True) == 5e-6

@@ -15,8 +15,8 @@ from scipy import stats
 
 from robustdata import validation
 from robustdata.data import label_noise, sources
+from robustdata.evals import classification
 from robustdata.registry import ConfigError
-from robustdata.train import evaluate
 
 C = 10
 
@@ -156,7 +156,7 @@ def test_label_noise_metrics_match_a_loop():
   y, flipped, _ = label_noise.flip_labels(clean, C, rate=0.3, rng=rng)
   pred = np.where(rng.random(300) < 0.5, y, np.where(rng.random(300) < 0.5, clean,
                                                      rng.integers(0, C, 300)))
-  got = evaluate.label_noise_metrics(pred, y, clean, flipped)
+  got = classification.label_noise_metrics(pred, y, clean, flipped)
   clean_rows = [i for i in range(300) if not flipped[i]]
   noisy_rows = [i for i in range(300) if flipped[i]]
   assert got["accuracy_clean"] == sum(pred[i] == y[i] for i in clean_rows) / len(clean_rows)

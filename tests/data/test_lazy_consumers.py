@@ -12,14 +12,14 @@ import ml_collections
 import numpy as np
 import pytest
 
-from robustdata.contrastive import data as contrastive_data
 from robustdata.data import group_folders, records, sources
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
+from robustdata.poisoning import clip_data
 from robustdata.poisoning.artifact import dataset_fingerprint
 from robustdata.registry import ConfigError
 from robustdata.selection import ordering_convex
 from robustdata.selection.augment_coreset import AugmentCoreset
-from robustdata.train.policies import PolicyContext
 from tests.conftest import run_python
 from tests.data.test_records import _ListSource
 
@@ -218,8 +218,8 @@ def test_poison_train_on_lazy_splits(monkeypatch):
   name = config.data.name
   lazy = dataclasses.replace(data, **{s: _lazy_split(getattr(data, s), name, s)
                                       for s in ("train", "val", "test")})
-  train_a, rec_a, eval_a = contrastive_data.poison_train(config, data)
-  train_b, rec_b, eval_b = contrastive_data.poison_train(config, lazy)
+  train_a, rec_a, eval_a = clip_data.poison_train(config, data)
+  train_b, rec_b, eval_b = clip_data.poison_train(config, lazy)
   assert rec_a == rec_b and rec_a["poison_count"] == 8
   for k, v in train_a.arrays().items():
     np.testing.assert_array_equal(train_b.arrays()[k], v)
@@ -228,13 +228,13 @@ def test_poison_train_on_lazy_splits(monkeypatch):
   monkeypatch.setattr(records, "MATERIALIZE_LIMIT_BYTES", 0)
   with pytest.raises(ConfigError, match=rf"config.poison.kind='both' needs the whole train split"
                      rf".*config.data.name='{name}'.*MATERIALIZE_LIMIT_BYTES"):
-    contrastive_data.poison_train(config, lazy)
+    clip_data.poison_train(config, lazy)
   only_test = dataclasses.replace(data, test=lazy.test)
   with config.unlocked():
     config.poison.kind = "backdoor"
   with pytest.raises(ConfigError, match=rf"config.poison.kind='backdoor' needs the whole test "
                      rf"split.*config.data.name='{name}'"):
-    contrastive_data.poison_train(config, only_test)
+    clip_data.poison_train(config, only_test)
   with config.unlocked():
     config.poison.kind = "none"
-  assert contrastive_data.poison_train(config, lazy)[0] is lazy.train  # nothing is read
+  assert clip_data.poison_train(config, lazy)[0] is lazy.train  # nothing is read

@@ -12,9 +12,9 @@ import pytest
 
 from robustdata import config_lib, validation
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext, to_json
 from robustdata.poisoning import epic
 from robustdata.registry import ConfigError
-from robustdata.train.policies import PolicyContext, to_json
 
 C, BLOB = 3, 15  # classes; points per dense blob (two blobs per class)
 

@@ -8,10 +8,10 @@ import pytest
 
 from robustdata.data import strong_augment
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext, to_json
 from robustdata.registry import ConfigError
 from robustdata.selection.augment_coreset import AugmentCoreset
 from robustdata.selection.facility_location import facility_location
-from robustdata.train.policies import PolicyContext, to_json
 
 N, C = 90, 3
 

@@ -11,9 +11,9 @@ import pytest
 
 from robustdata import runner
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext, to_json
 from robustdata.registry import ConfigError
 from robustdata.selection.crest import Crest
-from robustdata.train.policies import PolicyContext, to_json
 
 N, C, D, B = 200, 4, 5, 8
 

@@ -19,7 +19,7 @@ from robustdata.selection import ordering_convex as oc
 from robustdata.selection.grab import GraB
 from robustdata.selection.policies import FixedOrder, classes_per_batch
 from tests.conftest import sigint_after
-from robustdata.train.policies import PolicyContext, to_json
+from robustdata.data.policies import PolicyContext, to_json
 
 N, C, B = 103, 4, 10  # the last batch of an epoch is short (3 examples)
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.registry import ConfigError
 from robustdata.selection import facility_location, normalize_weights
 from robustdata.selection.policies import Craig, ProxyNormOrdering
-from robustdata.train.policies import PolicyContext
 
 N, C = 120, 3
 

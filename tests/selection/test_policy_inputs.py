@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.registry import ConfigError
 from robustdata.selection.policies import Craig, ProxyNormOrdering
-from robustdata.train.policies import PolicyContext
 
 N, C = 60, 3
 

@@ -19,6 +19,7 @@ import pytest
 from robustdata import config_lib, runner
 from robustdata.data import sources
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.poisoning.artifact import dataset_fingerprint
 from robustdata.registry import POLICIES, ConfigError
 from robustdata.spurious import cnc, group_source, infer_stage
@@ -27,7 +28,6 @@ from robustdata.spurious.objectives import CorrectNContrast
 from robustdata.train import grad_rules
 from robustdata.train import step as step_lib
 from robustdata.train.driver import Driver
-from robustdata.train.policies import PolicyContext
 from robustdata.train.supervised import SupervisedTask
 
 

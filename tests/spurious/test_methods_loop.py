@@ -11,10 +11,10 @@ import pytest
 
 from robustdata import runner
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.registry import ConfigError
 from robustdata.spurious import dfr as dfr_lib
 from robustdata.spurious import policies
-from robustdata.train.policies import PolicyContext
 
 SPUCO_METHODS = ("erm", "upsample", "groupdro", "jtt", "dfr", "pde")
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.registry import ConfigError
 from robustdata.spurious import objectives, policies
-from robustdata.train.policies import PolicyContext
 
 
 def _train(sizes=(300, 20, 15, 265)):

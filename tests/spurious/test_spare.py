@@ -13,9 +13,9 @@ from scipy import stats
 
 from robustdata import runner
 from robustdata.data.dataset import Dataset
+from robustdata.data.policies import PolicyContext
 from robustdata.registry import ConfigError
 from robustdata.spurious import group_source, policies, spare
-from robustdata.train.policies import PolicyContext
 
 
 def _direct(labels, groups, powers):

@@ -11,10 +11,10 @@ import pytest
 
 from robustdata import run_dir as run_dir_lib
 from robustdata.data.dataset import Dataset
+from robustdata.data.loader import BatchLoader
 from robustdata.registry import ConfigError
 from robustdata.train import metrics as metrics_lib
 from robustdata.train import sharding as sharding_lib
-from robustdata.train.loader import BatchLoader
 
 
 def _reference_batch(data, indices, weights, batch_size):

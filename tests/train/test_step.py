@@ -8,9 +8,9 @@ import optax
 
 from robustdata import losses
 from robustdata.data.dataset import Dataset
+from robustdata.data.loader import BatchLoader
 from robustdata.models import MLP
 from robustdata.train import grad_rules, optim, step as step_lib
-from robustdata.train.loader import BatchLoader
 from robustdata.train.objectives import ERM
 from robustdata.train.state import create_train_state
 
