@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from robustdata.tb_events import EventWriter
+
 
 def _jsonable(v: Any) -> Any:
   if isinstance(v, dict):
@@ -46,13 +48,8 @@ class MetricsWriter:
     _repair(self.path, resume_offset=resume_offset, resume_step=resume_step)
     self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     self._offset = os.lseek(self._fd, 0, os.SEEK_END)
-    self._tb = None
-    if tensorboard:
-      try:
-        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-        self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
-      except ImportError:
-        self._tb = None
+    self._tb = (EventWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
+                if tensorboard else None)
 
   def write(self, step: int, split: str, metrics: dict[str, Any], **extra: Any) -> None:
     record = {"step": int(step), "split": split, **_jsonable(extra), **_jsonable(metrics)}
