@@ -7,7 +7,8 @@ substitute's in `config.poisons.substitute`; each stage's run id is the hash of 
 so victims with another defence on the same poisons reuse the substitute and the poisons.
 
 Variant tokens (comma-separated): `smoke`; a defence (`none` [default], `random`, `friendly`,
-`friendly_random`, `dp`, `epic`); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test
+`friendly_random`, `dp`, `epic`) or `clean` (the control: the same victim on the clean train
+split, the poisons crafted but not applied); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test
 image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
 
 Budgets on digits: eps = 0.3 (l_inf, pixel units), the budget the adversarial-example literature
@@ -28,9 +29,10 @@ from robustdata.data import sources
 from robustdata.poisoning import craft, friendly_noise
 
 DEFENCES = ("none", "random", "friendly", "friendly_random", "dp", "epic")
+CONTROL = "clean"
 TRIALS = 10
 SEEDS = 3
-TOKENS = ("smoke", *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
+TOKENS = ("smoke", CONTROL, *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
           *(f"seed{s}" for s in range(SEEDS)))
 
 
@@ -142,6 +144,9 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
                                           "head": "substitute"})
     c.train.epochs = 2 if smoke else 5
     c.friendly.begin_epoch = 0  # the model is trained already: noise from the first epoch
+  if defence == CONTROL:
+    c.victim = c.get("victim") or ml_collections.ConfigDict()
+    c.victim.poisoned = False
   if defence == "epic":
     c.policy.update(epic_section(scratch=not (transfer or fine_tune), fine_tune=fine_tune,
                                  smoke=smoke))
@@ -157,7 +162,7 @@ def sweep(attack_file: str, *, trials: int = TRIALS, seeds: int = 1,
           for s in range(seeds)]
 
 
-def parse_tokens(arg, what: str, *, defences: tuple[str, ...] = DEFENCES,
+def parse_tokens(arg, what: str, *, defences: tuple[str, ...] = (CONTROL, *DEFENCES),
                  tokens: tuple[str, ...] = TOKENS) -> tuple[set[str], str, int, int]:
   """(tokens, defence, trial, seed) of a victim config's variant `arg`."""
   given = validation.parse_variants(arg, tokens, what, exclusive=(

@@ -41,12 +41,15 @@ NOISE_DIR = "friendly_noise"
 # transfer setting (the pre-trained feature extractor frozen, a new classifier 'head' trained;
 # Bullseye Polytope, HTB); 'substitute' + 'all' + head 'substitute' fine-tunes the whole
 # substitute on the poisoned data. `head`: a 'new' classifier or the 'substitute''s.
-VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all", "head": "new"}
+# `poisoned=False` is the experiment's control: the same victim on the clean train split.
+VICTIM_DEFAULTS = {"init": "scratch", "trainable": "all", "head": "new", "poisoned": True}
 
 
 def defence_name(config) -> str:
   """A short name of the run's defence for tables: none, random, friendly, friendly+random,
-  dp_sgd, epic (or a combination)."""
+  dp_sgd, epic (or a combination); 'clean' for the control without poisons."""
+  if not field_reader(config.get("victim"), VICTIM_DEFAULTS)("poisoned"):
+    return "clean"
   get = field_reader(config.get("friendly"), friendly_lib.DEFAULTS)
   parts = [p for p, on in (("friendly", get("enabled")), ("random", get("noise_kind") != "none"),
                            ("dp_sgd", config.privacy.mode == "dp_sgd"),
@@ -75,6 +78,8 @@ class VictimTask(SupervisedTask):
       if get(field) not in allowed:
         raise ConfigError(f"config.victim.{field}={get(field)!r} is not known; allowed: "
                           f"{list(allowed)}")
+    if not isinstance(get("poisoned"), bool):
+      raise ConfigError(f"config.victim.poisoned={get('poisoned')!r} must be True or False")
     if get("head") == "substitute" and get("init") != "substitute":
       raise ConfigError("config.victim.head='substitute' needs config.victim.init='substitute'")
     if get("init") == "substitute" and config.model != config.poisons.substitute.model:
@@ -100,6 +105,8 @@ class VictimTask(SupervisedTask):
     self.artifact = artifact_lib.PoisonArtifact.load(directory)
     self.artifact.check_fingerprint(artifact_lib.dataset_fingerprint(data.train.x, data.train.y))
     self.clean_test = data.test
+    if not self.victim("poisoned"):  # the control: the poisons' targets, the clean train split
+      return data
     return dataclasses.replace(data, train=data.train.replace(x=self.artifact.apply(data.train.x)))
 
   # --- Transfer: start from the substitute, optionally train the last layer only. -----------
@@ -208,6 +215,7 @@ class VictimTask(SupervisedTask):
     a = self.artifact
     results.update(attack_success(a, self.predict, self.clean_test))
     results.update({"attack": a.attack, "defence": defence_name(self.config),
+                    "poisons_applied": bool(self.victim("poisoned")),
                     "poison_count": int(len(a.base_indices)), "poison_budget": float(a.budget),
                     "poison_eps": float(a.eps), "adversarial_class": int(a.adversarial_class)})
     results.update({k: v for k, v in self.noise_info.items() if k != "epoch"})

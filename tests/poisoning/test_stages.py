@@ -74,6 +74,19 @@ def test_a_second_defence_reuses_the_substitute_and_the_poisons(workdir):
   after = {d: os.path.getmtime(os.path.join(workdir, d, "results.json")) for d in before}
   assert after == before  # neither stage ran again
   assert results["defence"] == "random"
+  assert results["poisons_applied"]
+
+
+@pytest.mark.slow
+def test_the_clean_control_trains_without_the_poisons(workdir, monkeypatch):
+  def refuse(self, x):
+    raise AssertionError("the clean control applied the poisons")
+  monkeypatch.setattr(artifact_lib.PoisonArtifact, "apply", refuse)
+  _, results = runner.run(_config("bp", "smoke,clean"), workdir)
+  assert results["defence"] == "clean" and not results["poisons_applied"]
+  assert results["poison_count"] == 50 and "targeted_asr" in results  # the same targets
+  with pytest.raises(AssertionError, match="applied the poisons"):
+    runner.run(_config("bp", "smoke,none,seed1"), workdir)
 
 
 @pytest.mark.slow
