@@ -36,7 +36,8 @@ _REFERENCE = flags.DEFINE_string(
 _LABEL = flags.DEFINE_multi_string(
     "label", [], "'VALUE=TEXT': show TEXT for VALUE in the templates' {field|first}.")
 _WHERE = flags.DEFINE_multi_string(
-    "where", [], "'FIELD=V1,V2': keep the runs whose FIELD is one of the values.")
+    "where", [], "'FIELD=V1,V2': keep the runs whose FIELD is one of the values; 'A=V|B=W': "
+    "the runs meeting either condition. Repeated flags must all hold.")
 _SWEEP = flags.DEFINE_string(
     "sweep", None, "'file.py[:variant]': keep the runs of that sweep's points, in its order.")
 _DDOF = flags.DEFINE_integer("ddof", 1, "Std over seeds: 1 sample, 0 population.")

@@ -567,9 +567,10 @@ def column_markdown(runs: Sequence[Run], columns: Sequence[str | Column], *,
 
 
 def select(runs: Sequence[Run], where: Sequence[str]) -> list[Run]:
-  """The runs that meet every `where` condition ('field=v1,v2')."""
-  conditions = [parse_condition(w, "--where") for w in where]
-  return [r for r in runs if all(c.holds(r) for c in conditions)]
+  """The runs that meet every `where` entry: a condition 'field=v1,v2', or alternatives
+  'a=v1|b=v2' of which one must hold."""
+  entries = [[parse_condition(alt, "--where") for alt in w.split("|")] for w in where]
+  return [r for r in runs if all(any(c.holds(r) for c in alts) for alts in entries)]
 
 
 def sweep_runs(runs: Sequence[Run], spec: str) -> tuple[list[Run], list[str]]:

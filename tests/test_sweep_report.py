@@ -193,6 +193,20 @@ def test_report_averages_equal_a_direct_computation(tmp_path, capsys):
   assert "data.spurious_correlation_strength=0.99" in text
 
 
+def test_where_conditions_and_alternatives_match_a_direct_filter(tmp_path):
+  written = _fake_runs(tmp_path)
+  runs, _ = report.find_runs([str(tmp_path / "run-*")])
+  d0, s0 = DIFFICULTIES[0], STRENGTHS[0]
+  got = report.select(runs, [f"data.difficulty={d0}|seed=2",
+                             f"data.spurious_correlation_strength={s0}"])
+  want = {p for p, (c, _) in written.items()
+          if (c["data"]["difficulty"] == d0 or c["seed"] == 2)
+          and c["data"]["spurious_correlation_strength"] == s0}
+  assert {r.path for r in got} == want and len(want) == 4  # easy: 3 seeds; hard: seed 2
+  with pytest.raises(ConfigError, match="--where='seed'"):
+    report.select(runs, ["data.difficulty=x|seed"])
+
+
 def test_report_plot_is_written(tmp_path):
   _fake_runs(tmp_path / "runs")
   out = tmp_path / "out"
