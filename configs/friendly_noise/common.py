@@ -8,8 +8,8 @@ so victims with another defence on the same poisons reuse the substitute and the
 
 Variant tokens (comma-separated): `smoke`; a defence (`none` [default], `random`, `friendly`,
 `friendly_random`, `dp`, `epic`) or `clean` (the control: the same victim on the clean train
-split, the poisons crafted but not applied); `trial<k>` (k = 0..TRIALS-1: the k-th target, another test
-image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
+split, the poisons crafted but not applied); `trial<k>` (k = 0..TRIALS-1: the k-th target,
+another test image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
 
 Budgets on digits: eps = 0.3 (l_inf, pixel units), the budget the adversarial-example literature
 uses for MNIST-like digits (at CIFAR's 8/255 the digits CNN's features barely move); 4% of the

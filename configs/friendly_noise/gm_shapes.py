@@ -11,8 +11,8 @@ Diagnose:  python benchmarks/poisoning_diagnose.py \
              --config=configs/friendly_noise/gm_shapes.py:trial0 --workdir=<the same workdir>
 Variants:  a defence or `clean` (no poisons applied), trial0..trial9, seed0..seed2, smoke
            (common.py).
-Sweep:     python -m experiments.sweep --config=configs/friendly_noise/gm_shapes.py --workdir=runs/fn
-           (5 targets x 3 victim seeds x the defences)
+Sweep:     python -m experiments.sweep --config=configs/friendly_noise/gm_shapes.py \
+             --workdir=runs/fn    (5 targets x 3 victim seeds x the control and the defences)
 Hardware:  2 CPU cores.
 Time:      ~5 minutes of crafting per target; a victim ~1 minute (~3 with Friendly Noise).
 Expected:  clean test accuracy 0.83; undefended, targets 2, 3 and 4 (test images 539, 43, 709)
@@ -33,4 +33,5 @@ def get_config(arg=None):
 
 def get_sweep():
   return common.sweep("configs/friendly_noise/gm_shapes.py", trials=5, seeds=3,
-                      defences=(common.CONTROL, *common.DEFENCES))
+                      defences=(common.CONTROL, "none", "random", "friendly", "friendly_random",
+                                "dp"))
