@@ -341,12 +341,12 @@ class ContrastiveTask(Task):
     targeted, the adversarial class; backdoor, the target class)."""
     start, stats = time.time(), {}
     ids, _, filled = self.pool_rows
+    ids = np.asarray(ids, np.int64)[:filled]
     pool = np.asarray(jax.device_get(self.state.pools["text"].embeddings))[:filled]
     for attack, rows in self.attack_rows.items():
       emb = self.encoders("encode_image", self.state.params, self.train.x[rows])
       stats.update(attack_evals.nearest_caption_stats(
-          emb, self.train.y[rows], pool, np.asarray(ids, np.int64)[:filled], self._mentions,
-          self.is_poison, prefix=attack))
+          emb, self.train.y[rows], pool, ids, self._mentions, self.is_poison, prefix=attack))
     self.match_history.append({"epoch": loop.epoch, **stats})
     self.driver.writer.write(loop.step, "roclip_match",
                              {**stats, "diagnosis_time_s": time.time() - start}, epoch=loop.epoch)

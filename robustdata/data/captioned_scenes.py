@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from robustdata.data.captioned_shapes import COLOR_NAMES, COLORS, DIGIT_NAMES
 from robustdata.data import embedded
+from robustdata.data.captioned_shapes import COLOR_NAMES, COLORS, DIGIT_NAMES
 from robustdata.data.dataset import Dataset, DataSplits
 from robustdata.data.tokenizer import Tokenizer
 from robustdata.registry import DATASETS, ConfigError, field_reader
@@ -295,7 +295,6 @@ _ID_OFFSETS = {"train": 0, "val": 10 ** 9, "test": 2 * 10 ** 9, "downstream_trai
 @DATASETS.register("captioned_scenes", defaults=DEFAULTS)
 def load_captioned_scenes(data_config: Any) -> DataSplits:
   """Builds the splits from `data_config` fields (all optional; see the module docstring)."""
-
   get = field_reader(data_config, DEFAULTS)
   seed, image_size = int(get("seed")), int(get("image_size"))
   context_length, synonym_prob = int(get("context_length")), float(get("synonym_prob"))
