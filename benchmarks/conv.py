@@ -5,9 +5,9 @@ hits every column alike):
 1. per conv layer of the CNN and ResNet-20 (and the CLIP ViT's patch embedding) on 32x32x3
    inputs, at batch 64 and 256: the jitted loss + gradient (input and weight; weight only for
    a first layer) with XLA's VJP and with the slice VJP, the ratio xla/slices (>1: slices
-   faster) and what the per-layer rule picks;
+   faster);
 2. the whole jitted train step (ERM, SGD) of the CNN and ResNet-20 with `config.train.conv`
-   'xla', 'cpu' (the rule) and the slice VJP forced on every layer, ratios against 'xla'.
+   'xla' and 'cpu' (the slice VJP on every layer), the ratio xla/cpu.
 It also prints which implementation 'auto' picks on this backend.
 
   JAX_PLATFORMS=cpu python benchmarks/conv.py [--quick] [--rounds 7] [--tables layers,models]
@@ -16,9 +16,8 @@ It also prints which implementation 'auto' picks on this backend.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,7 +68,7 @@ def _interleaved(fns: dict[str, Callable], rounds: int, iters: int) -> dict[str,
 
 def layer_table(batches: list[int], rounds: int, match: str = "") -> None:
   print(f"\n{'model':<9} {'layer':<19} {'batch':>5} {'xla ms':>8} {'slices ms':>9} "
-        f"{'xla/slices':>10} {'rule picks':>10}")
+        f"{'xla/slices':>10}")
   for batch in batches:
     for model, layer, size, cin, cout, k, stride, padding, need_dx in LAYERS:
       if match not in f"{model} {layer}":
@@ -86,20 +85,8 @@ def layer_table(batches: list[int], rounds: int, match: str = "") -> None:
         grad = jax.jit(jax.grad(loss, (0, 1) if need_dx else (1,)))
         fns[name] = lambda grad=grad: grad(x, w)
       t = _interleaved(fns, rounds, iters=3)
-      pick = "slices" if conv_lib.use_slices(w.shape, (stride, stride)) else "xla"
       print(f"{model:<9} {layer:<19} {batch:>5} {t['xla'] * 1e3:>8.2f} {t['slices'] * 1e3:>9.2f} "
-            f"{t['xla'] / t['slices']:>10.2f} {pick:>10}", flush=True)
-
-
-@contextlib.contextmanager
-def _slices_everywhere() -> Iterator[None]:
-  """The slice VJP on every layer while a step is traced (the rule is read at trace time)."""
-  rule = conv_lib.use_slices
-  conv_lib.use_slices = lambda *a: True
-  try:
-    yield
-  finally:
-    conv_lib.use_slices = rule
+            f"{t['xla'] / t['slices']:>10.2f}", flush=True)
 
 
 def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
@@ -126,17 +113,13 @@ def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
 
 
 def model_table(batches: list[int], rounds: int) -> None:
-  print(f"\n{'model':<9} {'batch':>5} {'xla ms':>8} {'cpu ms':>8} {'slices ms':>9} "
-        f"{'xla/cpu':>8} {'xla/slices':>10}")
+  print(f"\n{'model':<9} {'batch':>5} {'xla ms':>8} {'cpu ms':>8} {'xla/cpu':>8}")
   for model_name in MODELS:
     for batch in batches:
       fns = {"xla": _step_fn(model_name, "xla", batch), "cpu": _step_fn(model_name, "cpu", batch)}
-      with _slices_everywhere():
-        fns["slices"] = _step_fn(model_name, "cpu", batch)
       t = _interleaved(fns, rounds, iters=2)
       print(f"{model_name:<9} {batch:>5} {t['xla'] * 1e3:>8.1f} {t['cpu'] * 1e3:>8.1f} "
-            f"{t['slices'] * 1e3:>9.1f} {t['xla'] / t['cpu']:>8.2f} "
-            f"{t['xla'] / t['slices']:>10.2f}", flush=True)
+            f"{t['xla'] / t['cpu']:>8.2f}", flush=True)
 
 
 def main():

@@ -1,13 +1,15 @@
-"""A convolution whose backward pass is fast on XLA:CPU, chosen per layer shape.
+"""A convolution whose backward pass is fast on XLA:CPU.
 
 `slice_conv_general_dilated` has `lax.conv_general_dilated`'s signature (as `nn.Conv` calls it)
 and a custom VJP: the forward pass is XLA's convolution; the input gradient is a *forward*
 convolution of the (stride-dilated) cotangent with the spatially flipped, I/O-transposed
 kernel; the weight gradient is one dot per filter offset over a strided slice of the padded
-input, summed over batch and positions. These dots beat XLA:CPU's weight-gradient convolution
-where the windows do not overlap (strided 1x1 projections, patch embeddings) and lose to it
-on overlapping 3x3 windows, so `cpu_conv_general_dilated` applies that measured per-layer
-rule (`use_slices`) and leaves the other layers to XLA.
+input, accumulated over chunks of a few images (a scan) so that each chunk's slices stay in
+cache. Per layer alone these dots beat XLA:CPU's weight-gradient convolution where the windows
+do not overlap (strided 1x1 projections, patch embeddings) and on wide or large-batch layers,
+where XLA's falls off once the activations outgrow the cache; inside a whole train step they
+are as fast or faster on every layer of the models, so `cpu_conv_general_dilated` uses them on
+every call they handle.
 
 `conv_function(name)` maps `config.train.conv` ('auto', 'xla', 'cpu') to the function the
 models pass to `nn.Conv(conv_general_dilated=...)`: 'auto' is the CPU implementation when JAX's
@@ -23,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from robustdata.registry import ConfigError
@@ -110,6 +113,42 @@ def _offset_slices(xp: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int
   return pieces
 
 
+CHUNK_ROWS = 4096  # output positions per weight-gradient chunk (benchmarks/conv.py)
+
+
+def chunk_images(batch: int, positions: int) -> int:
+  """Images per chunk of the weight gradient: the largest divisor of `batch` whose chunk has at
+  most CHUNK_ROWS output positions (at least one image)."""
+  target = max(1, CHUNK_ROWS // max(positions, 1))
+  return max(c for c in range(1, min(batch, target) + 1) if batch % c == 0)
+
+
+def _weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[tuple[int, int]], precision: Any) -> jnp.ndarray:
+  """[taps, C_in, C_out]: one [C_in, C_out] dot per filter offset over its strided slice of the
+  padded input, accumulated over chunks of `chunk_images` images (a scan), so that each
+  chunk's slices and cotangent stay in cache while its dots read them."""
+  batch, out = x.shape[0], g.shape[1:-1]
+  chunk = chunk_images(batch, int(np.prod(out)))
+  widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
+
+  def taps(xc, gc):
+    xp = lax.pad(xc, jnp.zeros((), xc.dtype), widths)
+    g2 = jnp.reshape(gc, (-1, gc.shape[-1]))
+    return jnp.stack([jnp.dot(jnp.reshape(xs, (-1, xc.shape[-1])).T, g2, precision=precision)
+                      for xs in _offset_slices(xp, kernel, strides, out)])
+
+  if chunk == batch:
+    return taps(x, g)
+  n = batch // chunk
+  xs = jnp.reshape(x, (n, chunk) + x.shape[1:])
+  gs = jnp.reshape(g, (n, chunk) + g.shape[1:])
+  dtype = jnp.promote_types(jnp.result_type(x, g), jnp.float32)
+  acc = jnp.zeros((int(np.prod(kernel)), x.shape[-1], g.shape[-1]), dtype)
+  acc, _ = lax.scan(lambda a, xg: (a + taps(*xg), None), acc, (xs, gs))
+  return acc
+
+
 @functools.lru_cache(maxsize=None)
 def _slice_conv(strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
                 precision: Any) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
@@ -138,14 +177,8 @@ def _slice_conv(strides: tuple[int, ...], pads: tuple[tuple[int, int], ...],
                  for k, (lo, _), size, o, s in zip(kernel, pads, spatial, out, strides)]
     dx = lax.conv_general_dilated(g, w_t, (1,) * n, back_pads, lhs_dilation=strides,
                                   dimension_numbers=dims, precision=precision)
-    # Weight gradient: one [C_in, C_out] dot per filter offset over its strided input slice.
-    xp = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads]
-                 + [(0, 0, 0)])
-    g2 = jnp.reshape(g, (-1, g.shape[-1]))
-    taps = [jnp.dot(jnp.reshape(xs, (-1, x.shape[-1])).T, g2, precision=precision)
-            for xs in _offset_slices(xp, kernel, strides, out)]
-    dw = jnp.reshape(jnp.stack(taps), w.shape)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    dw = _weight_grad(x, g, kernel, strides, pads, precision)
+    return dx.astype(x.dtype), jnp.reshape(dw, w.shape).astype(w.dtype)
 
   conv.defvjp(fwd, bwd)
   return conv
@@ -167,25 +200,18 @@ def slice_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=N
   return _slice_conv(*plan, precision)(lhs, rhs)
 
 
-def use_slices(rhs_shape: Sequence[int], strides: Sequence[int]) -> bool:
-  """Whether the slice VJP beats XLA's on CPU for a layer with this kernel (HWIO) and strides.
-
-  The rule measured by benchmarks/conv.py: when the windows do not overlap (kernel <= stride
-  in every spatial dimension: strided 1x1 projections, patch embeddings) the taps read each
-  input element once and their dots beat XLA's weight-gradient convolution (1.2x-2.5x per
-  layer); when they overlap (3x3, stride 1 or 2) XLA's own backward pass is as fast or faster.
-  """
-  n = len(strides)
-  return all(k <= s for k, s in zip(rhs_shape[:n], strides))
-
-
 def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                              rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                              batch_group_count=1, precision=None, preferred_element_type=None):
-  """`lax.conv_general_dilated` with, per layer, the faster of XLA's and the slice VJP on CPU."""
-  conv = (slice_conv_general_dilated if use_slices(rhs.shape, window_strides)
-          else lax.conv_general_dilated)
-  return conv(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-              rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-              feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-              precision=precision, preferred_element_type=preferred_element_type)
+  """The convolution of `config.train.conv='cpu'`: the slice VJP on every call it handles.
+
+  Measured by benchmarks/conv.py (2 cores): per layer alone, XLA's own VJP is faster on thin
+  layers at batch 64 (3 -> 16 and 16 -> 16 channels at 32x32: 0.6-0.85x), the slice VJP on
+  everything else and at batch 256 (up to 2-3.7x); in the whole train step of the CNN and
+  ResNet-20 the slice VJP on every layer is as fast or faster than any per-layer choice tried
+  (channel and batch-size thresholds): 1.0-1.9x XLA's step, so no layer is left to XLA."""
+  return slice_conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision,
+      preferred_element_type=preferred_element_type)

@@ -115,6 +115,25 @@ def test_slice_conv_equals_numpy_and_lax(x_shape, w_shape, strides, padding):
     _close(a, b)
 
 
+@pytest.mark.parametrize("images", [1, 3, 6])
+@pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[7]], ids=["3x3", "3x3s2", "1x1s2"])
+def test_chunked_weight_gradient(monkeypatch, images, case):
+  """The weight gradient accumulated over chunks of 1, 3 or all 6 images (a scan of 6, 2 or no
+  steps) equals the float64 one."""
+  _, w_shape, strides, padding = case
+  x, w = _random((6,) + case[0][1:], 0), _random(w_shape, 1)
+  y_shape = jax.eval_shape(lambda: _flax_call(lax.conv_general_dilated, x, w, strides,
+                                              padding)).shape
+  positions = y_shape[1] * y_shape[2]
+  monkeypatch.setattr(conv_lib, "CHUNK_ROWS", images * positions + positions // 2)
+  assert conv_lib.chunk_images(6, positions) == images
+  g = _random(y_shape, 2)
+  _, _, ref_dw = _numpy_conv(x, w, g, strides, padding)
+  conv_lib._slice_conv.cache_clear()
+  _, _, dw = _value_and_grads(conv_lib.slice_conv_general_dilated, x, w, g, strides, padding)
+  _close(dw, ref_dw)
+
+
 def test_unsupported_calls_fall_back_to_lax():
   """Grouped and kernel-dilated convolutions are lax's own (bit for bit)."""
   x, g = _random((2, 8, 8, 4), 0), _random((2, 8, 8, 6), 2)
@@ -126,12 +145,8 @@ def test_unsupported_calls_fall_back_to_lax():
       np.testing.assert_array_equal(a, b)
 
 
-def test_rule_and_choice():
-  """Slices for non-overlapping windows only; 'auto' is the CPU conv on CPU, XLA's elsewhere."""
-  assert conv_lib.use_slices((1, 1, 16, 32), (2, 2))
-  assert conv_lib.use_slices((4, 4, 3, 128), (4, 4))
-  assert not conv_lib.use_slices((3, 3, 16, 32), (2, 2))
-  assert not conv_lib.use_slices((3, 3, 16, 16), (1, 1))
+def test_choice():
+  """'auto' is the CPU conv (the slice VJP on every call it handles) on CPU, XLA's elsewhere."""
   assert jax.default_backend() == "cpu"
   assert conv_lib.conv_function("auto") is conv_lib.cpu_conv_general_dilated
   assert conv_lib.conv_function("cpu") is conv_lib.cpu_conv_general_dilated
@@ -156,8 +171,8 @@ def _model_loss_and_grads(model, x, y):
 
 @pytest.mark.parametrize("name", ["cnn", "resnet20", "vit"])
 def test_models_equal_with_either_conv(name, monkeypatch):
-  """Same parameter tree, loss and gradients with XLA's conv and with the slice VJP on every
-  layer (the rule forced on)."""
+  """Same parameter tree, loss and gradients with XLA's conv and with the CPU conv (the slice
+  VJP on every layer, its weight gradient a scan over single images)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(4, 16, 16, 3)).astype(np.float32))
   y = jnp.asarray(rng.integers(0, 10, size=4))
@@ -165,7 +180,7 @@ def test_models_equal_with_either_conv(name, monkeypatch):
            "resnet20": lambda c: ResNet20(10, norm="none", width=4).clone(conv=c),
            "vit": lambda c: _ViTClassifier(conv=c)}[name]
   ref_params, ref_loss, ref_grads = _model_loss_and_grads(build("xla"), x, y)
-  monkeypatch.setattr(conv_lib, "use_slices", lambda *a: True)
+  monkeypatch.setattr(conv_lib, "CHUNK_ROWS", 1)
   params, loss, grads = _model_loss_and_grads(build("cpu"), x, y)
   assert jax.tree.structure(params) == jax.tree.structure(ref_params)
   jax.tree.map(np.testing.assert_array_equal, params, ref_params)
@@ -256,9 +271,12 @@ assert jax.device_count() == 8
 mesh = Mesh(np.array(jax.devices()), ("data",))
 rng = np.random.default_rng(0)
 dims = ("NHWC", "HWIO", "NHWC")
-for x_shape, w_shape, strides, padding in [((16, 9, 9, 3), (3, 3, 3, 5), (2, 2), ((1, 1), (1, 1))),
-                                           ((16, 8, 8, 4), (1, 1, 4, 6), (2, 2), "SAME"),
-                                           ((16, 16, 16, 3), (4, 4, 3, 8), (4, 4), "VALID")]:
+cases = [((16, 9, 9, 3), (3, 3, 3, 5), (2, 2), ((1, 1), (1, 1))),
+         ((16, 8, 8, 4), (1, 1, 4, 6), (2, 2), "SAME"),
+         ((16, 16, 16, 3), (4, 4, 3, 8), (4, 4), "VALID")]
+# One chunk of all 16 images, and chunks of 2 images (a scan over the sharded batch).
+for chunk_rows, (x_shape, w_shape, strides, padding) in [(r, c) for r in (4096, 40) for c in cases]:
+  conv_lib.CHUNK_ROWS = chunk_rows
   x = jnp.asarray(rng.normal(size=x_shape).astype(np.float32))
   w = jnp.asarray(rng.normal(size=w_shape).astype(np.float32))
   def f(conv):
