@@ -34,5 +34,4 @@ def get_config(arg=None):
 
 def get_sweep():
   return common.sweep("configs/friendly_noise/gm_shapes.py", trials=10, seeds=3,
-                      defences=(common.CONTROL, "none", "random", "friendly", "friendly_random",
-                                "dp", "epic"))
+                      defences=(common.CONTROL, *common.DEFENCES))

@@ -200,18 +200,6 @@ def slice_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=N
   return _slice_conv(*plan, precision)(lhs, rhs)
 
 
-def cpu_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                             rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                             batch_group_count=1, precision=None, preferred_element_type=None):
-  """The convolution of `config.train.conv='cpu'`: the slice VJP on every call it handles.
-
-  Measured by benchmarks/conv.py (2 cores): per layer alone, XLA's own VJP is faster on thin
-  layers at batch 64 (3 -> 16 and 16 -> 16 channels at 32x32: 0.6-0.85x), the slice VJP on
-  everything else and at batch 256 (up to 2-3.7x); in the whole train step of the CNN and
-  ResNet-20 the slice VJP on every layer is as fast or faster than any per-layer choice tried
-  (channel and batch-size thresholds): 1.0-1.9x XLA's step, so no layer is left to XLA."""
-  return slice_conv_general_dilated(
-      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count, precision=precision,
-      preferred_element_type=preferred_element_type)
+# The convolution of `config.train.conv='cpu'`: the slice VJP on every call it handles (measured
+# per layer and per train step in docs/results/speed.md; see the module docstring).
+cpu_conv_general_dilated = slice_conv_general_dilated
