@@ -11,6 +11,11 @@ backdoor (5-px noise patch in the corner, captioned with a prompt naming 'star')
 Variant tokens (comma-separated): a rate `r005` (0.05%), `r02` (0.2%) or `r1` (1%, the
 default); a seed `s0` (default), `s1` or `s2`; `smoke` (1,200 pairs, 2 epochs, 8 poisons per
 attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one caption each.
+`t50` (instead of a rate): the targeted attack alone, 16 targets x 50 real captions each (800
+poisons, 4% of the pairs). A target's pull grows with its own caption count, not with the rate:
+at r1 each target gets 12 captions and plain CLIP flips 2 of 16 (seed 0), at 50 it flips 16 of
+16. The papers' notebook uses 100 per target, 0.16% of 1M pairs; on 20,000 pairs that count is a
+rate of 4-8%, so t50 is the point at which a defence's targeted claim can be judged here.
 """
 
 import ml_collections
@@ -19,6 +24,7 @@ from robustdata import config_lib, validation
 from robustdata.contrastive import config as contrastive_config
 
 RATES = {"r005": 0.0005, "r02": 0.002, "r1": 0.01}
+CAPTIONS_PER_TARGET = {"t50": 50}  # targeted-only points: captions per target image
 SEEDS = {"s0": 0, "s1": 1, "s2": 2}
 EPOCHS = 10
 NUM_TRAIN = 20000
@@ -27,9 +33,10 @@ MAX_TARGETS = 16  # the papers' 16 target images
 
 def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.ConfigDict, bool]:
   """(unlocked config of `method` on captioned_scenes for variant `arg`, whether smoke)."""
-  tokens = validation.parse_variants(arg, ("smoke", *RATES, *SEEDS), f"configs/clip_scenes/"
+  points = (*RATES, *CAPTIONS_PER_TARGET)
+  tokens = validation.parse_variants(arg, ("smoke", *points, *SEEDS), f"configs/clip_scenes/"
                                      f"{name.removesuffix('_scenes')}.py",
-                                     exclusive=(tuple(RATES), tuple(SEEDS)))
+                                     exclusive=(points, tuple(SEEDS)))
   smoke = "smoke" in tokens
   rate = RATES[next(iter(tokens & set(RATES)), "r1")]
   config = config_lib.base_config()
@@ -80,6 +87,10 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.poison.location = "corner"
   config.poison.target_class = 16    # 'star'
   config.poison.seed = 0
+  per_target = next((CAPTIONS_PER_TARGET[t] for t in tokens & set(CAPTIONS_PER_TARGET)), 0)
+  if per_target:
+    config.poison.kind = "targeted"
+    config.poison.count = config.poison.num_targets * per_target
 
   if smoke:
     config.data.num_train = 1200
@@ -105,5 +116,6 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
 
 
 def sweep(path: str) -> list[str]:
-  """The table's points of the config file at `path`: 3 rates x 3 seeds, as variant specs."""
-  return [f"{path}:{r},{s}" for r in RATES for s in SEEDS]
+  """The table's points of the config file at `path`: (3 rates + t50) x 3 seeds, as variant
+  specs."""
+  return [f"{path}:{r},{s}" for r in (*RATES, *CAPTIONS_PER_TARGET) for s in SEEDS]

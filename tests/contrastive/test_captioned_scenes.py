@@ -176,7 +176,11 @@ def test_poison_fields_are_validated_before_anything_compiles():
   assert module.get_config("r02").poison.num_targets == 16
   with pytest.raises(ConfigError, match="choose at most one"):
     module.get_config("r02,r1")
-  assert len(module.get_sweep()) == 9
+  with pytest.raises(ConfigError, match="choose at most one"):
+    module.get_config("t50,r1")
+  t50 = module.get_config("t50")  # the targeted attack alone, 50 captions for each of 16 targets
+  assert (t50.poison.kind, t50.poison.count, t50.poison.num_targets) == ("targeted", 800, 16)
+  assert len(module.get_sweep()) == 12
   with config.unlocked():
     config.poison.typo = 1
   with pytest.raises(ConfigError, match=r"config.poison.typo is not a known field"):
