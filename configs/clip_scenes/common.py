@@ -3,7 +3,7 @@ pre-training on poisoned `captioned_scenes` at the papers' poison rates.
 
 20,000 pairs of 24 object classes (10 handwritten digits, 14 glyphs) at 32x32 with sampled
 captions, a small CLIP (CNN tower 16/32/64, 2-layer text transformer, 64-d), batch 128,
-AdamW 2e-3 with 50 warm-up steps then cosine. Every run carries both attacks at the variant's
+AdamW 2e-3 with 300 warm-up steps then cosine. Every run carries both attacks at the variant's
 rate of the training pairs each: targeted (min(16, poisons) held-out val images, each paired
 with real training captions of a random other class, `caption_source='data'`) and a BadNet
 backdoor (5-px noise patch in the corner, captioned with a prompt naming 'star').
@@ -76,7 +76,7 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.train.eval_every_epochs = 1000  # evaluate at the end only
 
   config.contrastive = contrastive_config.contrastive_defaults(method)
-  config.contrastive.warmup_steps = 50
+  config.contrastive.warmup_steps = 300  # ~2 epochs; 50 left runs on a loss plateau (results)
   config.poison = contrastive_config.poison_defaults()
   config.poison.kind = "both"
   config.poison.rate = rate          # poisoned pairs per attack, of the clean training pairs
