@@ -7,9 +7,11 @@ Setup and attack: configs/clip_scenes/common.py. To fine-tune an existing poison
 instead, set --config.contrastive.pretrained_checkpoint=<clip run dir>
 --config.contrastive.pretrain_epochs=0 --config.train.epochs=6.
 Command:   python -m experiments.main --config=configs/clip_scenes/cleanclip.py:r1,s0
-Variants:  r005 / r02 / r1 (default r1), s0 / s1 / s2, smoke (1 CLIP + 1 fine-tuning epoch).
-Hardware:  2 CPU cores. Time: about 25 minutes at r1 on 2 shared cores.
-Expected:  r1, s0: see the results file.
+Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (1 CLIP + 1 fine-tuning
+           epoch).
+Hardware:  2 CPU cores. Time: about 10 minutes on one core (one XLA thread).
+Expected:  r1, s0: zero-shot 0.92, targeted ASR 0.06, backdoor ASR 0.17 (CLIP 0.91, 0.69, 0.86);
+           t50: targeted ASR 0.19 (CLIP 1.00).
 Results:   docs/results/clip-poisoning.md
 """
 

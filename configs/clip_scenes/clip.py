@@ -6,11 +6,13 @@ variant's rate of poisoned pairs: targeted (16 held-out targets, real captions o
 other class) and a BadNet backdoor captioned 'star'. 10 epochs, batch 128.
 Command:   python -m experiments.main --config=configs/clip_scenes/clip.py:r1,s0
            (sweep: python -m experiments.sweep --config=configs/clip_scenes/clip.py)
-Variants:  r005 / r02 / r1 (0.05% / 0.2% / 1% per attack; default r1), s0 / s1 / s2 (seed),
-           smoke (1,200 pairs, 2 epochs, under a minute).
-Hardware:  2 CPU cores. Time: about 20 minutes at r1 on 2 shared cores.
-Expected:  r1, s0: zero_shot_accuracy 0.7-0.8 (chance 0.042), targeted_asr near 1, backdoor_asr
-           high (plain CLIP is clearly attacked at 1%); the other rates: see the results file.
+Variants:  r005 / r02 / r1 (0.05% / 0.2% / 1% per attack; default r1), t50 (the targeted attack
+           alone, 50 captions per target), s0 / s1 / s2 (seed), smoke (1,200 pairs, 2 epochs,
+           under a minute).
+Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread).
+Expected:  r1, s0: zero_shot_accuracy 0.91 (chance 0.042), targeted_asr 0.69, backdoor_asr 0.86
+           (plain CLIP is clearly attacked at 1%); t50: targeted_asr 1.00; r02: neither attack
+           takes (0.06, 0.05).
 Results:   docs/results/clip-poisoning.md
 """
 

@@ -12,10 +12,10 @@ Variant tokens (comma-separated): a rate `r005` (0.05%), `r02` (0.2%) or `r1` (1
 default); a seed `s0` (default), `s1` or `s2`; `smoke` (1,200 pairs, 2 epochs, 8 poisons per
 attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one caption each.
 `t50` (instead of a rate): the targeted attack alone, 16 targets x 50 real captions each (800
-poisons, 4% of the pairs). A target's pull grows with its own caption count, not with the rate:
-at r1 each target gets 12 captions and plain CLIP flips 2 of 16 (seed 0), at 50 it flips 16 of
-16. The papers' notebook uses 100 per target, 0.16% of 1M pairs; on 20,000 pairs that count is a
-rate of 4-8%, so t50 is the point at which a defence's targeted claim can be judged here.
+poisons, 4% of the pairs). A target's pull grows with its own caption count: plain CLIP (seed
+0) flips 1 of 16 targets at r02 (2 captions each), 11 at r1 (12 each) and all 16 at t50. The
+papers' notebook uses 100 per target, 0.16% of 1M pairs; on 20,000 pairs that count is a rate of
+8%, so t50 is the nearest point to the papers' per-target pull.
 """
 
 import ml_collections

@@ -9,10 +9,11 @@ the CLIP LR, 1 unimodal epoch, safe fraction +0.08 per epoch up to 0.85. results
 (`safe_poison_rate` against `base_poison_rate`, per attack `*_in_safe`) and the GMM's
 components and separation (`gmm_separation`, d').
 Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
-Variants:  r005 / r02 / r1 (default r1), s0 / s1 / s2, smoke (3 epochs: one per phase).
-Hardware:  2 CPU cores. Time: about 30 minutes at r1 on 2 shared cores.
-Expected:  r1, s0: see the results file (safe-set poison rate below the base rate is the
-           paper's mechanism).
+Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (3 epochs: one per phase).
+Hardware:  2 CPU cores. Time: about 12 minutes on one core (one XLA thread).
+Expected:  r1, s0: targeted ASR 0.06 and backdoor ASR 0.009 (CLIP 0.69, 0.86), safe-set poison
+           rate 0.0-0.6% against a 1.9% base rate, but zero-shot 0.23 (CLIP 0.91): the safe
+           fraction reaches only 61% by the last epoch (the results file says why).
 Results:   docs/results/clip-poisoning.md
 """
 
