@@ -76,7 +76,7 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.train.eval_every_epochs = 1000  # evaluate at the end only
 
   config.contrastive = contrastive_config.contrastive_defaults(method)
-  config.contrastive.warmup_steps = 300  # ~2 epochs; 50 left runs on a loss plateau (results)
+  config.contrastive.warmup_steps = 300  # ~2 epochs (50: a loss plateau; clip-poisoning.md)
   config.poison = contrastive_config.poison_defaults()
   config.poison.kind = "both"
   config.poison.rate = rate          # poisoned pairs per attack, of the clean training pairs
