@@ -4,6 +4,9 @@ the CLIP step's examples per second, and each phase's epoch time against a plain
 
   python benchmarks/clip_defence_cost.py runs/clip_scenes-<hash> runs/roclip_scenes-<hash> ...
 
+Run directories or globs, as `experiments.report` reads them (`report.find_runs`); unfinished
+runs are listed and skipped.
+
 An epoch's time is the sum of its train records' windows (steps x batch / examples_per_sec):
 a window spans everything between two log lines, so the work between epochs (RoCLIP's pool
 pre-fill, SafeCLIP's scoring and GMM split, the filter's scoring) lands in the next epoch's
@@ -25,18 +28,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ml_collections  # noqa: E402
 
+from robustdata import report  # noqa: E402
 from robustdata.contrastive import config as ccfg  # noqa: E402
 
 
-def epoch_costs(run_dir: str) -> dict:
+def epoch_costs(run: report.Run) -> dict:
   """{method, phases: {phase: [epoch seconds]}, score: [seconds], diagnosis: [seconds],
   examples_per_sec: [train windows' rates]} of one finished run."""
-  with open(os.path.join(run_dir, "config.json")) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(run.config)
   bsz = config.train.batch_size
   seconds, score, diagnosis, rates = collections.Counter(), [], {}, []
   last_step = 0
-  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+  with open(os.path.join(run.path, "metrics.jsonl")) as f:
     for line in f:
       rec = json.loads(line)
       split = rec.get("split")
@@ -57,17 +60,23 @@ def epoch_costs(run_dir: str) -> dict:
           "diagnosis": list(diagnosis.values()), "examples_per_sec": rates}
 
 
+def typical_epoch(phase: str, secs: list[float]) -> float:
+  """The median epoch of a phase; a run's first epoch carries compilation, so it is dropped
+  from the 'clip' phase (every run's first) where the phase has others."""
+  return statistics.median(secs[1:] if phase == "clip" and len(secs) > 1 else secs)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("runs", nargs="+", help="run directories; the first is the plain CLIP baseline")
   args = p.parse_args()
-  runs = [r for r in args.runs if os.path.isfile(os.path.join(r, "results.json"))]
-  for r in sorted(set(args.runs) - set(runs)):
-    print(f"skipped (unfinished, no results.json): {r}")
-  costs = [(run, epoch_costs(run)) for run in runs]
+  runs, unfinished = report.find_runs(args.runs)
+  for path in unfinished:
+    print(f"skipped (unfinished, no results.json): {path}")
+  costs = [(run.path, epoch_costs(run)) for run in runs]
   base = costs[0][1]
-  base_epoch = statistics.median(base["phases"]["clip"][1:] or base["phases"]["clip"])
+  base_epoch = typical_epoch("clip", base["phases"]["clip"])
   print(f"baseline: {costs[0][0]}: plain CLIP epoch {base_epoch:.1f} s (median over epochs "
         f"after the first), CLIP step {statistics.median(base['examples_per_sec']):.0f} "
         "examples/s (median window)\n")
@@ -75,8 +84,7 @@ def main() -> None:
   print("|---|---|---|---|---|---|---|")
   for run, c in costs:
     for phase, secs in c["phases"].items():
-      # The first epoch of a run carries compilation: dropped where the phase has others.
-      med = statistics.median(secs[1:] if phase == "clip" and len(secs) > 1 else secs)
+      med = typical_epoch(phase, secs)
       print(f"| {os.path.basename(run.rstrip('/'))} | {c['method']} | {phase} | {len(secs)} | "
             f"{med:.1f} | {med / base_epoch:.2f} | {(med - base_epoch) / base_epoch:+.0%} |")
   for run, c in costs:

@@ -25,6 +25,7 @@ from robustdata.contrastive import config as contrastive_config
 
 RATES = {"r005": 0.0005, "r02": 0.002, "r1": 0.01}
 CAPTIONS_PER_TARGET = {"t50": 50}  # targeted-only points: captions per target image
+POINTS = (*RATES, *CAPTIONS_PER_TARGET)  # the table's points, at most one per variant
 SEEDS = {"s0": 0, "s1": 1, "s2": 2}
 EPOCHS = 10
 NUM_TRAIN = 20000
@@ -33,10 +34,9 @@ MAX_TARGETS = 16  # the papers' 16 target images
 
 def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.ConfigDict, bool]:
   """(unlocked config of `method` on captioned_scenes for variant `arg`, whether smoke)."""
-  points = (*RATES, *CAPTIONS_PER_TARGET)
-  tokens = validation.parse_variants(arg, ("smoke", *points, *SEEDS), f"configs/clip_scenes/"
+  tokens = validation.parse_variants(arg, ("smoke", *POINTS, *SEEDS), f"configs/clip_scenes/"
                                      f"{name.removesuffix('_scenes')}.py",
-                                     exclusive=(points, tuple(SEEDS)))
+                                     exclusive=(POINTS, tuple(SEEDS)))
   smoke = "smoke" in tokens
   rate = RATES[next(iter(tokens & set(RATES)), "r1")]
   config = config_lib.base_config()
@@ -118,4 +118,4 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
 def sweep(path: str) -> list[str]:
   """The table's points of the config file at `path`: (3 rates + t50) x 3 seeds, as variant
   specs."""
-  return [f"{path}:{r},{s}" for r in (*RATES, *CAPTIONS_PER_TARGET) for s in SEEDS]
+  return [f"{path}:{r},{s}" for r in POINTS for s in SEEDS]
