@@ -54,11 +54,13 @@ ATTACK_DEFAULTS: dict[str, Any] = {
     "lr": 0.0,                # 0: the reference step size
     "pbatch": 512,            # gradient matching: poisons per batch of the objective
     "augment": True,          # gradient matching: differentiable augmentation
-    "retrain_every": 0,       # Sleeper Agent: retrain the substitute every R iterations (0: never)
+    "retrain_every": 0,       # gradient matching, Sleeper Agent: retrain the substitute from
+                              # scratch on the current poisons every R iterations (0: never)
     "seed": 0,                # choice of the bases, restarts, trigger
 }
 REFERENCE_ITERATIONS = {"gradient_matching": 250, "sleeper_agent": 250, "bullseye": 1200,
                         "hidden_trigger": 5000}
+RETRAINING = ("gradient_matching", "sleeper_agent")  # attacks whose crafting can retrain
 REFERENCE_LR = {"bullseye": 0.04, "hidden_trigger": 0.001}  # gradient matching: gm.reference_lr
 
 
@@ -82,6 +84,9 @@ class CraftTask(Task):
       lowest = 1 if field in ("restarts", "pbatch", "patch_size") else 0
       if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
         raise ConfigError(f"config.attack.{field}={value!r} must be an int >= {lowest}")
+    if get("retrain_every") and get("name") not in RETRAINING:
+      raise ConfigError(f"config.attack.retrain_every={get('retrain_every')} applies to "
+                        f"{sorted(RETRAINING)}, not to {get('name')!r}; allowed there: 0")
     if not isinstance(get("lr"), (int, float)) or get("lr") < 0:
       raise ConfigError(f"config.attack.lr={get('lr')!r} must be >= 0 (0: the reference value)")
     if config.data != config.substitute.data:
@@ -169,11 +174,18 @@ class CraftTask(Task):
     get, data, v = self.get, self.data, self.variables
     eps, lr = float(get("eps")), float(get("lr")) or None
     if self.name == "gradient_matching":
-      x_t = data.test.x[self.target][None]
-      g_t = gm.target_gradient(self.logits_fn, v, x_t, np.full(1, self.adv, np.int32))
+      x_t, y_t = data.test.x[self.target][None], np.full(1, self.adv, np.int32)
+      g_t = gm.target_gradient(self.logits_fn, v, x_t, y_t)
+
+      def refresh(k, delta):  # as Sleeper Agent: a new substitute and its target gradient
+        new_variables = self.retrain(k, delta)
+        return new_variables, gm.target_gradient(self.logits_fn, new_variables, x_t, y_t)
+
       res = gm.craft(self.logits_fn, v, g_t, self.x_base, np.full(self.count, self.adv, np.int32),
                      key=key, eps=eps, iterations=self.iterations, lr=lr, pbatch=get("pbatch"),
-                     restarts=1, augment=bool(get("augment")), mesh=self.driver.mesh)
+                     restarts=1, augment=bool(get("augment")), mesh=self.driver.mesh,
+                     retrain=refresh if get("retrain_every") else None,
+                     retrain_every=get("retrain_every"))
       return res.delta, res.loss
     if self.name == "sleeper_agent":
       sources_x = data.train.x[data.train.y == self.source]
@@ -203,9 +215,10 @@ class CraftTask(Task):
     return delta, float(losses[-1])
 
   def retrain(self, key, delta: np.ndarray):
-    """Sleeper Agent's retraining: the substitute's config trained from scratch (another seed)
-    on the train split with the current poisons, as a run of its own under this run's
-    directory; returns its final eval variables."""
+    """The retraining of Sleeper Agent (and of gradient matching with retrain_every): the
+    substitute's config trained from scratch (another seed) on the train split with the current
+    poisons, as a run of its own under this run's directory; returns its final eval
+    variables."""
     seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
     sub = config_lib.from_dict(config_lib.to_dict(self.config.substitute))
     with sub.unlocked():

@@ -47,6 +47,9 @@ def _stage_dirs(workdir: str) -> list[str]:
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_smoke_run_of_every_attack(attack, workdir):
   config = _config(attack, "smoke,friendly_random")
+  if attack == "gm":  # crafting retrains the substitute once, after iteration 2 (of 0-4)
+    with config.unlocked():
+      config.poisons.attack.retrain_every = 2
   run_dir, results = runner.run(config, workdir)
   for key in ("test_accuracy", "poison_count", "poison_budget", "poison_eps", "defence",
               "config_hash", "wall_time_s", "friendly_time_s"):
@@ -61,6 +64,9 @@ def test_smoke_run_of_every_attack(attack, workdir):
   assert np.abs(art.perturbations).max() <= art.eps + 1e-6
   with open(os.path.join(craft_dir, "results.json")) as f:
     assert json.load(f)["attack"] == art.attack
+  retrained = os.path.join(craft_dir, "retrain")
+  assert (len(os.listdir(retrained)) if os.path.isdir(retrained) else 0) == (
+      1 if attack == "gm" else 0)
 
 
 @pytest.mark.slow
@@ -160,12 +166,13 @@ def test_poisons_for_other_data_are_refused(tmp_path):
     ("poisons.attack.name", "label_flip", "config.attack.name='label_flip'"),
     ("poisons.attack.target_index", 10_000, "config.attack.target_index=10000"),
     ("poisons.attack.trigger", "rainbow", "config.attack.trigger='rainbow'"),
+    ("poisons.attack.retrain_every", 5, "config.attack.retrain_every=5 applies to"),
     ("friendly.clamp", -0.1, "config.friendly.clamp=-0.1"),
     ("friendly.noise_kind", "salt", "config.friendly.noise_kind='salt'"),
 ])
 def test_bad_attack_and_defence_fields_are_named_before_anything_runs(field, value, match,
                                                                       tmp_path):
-  config = _config("htb" if field.endswith("trigger") else "gm")
+  config = _config("htb" if field.endswith(("trigger", "retrain_every")) else "gm")
   with config.unlocked():
     *path, name = field.split(".")
     section = config
