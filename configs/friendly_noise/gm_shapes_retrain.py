@@ -14,12 +14,12 @@ Command:   python -m experiments.main \
 Variants:  a defence or `clean` (no poisons applied), trial0..trial9, seed0..seed2, smoke
            (common.py).
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/gm_shapes_retrain.py \
-             --workdir=runs/fn    (5 targets x 3 victim seeds x the control and 6 defences)
+             --workdir=runs/fn    (10 targets x 3 victim seeds x the control and 6 defences)
 Hardware:  2 CPU cores.
 Time:      ~3.5 minutes of crafting per target (4 retrainings); a victim ~35 s (~65 s with
            Friendly Noise).
-Expected:  undefended targeted_asr: see the results file (against gm_shapes.py on the same
-           targets).
+Expected:  undefended targeted_asr 0.50 over the 10 targets x 3 seeds (gm_shapes.py: 0.33):
+           6 of 10 targets flip in at least one victim (gm_shapes.py: 4).
 Results:   docs/results/poisoning.md
 """
 
@@ -33,5 +33,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  return common.sweep("configs/friendly_noise/gm_shapes_retrain.py", trials=5, seeds=3,
+  return common.sweep("configs/friendly_noise/gm_shapes_retrain.py", trials=10, seeds=3,
                       defences=(common.CONTROL, *common.DEFENCES))
