@@ -60,7 +60,8 @@ ATTACK_DEFAULTS: dict[str, Any] = {
 }
 REFERENCE_ITERATIONS = {"gradient_matching": 250, "sleeper_agent": 250, "bullseye": 1200,
                         "hidden_trigger": 5000}
-RETRAINING = ("gradient_matching", "sleeper_agent")  # attacks whose crafting can retrain
+# The attacks crafted by gradient matching (gm.craft): restarts and retraining apply to them.
+GRADIENT_MATCHING = ("gradient_matching", "sleeper_agent")
 REFERENCE_LR = {"bullseye": 0.04, "hidden_trigger": 0.001}  # gradient matching: gm.reference_lr
 
 
@@ -84,9 +85,9 @@ class CraftTask(Task):
       lowest = 1 if field in ("restarts", "pbatch", "patch_size") else 0
       if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
         raise ConfigError(f"config.attack.{field}={value!r} must be an int >= {lowest}")
-    if get("retrain_every") and get("name") not in RETRAINING:
+    if get("retrain_every") and get("name") not in GRADIENT_MATCHING:
       raise ConfigError(f"config.attack.retrain_every={get('retrain_every')} applies to "
-                        f"{sorted(RETRAINING)}, not to {get('name')!r}; allowed there: 0")
+                        f"{sorted(GRADIENT_MATCHING)}, not to {get('name')!r}; allowed there: 0")
     if not isinstance(get("lr"), (int, float)) or get("lr") < 0:
       raise ConfigError(f"config.attack.lr={get('lr')!r} must be >= 0 (0: the reference value)")
     if config.data != config.substitute.data:
@@ -133,8 +134,7 @@ class CraftTask(Task):
     self.craft_time_s = 0.0
 
   def epochs(self) -> int:
-    multi = self.name in ("gradient_matching", "sleeper_agent")
-    return int(self.get("restarts")) if multi else 1
+    return int(self.get("restarts")) if self.name in GRADIENT_MATCHING else 1
 
   def abstract_state(self) -> Any:
     return abstract_on(self.abstract, jax.tree.map(lambda _: self.repl, self.abstract))
