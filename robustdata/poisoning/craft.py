@@ -175,17 +175,12 @@ class CraftTask(Task):
     eps, lr = float(get("eps")), float(get("lr")) or None
     if self.name == "gradient_matching":
       x_t, y_t = data.test.x[self.target][None], np.full(1, self.adv, np.int32)
-      g_t = gm.target_gradient(self.logits_fn, v, x_t, y_t)
-
-      def refresh(k, delta):  # as Sleeper Agent: a new substitute and its target gradient
-        new_variables = self.retrain(k, delta)
-        return new_variables, gm.target_gradient(self.logits_fn, new_variables, x_t, y_t)
-
-      res = gm.craft(self.logits_fn, v, g_t, self.x_base, np.full(self.count, self.adv, np.int32),
+      gradient = lambda variables: gm.target_gradient(self.logits_fn, variables, x_t, y_t)
+      res = gm.craft(self.logits_fn, v, gradient(v), self.x_base, np.full(self.count, self.adv, np.int32),
                      key=key, eps=eps, iterations=self.iterations, lr=lr, pbatch=get("pbatch"),
                      restarts=1, augment=bool(get("augment")), mesh=self.driver.mesh,
-                     retrain=refresh if get("retrain_every") else None,
-                     retrain_every=get("retrain_every"))
+                     retrain=self.retrain if get("retrain_every") else None,
+                     gradient=gradient, retrain_every=get("retrain_every"))
       return res.delta, res.loss
     if self.name == "sleeper_agent":
       sources_x = data.train.x[data.train.y == self.source]

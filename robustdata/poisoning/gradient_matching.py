@@ -29,8 +29,10 @@ from robustdata import losses as losses_lib
 PyTree = Any
 Variables = Any  # {"params": ..., **model_state}
 LogitsFn = Callable[[Variables, jax.Array], jax.Array]
-# retrain(key, perturbations[N, H, W, C]) -> (variables, target_grad), see `craft`.
-RefreshFn = Callable[[jax.Array, np.ndarray], tuple[Variables, PyTree]]
+# retrain(key, perturbations[N, H, W, C] of the current poisons) -> new substitute variables.
+RetrainFn = Callable[[jax.Array, np.ndarray], Variables]
+# gradient(variables) -> the gradient the poisons match (the target's, or the stamped sources').
+GradientFn = Callable[[Variables], PyTree]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _ADAM = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)  # torch.optim.Adam's defaults
@@ -285,7 +287,8 @@ def craft(logits_fn: LogitsFn, variables: Variables, target_grad: PyTree, x_base
           y_base: np.ndarray, *, key: jax.Array, eps: float, iterations: int = 250,
           lr: Optional[float] = None, pbatch: int = 512, restarts: int = 8, gamma: float = 0.1,
           augment: bool = True, max_shift: float = 4.0, mesh: Optional[Mesh] = None,
-          retrain: Optional[RefreshFn] = None, retrain_every: int = 0,
+          retrain: Optional[RetrainFn] = None, gradient: Optional[GradientFn] = None,
+          retrain_every: int = 0,
           log: Optional[Callable[[int, int, float], None]] = None) -> CraftResult:
   """Crafts perturbations for the poisons x_base (N, H, W, C) labelled y_base (N,).
 
@@ -296,10 +299,14 @@ def craft(logits_fn: LogitsFn, variables: Variables, target_grad: PyTree, x_base
   its 'data' axis and variables are replicated; batches are padded with masked rows to a
   multiple of the device count, and augmentation draws per example id, so the result does not
   depend on the number of devices. With `retrain` and `retrain_every` = R, after iterations
-  it % R == 0 (not the first nor the last) `retrain(key, δ)` supplies new (variables,
-  target_grad), as Sleeper Agent retrains its substitute; each restart starts from the given
-  variables. `log(restart, it, loss)` is called every iteration.
+  it % R == 0 (not the first nor the last) the substitute is replaced by `retrain(key, δ)` and
+  the matched gradient recomputed as `gradient(new variables)`, as Sleeper Agent retrains its
+  substitute; each restart starts from the given variables. `log(restart, it, loss)` is called
+  every iteration.
   """
+  if retrain is not None and gradient is None:
+    raise ValueError("craft(retrain=...) needs gradient=: the gradient to match recomputed for "
+                     "the retrained substitute")
   x_base = np.asarray(x_base, np.float32)
   y_base = np.broadcast_to(np.asarray(y_base, np.int32), (len(x_base),))
   n = len(x_base)
@@ -339,9 +346,9 @@ def craft(logits_fn: LogitsFn, variables: Variables, target_grad: PyTree, x_base
       if (retrain is not None and retrain_every and it % retrain_every == 0 and it != 0
           and it != iterations - 1):
         current = np.asarray(delta)[idx >= 0]
-        new_v, new_g = retrain(jax.random.fold_in(retrain_key, it), current)
+        new_v = retrain(jax.random.fold_in(retrain_key, it), current)
         v = jax.tree_util.tree_map(put_rep, new_v)
-        g_t = jax.tree_util.tree_map(put_rep, new_g)
+        g_t = jax.tree_util.tree_map(put_rep, gradient(new_v))
     results.append(np.asarray(delta)[idx >= 0])
     scores.append(loss)
   best = int(np.argmin(scores))

@@ -26,7 +26,7 @@ __all__ = ["craft_sleeper_agent", "gradient_norms", "random_positions", "select_
            "source_gradient", "stamp_trigger", "stamp_random"]
 
 # retrain(key, perturbations[N, H, W, C] of the current poisons) -> substitute variables.
-RetrainFn = Callable[[jax.Array, np.ndarray], gm.Variables]
+RetrainFn = gm.RetrainFn
 
 
 def stamp_random(images: np.ndarray, trigger: np.ndarray, *, seed: int) -> np.ndarray:
@@ -88,16 +88,10 @@ def craft_sleeper_agent(logits_fn: gm.LogitsFn, variables: gm.Variables, x_poiso
   `target_class`) so their gradient matches the stamped-source gradient; with `retrain`, the
   substitute is replaced by `retrain(key, δ)` every `retrain_every` iterations (reference:
   from scratch on the data with the current poisons) and the source gradient recomputed."""
-  g_s = source_gradient(logits_fn, variables, x_source_stamped, target_class,
-                        batch_size=source_batch_size)
-
-  def refresh(k, delta):
-    new_variables = retrain(k, delta)
-    return new_variables, source_gradient(logits_fn, new_variables, x_source_stamped,
-                                          target_class, batch_size=source_batch_size)
-
+  gradient = functools.partial(source_gradient, logits_fn, x_source_stamped=x_source_stamped,
+                               target_class=target_class, batch_size=source_batch_size)
   y = np.full(len(x_poison), target_class, np.int32)
-  return gm.craft(logits_fn, variables, g_s, x_poison, y, key=key, eps=eps, iterations=iterations,
+  return gm.craft(logits_fn, variables, gradient(variables), x_poison, y, key=key, eps=eps, iterations=iterations,
                   lr=lr, pbatch=pbatch, restarts=restarts, augment=augment, max_shift=max_shift,
-                  mesh=mesh, retrain=refresh if retrain is not None else None,
-                  retrain_every=retrain_every, log=log)
+                  mesh=mesh, retrain=retrain, gradient=gradient, retrain_every=retrain_every,
+                  log=log)

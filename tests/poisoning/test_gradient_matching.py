@@ -5,6 +5,7 @@ Adam and the projection, the schedule, crafting, and sharded crafting on 8 fake 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from robustdata.poisoning import gradient_matching as gm
 from tests.conftest import run_python
@@ -134,6 +135,15 @@ def test_craft_lowers_objective_and_keeps_the_bounds():
   start = gm.objective(logits_fn, v, g_t, x_b, np.zeros_like(x_b), np.ones(10), pbatch=4)
   assert final < 0.7 * start, (start, final)
   assert res.losses[res.restart, -1] < res.losses[res.restart, 0]
+
+
+def test_retraining_needs_the_gradient_to_recompute():
+  _, v, logits_fn, _ = tm.make(2)
+  x_b = tm.images(8, 4)
+  g_t = gm.target_gradient(logits_fn, v, tm.images(7, 1), np.array([1]))
+  with pytest.raises(ValueError, match="gradient="):
+    gm.craft(logits_fn, v, g_t, x_b, np.ones(4, np.int32), key=jax.random.PRNGKey(0), eps=0.1,
+             iterations=4, restarts=1, retrain=lambda key, delta: v, retrain_every=2)
 
 
 _SHARDED = r"""
