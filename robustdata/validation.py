@@ -391,6 +391,7 @@ RULES: dict[str, Rule] = {
     "contrastive.break_epoch": POS_INT,
     "contrastive.clip_warmup_epochs": NONNEG_INT,
     "contrastive.drop_overflow": Flag(),
+    "contrastive.phase_c_warmup": Flag(),
     "contrastive.pool_prefill": Choice(("captions", "random")),
     "contrastive.eda_captions": Choice(("once", "epoch", "off")),
     "contrastive.aug_chain": Choice(("cross_aug", "small", "none")),

@@ -11,9 +11,11 @@ components and separation (`gmm_separation`, d').
 Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
 Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (3 epochs: one per phase).
 Hardware:  2 CPU cores. Time: about 12 minutes on one core (one XLA thread).
-Expected:  r1, s0: targeted ASR 0.06 and backdoor ASR 0.009 (CLIP 0.69, 0.86), safe-set poison
-           rate 0.0-0.6% against a 1.9% base rate, but zero-shot 0.23 (CLIP 0.91): the safe
-           fraction reaches only 61% by the last epoch (the results file says why).
+Expected:  r1, s0: targeted ASR 0.00 and backdoor ASR 0.031 (CLIP 0.69, 0.86), safe-set poison
+           rate 0.05-0.6% against a 1.9% base rate, but zero-shot 0.23 (CLIP 0.91): the safe
+           fraction reaches only 61% by the last epoch, about 2.7 epochs of pairs under the CLIP
+           loss (CLIP trained 3 epochs: 0.30); the results file says more. With
+           phase_c_warmup=False (the table's runs): targeted 0.06, backdoor 0.009, zero-shot 0.23.
 Results:   docs/results/clip-poisoning.md
 """
 

@@ -13,7 +13,10 @@ grows by 0.08 per epoch (cap 0.85) instead of 0.01.
 Command:   python -m experiments.main --config=configs/safeclip/shapes.py
 Variants:  `smoke` (tiny, 3 epochs: one per phase, for tests), default (1 + 1 + 23 = 25 epochs).
 Hardware:  2 CPU cores. Time: 200-220 s per run on one core (2 cores shared).
-Expected:  seeds 0-2 (CLIP in brackets): at poison.count=16 targeted_asr 0.167 (0.667),
+Expected:  with config.contrastive.phase_c_warmup (the default), seed 0 at poison.count=16
+           (one XLA thread): targeted_asr 0.25 (CLIP 1.00), backdoor_asr 0.18 (0.33), zero-shot
+           0.68 (0.63), 12 of 32 poisons in the last safe set of 1,332 pairs.
+           With phase_c_warmup=False, seeds 0-2: at poison.count=16 targeted_asr 0.167 (0.667),
            backdoor_asr 0.080 (0.321), zero_shot_accuracy 0.702 (0.731); at the default 32
            zero-shot 0.708 (0.755), targeted 0.417 (0.750), backdoor 0.607 (0.537): at 4% and
            11% the split does not keep the poisons out (results.json `safeclip_splits`).

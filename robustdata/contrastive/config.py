@@ -45,6 +45,9 @@ _METHOD_FIELDS = {
         safe_fraction_update=0.01,  # r <- min(r + update, cap) after every split
         safe_fraction_cap=0.85,
         aug_chain="cross_aug",  # image chain of every view: 'cross_aug' (reference) or 'small'
+        phase_c_warmup=True,    # each Phase C pass warms up linearly over its first
+                                # warmup_steps steps, as the reference's new Phase C schedules
+                                # do; False: the half-cosine alone, from the peak LR
     ),
     "cleanclip": dict(
         pretrained_checkpoint="",  # a finished `clip` run directory; '' pre-trains in this run

@@ -246,7 +246,22 @@ class ContrastiveTask(Task):
                                        total_steps=total)
     start, count = self.phase_span("safe")  # Phase C: half-cosine by epoch progress per pass
     peak = c.in_lr if kind == "unimodal" else c.cross_lr
-    return optim.cosine(peak, (epoch - start + i / max(steps, 1)) / count)
+    lr = optim.cosine(peak, (epoch - start + i / max(steps, 1)) / count)
+    if c.phase_c_warmup:  # times a linear warm-up over the pass's own first warmup_steps steps
+      lr *= min(1.0, (self.phase_c_steps(kind, epoch, i) + 1) / max(c.warmup_steps, 1))
+    return lr
+
+  def phase_c_steps(self, kind: str, epoch: int, i: int) -> int:
+    """Steps of the Phase C pass `kind` (unimodal on the risky pairs, CLIP on the safe ones)
+    taken before step i of `epoch`: each earlier split's pass counts its batches, and this
+    epoch's plan runs the risky batches first. Derived from the split history, so it resumes."""
+    bsz, n = self.bsz, self.n
+    sizes = [h["safe_count"] if kind != "unimodal" else n - h["safe_count"]
+             for h in self.split_history if h["epoch"] < epoch]
+    earlier = sum(-(-size // bsz) for size in sizes)
+    if kind == "unimodal":
+      return earlier + i
+    return earlier + i - sum(1 for _, k in self.plan if k == "unimodal")
 
   def plan_epoch(self, epoch: int) -> tuple[str, list[tuple[np.ndarray, str]]]:
     """(phase, [(indices, step kind)]) of `epoch`; SafeCLIP's split comes from `self.safe`."""

@@ -66,12 +66,16 @@ def _tiny(method: str):
         c[field] = 48
     if "clean_subset_size" in c:
       c.clean_subset_size = 64
+    if method == "safeclip":  # two Phase C epochs, a warm-up spanning both, a record per step
+      config.train.epochs = 4
+      config.train.log_every_steps = 1
+      c.warmup_steps = 7
   return config
 
 
 @pytest.fixture(scope="module")
 def safeclip_run(tmp_path_factory):
-  """One uninterrupted SafeCLIP smoke run (3 epochs: unimodal, filter, safe/risky split)."""
+  """One uninterrupted SafeCLIP smoke run (4 epochs: unimodal, filter, two safe/risky splits)."""
   return runner.run(_tiny("safeclip"), str(tmp_path_factory.mktemp("safeclip")))
 
 
@@ -150,6 +154,37 @@ def test_interrupted_safeclip_resumes_to_the_same_results(safeclip_run, tmp_path
   with open(os.path.join(part_dir, "metrics.jsonl")) as f:
     got = [_untimed(json.loads(line)) for line in f]
   assert got == expected  # the resumed log equals the uninterrupted one
+
+
+def test_safeclip_phase_c_passes_warm_up_over_their_own_steps(safeclip_run):
+  """Each Phase C pass (unimodal on the risky pairs, then CLIP on the safe ones) ramps its LR
+  linearly over its own first warmup_steps steps, across epochs, times the half-cosine by
+  epoch progress: every logged Phase C LR against a loop that counts each pass's steps."""
+  run_dir, results = safeclip_run
+  c, bsz = _tiny("safeclip").contrastive, 32
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  logged = {r["step"]: r["lr"] for r in records if r.get("split") == "train" and "lr" in r}
+  splits = results["safeclip_splits"]
+  start = c.inmodal_warmup + c.multimodal_warmup
+  n = results["train_size"]
+  step = (start * n) // bsz  # Phases A and B: whole batches only
+  taken = {"unimodal": 0, "cross_clip": 0}
+  checked = 0
+  for e, split in enumerate(splits):
+    assert split["epoch"] == start + e
+    kinds = (["unimodal"] * -(-(n - split["safe_count"]) // bsz)
+             + ["cross_clip"] * -(-split["safe_count"] // bsz))
+    for i, kind in enumerate(kinds):
+      peak = c.in_lr if kind == "unimodal" else c.cross_lr
+      t = (e + i / len(kinds)) / len(splits)
+      want = 0.5 * peak * (1 + np.cos(np.pi * t)) * min(1.0, (taken[kind] + 1) / c.warmup_steps)
+      taken[kind] += 1
+      step += 1
+      np.testing.assert_allclose(logged[step], want, rtol=1e-6, err_msg=f"step {step} {kind}")
+      checked += 1
+  assert checked == results["steps"] - (start * n) // bsz and taken["cross_clip"] > 0
+  assert any(k >= c.warmup_steps for k in taken.values())  # past the ramp, and inside it
 
 
 def _untimed(record: dict) -> dict:

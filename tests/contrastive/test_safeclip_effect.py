@@ -5,14 +5,18 @@ and lowers both attack success rates at about the same zero-shot accuracy; Clean
 fine-tuning of that CLIP run (30 epochs on 768 clean pairs, multimodal + unimodal loss) lowers
 both as well.
 
-Measured with these configs pinned to one core (seeds 0 / 1 / 2, CLIP -> SafeCLIP): targeted
-ASR 1.00 / 0.50 / 0.50 -> 0.00 / 0.25 / 0.25, backdoor ASR 0.32 / 0.25 / 0.39 -> 0.13 / 0.04 /
-0.07, zero-shot 0.62 / 0.72 / 0.85 -> 0.62 / 0.68 / 0.80, poisons in the last safe set 11 / 3 /
-7 of 32 in 1,332 pairs (base rate 2%); CleanCLIP targeted 0.083 and backdoor 0.256 on average
-(CLIP 0.667 / 0.321). Seed 0 is not bitwise reproducible across machines and library builds
-(one-thread runs gave zero-shot / targeted / backdoor CLIP 0.600 / 1.00 / 0.351, SafeCLIP
-0.592 / 0.00 / 0.212, CleanCLIP 0.752 / 0.00 / 0.225 on one build and 0.624 / 1.00 / 0.321,
-0.624 / 0.00 / 0.126 on another), so the bounds below are directions, not tuned margins.
+Measured with these configs pinned to one core, seed 0, SafeCLIP's Phase C passes warming up
+(config.contrastive.phase_c_warmup, the default): CLIP / SafeCLIP / CleanCLIP zero-shot 0.626 /
+0.684 / 0.760, targeted ASR 1.00 / 0.25 / 0.25, backdoor ASR 0.331 / 0.180 / 0.180, poisons in
+the last safe set 12 of 32 in 1,332 pairs. Without that warm-up (seeds 0 / 1 / 2, CLIP ->
+SafeCLIP): targeted ASR 1.00 / 0.50 / 0.50 -> 0.00 / 0.25 / 0.25, backdoor ASR 0.32 / 0.25 /
+0.39 -> 0.13 / 0.04 / 0.07, zero-shot 0.62 / 0.72 / 0.85 -> 0.62 / 0.68 / 0.80, poisons in the
+last safe set 11 / 3 / 7 of 32 in 1,332 pairs (base rate 2%); CleanCLIP targeted 0.083 and
+backdoor 0.256 on average (CLIP 0.667 / 0.321). Seed 0 is not bitwise reproducible across
+machines and library builds (one-thread runs gave zero-shot / targeted / backdoor CLIP 0.600 /
+1.00 / 0.351, SafeCLIP 0.592 / 0.00 / 0.212, CleanCLIP 0.752 / 0.00 / 0.225 on one build and
+0.624 / 1.00 / 0.321, 0.624 / 0.00 / 0.126 on another), so the bounds below are directions, not
+tuned margins.
 
 All three runs happen one after another in one child process on one CPU (`one_thread.py`):
 the same seed-0 CLIP/SafeCLIP pair run by `pytest -n 2` in the worker's process, with its
