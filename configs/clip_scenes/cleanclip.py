@@ -11,7 +11,7 @@ Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (1 CLIP + 1 fi
            epoch).
 Hardware:  2 CPU cores. Time: about 10 minutes on one core (one XLA thread).
 Expected:  r1, s0: zero-shot 0.92, targeted ASR 0.06, backdoor ASR 0.17 (CLIP 0.91, 0.69, 0.86);
-           t50: targeted ASR 0.19 (CLIP 1.00).
+           t50: targeted ASR 0.19 (CLIP 1.00); seeds 0-2: 0.17 ± 0.04 (CLIP 1.00 in each).
 Results:   docs/results/clip-poisoning.md
 """
 
