@@ -17,12 +17,13 @@ Variants:  a defence or `clean` (no poisons applied), trial0..trial9 (the crafti
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/htb_shapes.py \
              --workdir=runs/fn    (3 trials x 3 victim seeds x the control and 6 defences)
 Hardware:  2 CPU cores.
-Time:      crafting up to 5,000 steps: 27 minutes on a loaded core (load 4 on 2 cores; 300 steps
-           take 30 s there and give about the same backdoor); a victim 30-40 s undefended, about
-           2.5 minutes with Friendly Noise, 6 with DP-SGD.
-Expected:  trial 0, seed 0: backdoor_asr 0.92 undefended against 0.00 for the clean control, at
-           0.82 vs 0.83 clean accuracy; random 0.72, friendly 0.84, friendly + random 0.77 (at
-           0.69 accuracy), DP-SGD 0.89, EPIC 0.93: in the transfer setting no defence stops it.
+Time:      crafting (5,000 steps) 5-8 minutes on one core, 27 under load 4 (300 steps give about
+           the same backdoor); a victim ~20 s undefended, ~65 s with Friendly Noise, ~90 s with
+           DP-SGD.
+Expected:  backdoor_asr over 3 trials x 3 seeds: 0.86 undefended (0.68-0.97 per trial) against
+           0.00 for the clean control, at 0.825 vs 0.833 clean accuracy; random 0.60, friendly
+           0.74, friendly + random 0.70 (at 0.687 accuracy), DP-SGD 0.76, EPIC 0.91: in the
+           transfer setting no defence stops it.
 Results:   docs/results/poisoning.md
 """
 
