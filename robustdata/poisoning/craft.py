@@ -175,10 +175,14 @@ class CraftTask(Task):
     eps, lr = float(get("eps")), float(get("lr")) or None
     if self.name == "gradient_matching":
       x_t, y_t = data.test.x[self.target][None], np.full(1, self.adv, np.int32)
-      gradient = lambda variables: gm.target_gradient(self.logits_fn, variables, x_t, y_t)
-      res = gm.craft(self.logits_fn, v, gradient(v), self.x_base, np.full(self.count, self.adv, np.int32),
-                     key=key, eps=eps, iterations=self.iterations, lr=lr, pbatch=get("pbatch"),
-                     restarts=1, augment=bool(get("augment")), mesh=self.driver.mesh,
+
+      def gradient(variables):  # the target's adversarial gradient (again after a retraining)
+        return gm.target_gradient(self.logits_fn, variables, x_t, y_t)
+
+      res = gm.craft(self.logits_fn, v, gradient(v), self.x_base,
+                     np.full(self.count, self.adv, np.int32), key=key, eps=eps,
+                     iterations=self.iterations, lr=lr, pbatch=get("pbatch"), restarts=1,
+                     augment=bool(get("augment")), mesh=self.driver.mesh,
                      retrain=self.retrain if get("retrain_every") else None,
                      gradient=gradient, retrain_every=get("retrain_every"))
       return res.delta, res.loss

@@ -91,7 +91,7 @@ def craft_sleeper_agent(logits_fn: gm.LogitsFn, variables: gm.Variables, x_poiso
   gradient = functools.partial(source_gradient, logits_fn, x_source_stamped=x_source_stamped,
                                target_class=target_class, batch_size=source_batch_size)
   y = np.full(len(x_poison), target_class, np.int32)
-  return gm.craft(logits_fn, variables, gradient(variables), x_poison, y, key=key, eps=eps, iterations=iterations,
-                  lr=lr, pbatch=pbatch, restarts=restarts, augment=augment, max_shift=max_shift,
-                  mesh=mesh, retrain=retrain, gradient=gradient, retrain_every=retrain_every,
-                  log=log)
+  return gm.craft(logits_fn, variables, gradient(variables), x_poison, y, key=key, eps=eps,
+                  iterations=iterations, lr=lr, pbatch=pbatch, restarts=restarts, augment=augment,
+                  max_shift=max_shift, mesh=mesh, retrain=retrain, gradient=gradient,
+                  retrain_every=retrain_every, log=log)
