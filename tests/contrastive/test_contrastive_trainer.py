@@ -161,7 +161,8 @@ def test_safeclip_phase_c_passes_warm_up_over_their_own_steps(safeclip_run):
   linearly over its own first warmup_steps steps, across epochs, times the half-cosine by
   epoch progress: every logged Phase C LR against a loop that counts each pass's steps."""
   run_dir, results = safeclip_run
-  c, bsz = _tiny("safeclip").contrastive, 32
+  config = _tiny("safeclip")
+  c, bsz = config.contrastive, config.train.batch_size
   with open(os.path.join(run_dir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
   logged = {r["step"]: r["lr"] for r in records if r.get("split") == "train" and "lr" in r}
