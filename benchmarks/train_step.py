@@ -1,10 +1,14 @@
 """Is the input path the bottleneck? Compiled step on a cached device batch vs the full loop.
 
 For MLP, CNN and ResNet-20 at batch 128 and 512 on 32x32x3 inputs: steps/s of the jitted train
-step fed one cached device batch, and of the loop path (policy -> host gather and padding ->
-device put -> step), with the ratio loop/step (time per step). Target: within 1.15x at 512.
+step fed one cached device batch, and of the loop path (policy -> batch -> step) two ways: the
+host path (host gather and padding -> device put) and the resident path the loader takes for a
+small split (indices put -> jitted gather from a device copy of the split), with the ratios
+loop/step (time per step). A third baseline feeds the step 8 cached device batches in turn:
+the cost of a step on a batch that is not the one it just read (the input path's floor).
+Target: within 1.15x at 512.
 
-  python benchmarks/train_step.py [--quick]
+  python benchmarks/train_step.py [--quick] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ def _time(fn, iters: int) -> float:
   return (time.perf_counter() - start) / iters
 
 
-def bench(name: str, batch_size: int, iters: int) -> tuple[float, float]:
+def bench(name: str, batch_size: int, iters: int, rounds: int) -> tuple[float, ...]:
+  """Median seconds per step of (cached, 8 cached, host loop, resident loop) over `rounds`
+  interleaved rounds."""
   model = MODELS[name]()
   mesh = sharding_lib.make_mesh()
   cfg = config_lib.base_config()
@@ -57,19 +63,22 @@ def bench(name: str, batch_size: int, iters: int) -> tuple[float, float]:
                                           augment=("crop", "flip")),
                  in_shardings=(state_sh, bsh, repl), out_shardings=(state_sh, repl),
                  donate_argnums=(0,))
-  loader = BatchLoader(data, batch_size=batch_size, sharding=bsh, with_groups=False)
+  loaders = [BatchLoader(data, batch_size=batch_size, sharding=bsh, with_groups=False,
+                         resident=resident) for resident in (False, True)]
+  assert loaders[1].resident
   conf = ml_collections.ConfigDict({"policy": {"name": "full"}})
   policy = FullData(conf, data, batch_size=batch_size, seed=0, num_classes=10)
   ctx = PolicyContext(step=0, epoch=0, state=None, probe=None)
-  cached = loader.device_batch(*policy.next_batch(ctx))
-  holder = {"state": jax.device_put(state, repl), "epoch": 0}
+  cached = [loaders[0].device_batch(*policy.next_batch(ctx)) for _ in range(8)]
+  holder = {"state": jax.device_put(state, repl), "epoch": 0, "i": 0}
   lr = np.float32(0.1)
 
-  def cached_step():
-    holder["state"], m = step(holder["state"], cached, lr)
+  def cached_step(rotate: bool):
+    holder["i"] += rotate
+    holder["state"], m = step(holder["state"], cached[holder["i"] % len(cached)], lr)
     return m["loss"]
 
-  def loop_step():
+  def loop_step(loader):
     if policy.position >= policy.steps_for(ctx):
       holder["epoch"] += 1
       ctx.epoch = holder["epoch"]
@@ -78,9 +87,10 @@ def bench(name: str, batch_size: int, iters: int) -> tuple[float, float]:
     holder["state"], m = step(holder["state"], batch, lr)
     return m["loss"]
 
-  t_step = _time(cached_step, iters)
-  t_loop = _time(loop_step, iters)
-  return t_step, t_loop
+  fns = (lambda: cached_step(False), lambda: cached_step(True), lambda: loop_step(loaders[0]),
+         lambda: loop_step(loaders[1]))
+  times = np.asarray([[_time(fn, iters) for fn in fns] for _ in range(rounds)])
+  return tuple(np.median(times, axis=0))
 
 
 def main():
@@ -88,16 +98,19 @@ def main():
   parser.add_argument("--quick", action="store_true", help="fewer iterations")
   parser.add_argument("--models", default="mlp,cnn,resnet20")
   parser.add_argument("--batches", default="128,512")
+  parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians)")
   args = parser.parse_args()
   print(f"devices: {jax.devices()}")
-  print(f"{'model':<10} {'batch':>5} {'step/s (cached)':>16} {'step/s (loop)':>14} "
-        f"{'loop/step time':>15}")
+  print(f"{'model':<10} {'batch':>5} {'step/s (cached)':>16} {'(8 cached)':>11} "
+        f"{'(host)':>8} {'(resident)':>11} {'8 cached/step':>14} {'host/step':>10} "
+        f"{'resident/step':>14}")
   for name in args.models.split(","):
     for b in (int(x) for x in args.batches.split(",")):
       iters = (3 if args.quick else 10) if name == "resnet20" else (10 if args.quick else 50)
-      t_step, t_loop = bench(name, b, iters)
-      print(f"{name:<10} {b:>5} {1 / t_step:>16.2f} {1 / t_loop:>14.2f} {t_loop / t_step:>15.3f}",
-            flush=True)
+      t_step, t_rotate, t_host, t_resident = bench(name, b, iters, args.rounds)
+      print(f"{name:<10} {b:>5} {1 / t_step:>16.2f} {1 / t_rotate:>11.2f} {1 / t_host:>8.2f} "
+            f"{1 / t_resident:>11.2f} {t_rotate / t_step:>14.3f} {t_host / t_step:>10.3f} "
+            f"{t_resident / t_step:>14.3f}", flush=True)
 
 
 if __name__ == "__main__":

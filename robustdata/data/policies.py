@@ -52,6 +52,9 @@ class Policy(abc.ABC):
   """
 
   DEFAULTS: dict[str, Any] = {}
+  # True for a policy that writes rows of the train split in place while training: the loader
+  # then gathers every batch on the host instead of from a device copy of the split.
+  rewrites_train = False
 
   def __init__(self, config, train: Dataset, *, batch_size: int, seed: int,
                num_classes: int, num_groups: int = 0):

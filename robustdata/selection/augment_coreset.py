@@ -57,6 +57,8 @@ def extend_with_slots(train: Dataset, base: int, slots: int) -> None:
 class AugmentCoreset(EpochPolicy):
   """M ∪ A per epoch: M per `main`, A = `selection` rows strongly augmented (RandAugment)."""
 
+  rewrites_train = True  # the slots of A are written into the split every epoch
+
   DEFAULTS = {
       "fraction": 0.1,          # s: |A| = s N (coreset or random); 'full' augments all N
       "refresh_every": 5,       # R: reselect A every R epochs

@@ -107,7 +107,7 @@ class SupervisedTask(Task):
     physical = int(getattr(self.policy, "physical_batch_size", config.train.batch_size))
     physical = -(-physical // mesh.size) * mesh.size
     self.loader = BatchLoader(data.train, batch_size=physical, sharding=self.batch_sharding,
-                              with_groups=True)
+                              with_groups=True, resident=not self.policy.rewrites_train)
     self.best: Optional[dict[str, Any]] = None
     self.lr = 0.0
     self._rule_key, self._train_step, self._host_operands = object(), None, None

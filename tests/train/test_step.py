@@ -5,14 +5,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from robustdata import losses
 from robustdata.data.dataset import Dataset
 from robustdata.data.loader import BatchLoader
+from robustdata.data.policies import FullData
 from robustdata.models import MLP
+from robustdata.selection.augment_coreset import AugmentCoreset
 from robustdata.train import grad_rules, optim, step as step_lib
 from robustdata.train.objectives import ERM
 from robustdata.train.state import create_train_state
+from tests.conftest import run_python
 
 
 def _softmax64(z):
@@ -90,6 +94,50 @@ def test_loader_pads_with_mask_and_static_shape():
   assert b["weight"].tolist() == [1.0, 2.0, 0.5, 0, 0, 0, 0, 0]
   np.testing.assert_array_equal(b["groups"], data.groups[b["index"]])
   assert set(b["index"][3:]) <= {9, 3, 4}  # padding repeats real rows
+
+
+_RESIDENT_CHECK = """
+import jax, numpy as np
+from robustdata.data import loader as loader_lib
+from robustdata.data.dataset import Dataset
+from robustdata.train import sharding
+rng = np.random.default_rng(0)
+data = Dataset(x=rng.random((37, 4, 4, 3), dtype=np.float32), y=rng.integers(0, 5, 37),
+               ids=np.arange(37), groups=rng.integers(0, 3, 37))
+bsh = sharding.batch_sharding(sharding.make_mesh())
+host = loader_lib.BatchLoader(data, batch_size=16, sharding=bsh, with_groups=True,
+                              resident=False)
+dev = loader_lib.BatchLoader(data, batch_size=16, sharding=bsh, with_groups=True)
+assert dev.resident and not host.resident
+for n in (16, 5, 1):
+  idx, w = rng.choice(37, n, replace=False), rng.random(n).astype(np.float32)
+  a, b = host.device_batch(idx, w), dev.device_batch(idx, w)
+  assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+  for k in a:
+    assert a[k].dtype == b[k].dtype and a[k].sharding == b[k].sharding, k
+    np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+# The split's arrays replaced (a policy growing it): the resident copy follows.
+data.x = data.x + 1.0
+np.testing.assert_array_equal(np.asarray(dev.device_batch(np.arange(3), np.ones(3))["x"])[:3],
+                              data.x[:3])
+loader_lib.RESIDENT_BYTES = 0  # a split over the limit stays on the host path
+assert not loader_lib.BatchLoader(data, batch_size=16, sharding=bsh, with_groups=True).resident
+print("OK", jax.device_count())
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_resident_loader_batches_equal_host_batches(devices):
+  """A small split gathered on the devices gives the host path's batches: values, dtypes and
+  shardings, padded or not, on one device and on 8 fake devices."""
+  out = run_python(_RESIDENT_CHECK, devices=devices).stdout
+  assert f"OK {devices}" in out, out
+
+
+def test_augment_coreset_keeps_the_host_path():
+  """augment_coreset writes its slots into the split in place every epoch, so its batches must
+  not come from a device copy made before."""
+  assert AugmentCoreset.rewrites_train and not FullData.rewrites_train
 
 
 def test_probe_outputs_proxy_is_dloss_dlogits():
