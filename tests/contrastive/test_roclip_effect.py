@@ -7,19 +7,19 @@ Measured at 16 poisons per attack (32 among 1,568 captioned_shapes pairs, 2%), p
 core (WORKSPACE.md issue 6; seeds 0 / 1 / 2, no matching -> RoCLIP): backdoor ASR 0.35 / 0.29 /
 0.32 -> 0.21 / 0.23 / 0.20 (at most 0.79x on every seed), zero-shot 0.80 / 0.84 / 0.89 -> 0.75
 / 0.84 / 0.91, targeted ASR 1.00 / 1.00 / 0.50 -> 0.50 / 0.50 / 0.75 (not asserted: lower on two
-seeds of three). Both runs happen in one single-threaded child (`one_thread.py`; why: there),
+seeds of three). Both runs happen in one single-threaded child (`tests/one_thread.py`; why: there),
 ~4.5 minutes, marked `longest` so an xdist worker starts with it (tests/conftest.py)."""
 
 import pytest
 
-from tests.contrastive.one_thread import run_shapes_configs
+from tests.one_thread import run_configs
 
 
 @pytest.mark.slow
 @pytest.mark.longest
 def test_roclip_matching_lowers_the_backdoor_at_similar_zero_shot(tmp_path):
   overrides = {"seed": 0, "poison.count": 16}
-  base, roclip = run_shapes_configs(
+  base, roclip = run_configs(
       [("configs.roclip.shapes", {**overrides, "contrastive.clip_warmup_epochs": 1000}),
        ("configs.roclip.shapes", overrides)], str(tmp_path))
   assert base["steps"] == roclip["steps"]

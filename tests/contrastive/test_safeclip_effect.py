@@ -18,7 +18,7 @@ machines and library builds (one-thread runs gave zero-shot / targeted / backdoo
 0.624 / 1.00 / 0.321, 0.624 / 0.00 / 0.126 on another), so the bounds below are directions, not
 tuned margins.
 
-All three runs happen one after another in one child process on one CPU (`one_thread.py`):
+All three runs happen one after another in one child process on one CPU (`tests/one_thread.py`):
 the same seed-0 CLIP/SafeCLIP pair run by `pytest -n 2` in the worker's process, with its
 thread count, gave backdoor ASR 0.306 -> 0.249, so a bound measured on one-core runs is not a
 bound on other thread counts. ~6 minutes (362 s alone, cold XLA cache), marked `longest` so an
@@ -26,14 +26,14 @@ xdist worker starts with it (tests/conftest.py)."""
 
 import pytest
 
-from tests.contrastive.one_thread import run_shapes_configs
+from tests.one_thread import run_configs
 
 
 @pytest.mark.slow
 @pytest.mark.longest
 def test_safeclip_and_cleanclip_lower_the_attacks_at_similar_zero_shot(tmp_path):
   overrides = {"seed": 0, "poison.count": 16}
-  clip, safe, clean = run_shapes_configs(
+  clip, safe, clean = run_configs(
       [("configs.clip.shapes", overrides),
        ("configs.safeclip.shapes", overrides),
        ("configs.cleanclip.shapes", {**overrides, "contrastive.pretrained_checkpoint": "@run_dir:0",

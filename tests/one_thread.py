@@ -1,5 +1,4 @@
-"""Runs contrastive shapes configs in a child process on one CPU (one XLA:CPU thread), for the
-slow effect tests.
+"""Runs configs in a child process on one CPU (one XLA:CPU thread), for the slow effect tests.
 
 XLA:CPU's multi-threaded reductions change the summation order with the thread count, and over
 25 epochs that changes a CLIP run's trajectory enough to move an attack success rate by more
@@ -25,15 +24,19 @@ if hasattr(os, "sched_setaffinity"):
 import importlib, json
 from robustdata import runner
 out, run_dirs = [], []
-for module, overrides in json.loads(sys.argv[3]):
-  config = importlib.import_module(module).get_config()
+for spec, overrides in json.loads(sys.argv[3]):
+  module, _, arg = spec.partition(":")
+  config = importlib.import_module(module).get_config(*([arg] if arg else []))
   with config.unlocked():
     config.train.progress = "none"
     for dotted, value in overrides.items():
       if isinstance(value, str) and value.startswith("@run_dir:"):
         value = run_dirs[int(value[len("@run_dir:"):])]
-      section, _, field = dotted.rpartition(".")
-      (config[section] if section else config)[field] = value
+      *sections, field = dotted.split(".")
+      node = config
+      for section in sections:
+        node = node[section]
+      node[field] = value
   run_dir, results = runner.run(config, sys.argv[1])
   run_dirs.append(run_dir)
   out.append(results)
@@ -41,9 +44,9 @@ print("RESULTS " + json.dumps(out, default=float))
 """
 
 
-def run_shapes_configs(runs: list[tuple[str, dict]], workdir: str) -> list[dict]:
-  """results.json of each (config module, {dotted field: value}) run, in order, trained one
-  after another in one single-threaded child process. A value "@run_dir:i" is the run
+def run_configs(runs: list[tuple[str, dict]], workdir: str) -> list[dict]:
+  """results.json of each (config module[:variant], {dotted field: value}) run, in order, run
+  one after another in one single-threaded child process. A value "@run_dir:i" is the run
   directory of the i-th run of the list (e.g. a CleanCLIP fine-tuning of an earlier CLIP run)."""
   worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
   index = int(worker[2:]) if worker[2:].isdigit() else 0
