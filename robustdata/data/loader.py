@@ -49,6 +49,14 @@ class BatchLoader:
     return (self.allow_resident and self.sharding is not None and jax.process_count() == 1
             and isinstance(self.data.x, np.ndarray) and self.resident_bytes() <= RESIDENT_BYTES)
 
+  def take(self, arrays: dict, index: jax.Array) -> dict:
+    """Rows `index` (a device batch's "index") of device arrays, sharded as a batch."""
+    if self._gather is None:
+      self._gather = jax.jit(lambda arrays, index: {k: jnp.take(v, index, axis=0)
+                                                    for k, v in arrays.items()},
+                             out_shardings=self.sharding)
+    return self._gather(arrays, index)
+
   def _resident_arrays(self):
     """The split on the mesh, replicated; put there again if the split's arrays were replaced."""
     source = (self.data.x, self.data.y, self.data.groups if self.with_groups else None)
@@ -58,10 +66,6 @@ class BatchLoader:
         arrays["groups"] = source[2].astype(np.int32)
       self._resident = jax.device_put(arrays, sharding_lib.replicated(self.sharding.mesh))
       self._source = source
-    if self._gather is None:
-      self._gather = jax.jit(lambda arrays, index: {k: jnp.take(v, index, axis=0)
-                                                    for k, v in arrays.items()},
-                             out_shardings=self.sharding)
     return self._resident
 
   def host_batch(self, indices: np.ndarray, weights: np.ndarray, *,
@@ -96,8 +100,7 @@ class BatchLoader:
     if self.resident:
       take, mask, weight = self._plan(indices, weights)
       small = jax.device_put({"weight": weight, "mask": mask, "index": take}, self.sharding)
-      arrays = self._resident_arrays()
-      return {**self._gather(arrays, small["index"]), **small}
+      return {**self.take(self._resident_arrays(), small["index"]), **small}
     rows = sharding_lib.process_rows(self.sharding, self.batch_size)
     return sharding_lib.put_local(self.host_batch(indices, weights, rows=rows), self.sharding,
                                   self.batch_size)

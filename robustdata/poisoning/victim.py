@@ -93,6 +93,7 @@ class VictimTask(SupervisedTask):
     self.frozen = None
     self._substitute: Optional[dict[str, Any]] = None
     self.noise: Optional[np.ndarray] = None
+    self._zeros, self._noise_source, self._noise_device = None, None, None
     self.noise_info: dict[str, Any] = {}
     super().setup(driver)
 
@@ -200,13 +201,30 @@ class VictimTask(SupervisedTask):
 
   def device_batch(self, indices: np.ndarray, weights: np.ndarray):
     """The loader's batch plus the Friendly Noise of its rows; each process builds only the
-    rows its devices hold."""
+    rows its devices hold. With a resident split the noise is gathered on the devices too."""
+    if self.loader.resident:
+      batch = self.loader.device_batch(indices, weights)
+      if self.friendly("enabled"):
+        batch["friendly"] = self._device_noise(batch)
+      return batch
     rows = sharding_lib.process_rows(self.batch_sharding, self.loader.batch_size)
     batch = self.loader.host_batch(indices, weights, rows=rows)
     if self.friendly("enabled"):  # zeros until the noise exists: one compiled step
       batch["friendly"] = (self.noise[batch["index"]] if self.noise is not None
                            else np.zeros_like(batch["x"]))
     return sharding_lib.put_local(batch, self.batch_sharding, self.loader.batch_size)
+
+  def _device_noise(self, batch) -> jax.Array:
+    """The batch's rows of the Friendly Noise from a device copy (zeros until it exists)."""
+    if self.noise is None:
+      if self._zeros is None:
+        self._zeros = jax.device_put(np.zeros(batch["x"].shape, batch["x"].dtype),
+                                     self.batch_sharding)
+      return self._zeros
+    if self._noise_source is not self.noise:
+      self._noise_device = jax.device_put(self.noise, self.repl)
+      self._noise_source = self.noise
+    return self.loader.take({"friendly": self._noise_device}, batch["index"])["friendly"]
 
   # --- Attack success. ---------------------------------------------------------------------------
 

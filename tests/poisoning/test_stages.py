@@ -16,6 +16,7 @@ import pytest
 
 from robustdata import config_lib, runner
 from robustdata.poisoning import artifact as artifact_lib
+from robustdata.data import loader as loader_lib
 from robustdata.data import sources
 from robustdata.registry import ConfigError
 from robustdata.train import supervised
@@ -67,6 +68,33 @@ def test_smoke_run_of_every_attack(attack, workdir):
   retrained = os.path.join(craft_dir, "retrain")
   assert (len(os.listdir(retrained)) if os.path.isdir(retrained) else 0) == (
       1 if attack in ("gm", "sa") else 0)
+
+
+def _train_losses(run_dir: str) -> list[float]:
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return [r["loss"] for r in rows if r.get("split") == "train"]
+
+
+@pytest.mark.slow
+def test_friendly_noise_gathered_on_the_devices_equals_the_host_path(tmp_path, monkeypatch):
+  """The victim's batches and their Friendly Noise rows come from device copies of a small split
+  (data/loader.py); the run equals one on the host path, where both are gathered on the host."""
+  config = _config("sa", "smoke,friendly_random")
+  takes = []
+  take = loader_lib.BatchLoader.take
+  monkeypatch.setattr(loader_lib.BatchLoader, "take",
+                      lambda self, arrays, index: takes.append(sorted(arrays)) or take(
+                          self, arrays, index))
+  device_dir, device = runner.run(config, str(tmp_path / "device"))
+  assert ["friendly"] in takes and (["x", "y"] in takes or ["groups", "x", "y"] in takes), takes
+  takes.clear()
+  monkeypatch.setattr(loader_lib, "RESIDENT_BYTES", 0)
+  host_dir, host = runner.run(config, str(tmp_path / "host"))
+  assert not takes, takes
+  for key in ("test_accuracy", "backdoor_asr", "friendly_mean_abs", "friendly_mean_divergence"):
+    assert host[key] == device[key], key
+  assert _train_losses(host_dir) == _train_losses(device_dir)
 
 
 @pytest.mark.slow
