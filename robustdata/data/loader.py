@@ -35,7 +35,8 @@ class BatchLoader:
     self.sharding = sharding
     self.with_groups = with_groups and data.groups is not None
     self.allow_resident = resident
-    self._resident, self._source, self._gather = None, None, None
+    self._copies: dict[str, tuple[np.ndarray, jax.Array]] = {}  # name -> (host array, copy)
+    self._gather = None
 
   def resident_bytes(self) -> int:
     """Bytes of the split's per-row arrays on all local devices if it were resident."""
@@ -57,16 +58,19 @@ class BatchLoader:
                              out_shardings=self.sharding)
     return self._gather(arrays, index)
 
-  def _resident_arrays(self):
-    """The split on the mesh, replicated; put there again if the split's arrays were replaced."""
-    source = (self.data.x, self.data.y, self.data.groups if self.with_groups else None)
-    if self._source is None or any(a is not b for a, b in zip(source, self._source)):
-      arrays = {"x": source[0], "y": source[1].astype(np.int32)}
-      if self.with_groups:
-        arrays["groups"] = source[2].astype(np.int32)
-      self._resident = jax.device_put(arrays, sharding_lib.replicated(self.sharding.mesh))
-      self._source = source
-    return self._resident
+  def device_rows(self, arrays: dict[str, np.ndarray], index: jax.Array) -> dict:
+    """Rows `index` of per-row host arrays (the split's, or e.g. a victim's Friendly Noise),
+    gathered from replicated device copies; an array is put on the mesh once, and again when
+    it is replaced. 'y' and 'groups' become int32, as on the host path."""
+    copies = {}
+    for name, host in arrays.items():
+      cached = self._copies.get(name)
+      if cached is None or cached[0] is not host:
+        value = host.astype(np.int32) if name in ("y", "groups") else host
+        cached = (host, jax.device_put(value, sharding_lib.replicated(self.sharding.mesh)))
+        self._copies[name] = cached
+      copies[name] = cached[1]
+    return self.take(copies, index)
 
   def host_batch(self, indices: np.ndarray, weights: np.ndarray, *,
                  rows: slice = slice(None)) -> dict[str, np.ndarray]:
@@ -100,7 +104,10 @@ class BatchLoader:
     if self.resident:
       take, mask, weight = self._plan(indices, weights)
       small = jax.device_put({"weight": weight, "mask": mask, "index": take}, self.sharding)
-      return {**self.take(self._resident_arrays(), small["index"]), **small}
+      split = {"x": self.data.x, "y": self.data.y}
+      if self.with_groups:
+        split["groups"] = self.data.groups
+      return {**self.device_rows(split, small["index"]), **small}
     rows = sharding_lib.process_rows(self.sharding, self.batch_size)
     return sharding_lib.put_local(self.host_batch(indices, weights, rows=rows), self.sharding,
                                   self.batch_size)

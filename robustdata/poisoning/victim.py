@@ -93,7 +93,7 @@ class VictimTask(SupervisedTask):
     self.frozen = None
     self._substitute: Optional[dict[str, Any]] = None
     self.noise: Optional[np.ndarray] = None
-    self._zeros, self._noise_source, self._noise_device = None, None, None
+    self._zeros = None  # the Friendly Noise of a resident batch before the noise exists
     self.noise_info: dict[str, Any] = {}
     super().setup(driver)
 
@@ -221,10 +221,7 @@ class VictimTask(SupervisedTask):
         self._zeros = jax.device_put(np.zeros(batch["x"].shape, batch["x"].dtype),
                                      self.batch_sharding)
       return self._zeros
-    if self._noise_source is not self.noise:
-      self._noise_device = jax.device_put(self.noise, self.repl)
-      self._noise_source = self.noise
-    return self.loader.take({"friendly": self._noise_device}, batch["index"])["friendly"]
+    return self.loader.device_rows({"friendly": self.noise}, batch["index"])["friendly"]
 
   # --- Attack success. ---------------------------------------------------------------------------
 
