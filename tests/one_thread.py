@@ -22,21 +22,15 @@ if hasattr(os, "sched_setaffinity"):
   cpus = sorted(os.sched_getaffinity(0))
   os.sched_setaffinity(0, {cpus[int(sys.argv[2]) % len(cpus)]})
 import importlib, json
-from robustdata import runner
+from robustdata import runner, sweep
 out, run_dirs = [], []
 for spec, overrides in json.loads(sys.argv[3]):
   module, _, arg = spec.partition(":")
   config = importlib.import_module(module).get_config(*([arg] if arg else []))
-  with config.unlocked():
-    config.train.progress = "none"
-    for dotted, value in overrides.items():
-      if isinstance(value, str) and value.startswith("@run_dir:"):
-        value = run_dirs[int(value[len("@run_dir:"):])]
-      *sections, field = dotted.split(".")
-      node = config
-      for section in sections:
-        node = node[section]
-      node[field] = value
+  overrides = {dotted: run_dirs[int(value[len("@run_dir:"):])]
+               if isinstance(value, str) and value.startswith("@run_dir:") else value
+               for dotted, value in overrides.items()}
+  config = sweep.apply_overrides(config, {"train.progress": "none", **overrides})
   run_dir, results = runner.run(config, sys.argv[1])
   run_dirs.append(run_dir)
   out.append(results)
