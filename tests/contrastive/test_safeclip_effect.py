@@ -2,8 +2,8 @@
 poisons per attack (32 poisons among 1,568 captioned_shapes pairs, 2%) plain CLIP is attacked;
 SafeCLIP, with the same data, model and epochs, keeps its last safe set nearly free of poisons
 and lowers both attack success rates at about the same zero-shot accuracy; CleanCLIP
-fine-tuning of that CLIP run (30 epochs on 768 clean pairs, multimodal + unimodal loss) lowers
-both as well.
+fine-tuning of that CLIP run (20 epochs on 768 clean pairs, multimodal + unimodal loss; 30 in
+the config) lowers both as well.
 
 Measured with these configs pinned to one core, seed 0, SafeCLIP's Phase C passes warming up
 (config.contrastive.phase_c_warmup, the default): CLIP / SafeCLIP / CleanCLIP zero-shot 0.626 /
@@ -21,8 +21,15 @@ tuned margins.
 All three runs happen one after another in one child process on one CPU (`tests/one_thread.py`):
 the same seed-0 CLIP/SafeCLIP pair run by `pytest -n 2` in the worker's process, with its
 thread count, gave backdoor ASR 0.306 -> 0.249, so a bound measured on one-core runs is not a
-bound on other thread counts. ~6 minutes (362 s alone, cold XLA cache), marked `longest` so an
-xdist worker starts with it (tests/conftest.py)."""
+bound on other thread counts.
+
+CleanCLIP fine-tunes 20 epochs here, 30 in its config, to save ~35 s (one core: 72 s instead of
+104-113 s). Both leave the same seeds attacked: backdoor ASR CLIP 0.331 / 0.267 / 0.427 (seeds
+0 / 1 / 2) -> CleanCLIP at 20 epochs 0.215 / 0.326 / 0.383, at 30 epochs 0.180 / 0.296 on seeds
+0 / 1 (at 10 epochs 0.210 / 0.338 / 0.348); targeted ASR 1.00 / 0.50 / 0.75 -> 0.25 / 0.25 /
+0.00 at 20 epochs. Seed 1's backdoor rises at every length, so the backdoor bound holds on two
+seeds of three (docs/results/clip-poisoning.md, Effect tests). ~5.5 minutes, marked `longest` so
+an xdist worker starts with it (tests/conftest.py)."""
 
 import pytest
 
@@ -37,7 +44,7 @@ def test_safeclip_and_cleanclip_lower_the_attacks_at_similar_zero_shot(tmp_path)
       [("configs.clip.shapes", overrides),
        ("configs.safeclip.shapes", overrides),
        ("configs.cleanclip.shapes", {**overrides, "contrastive.pretrained_checkpoint": "@run_dir:0",
-                                     "contrastive.pretrain_epochs": 0, "train.epochs": 30})],
+                                     "contrastive.pretrain_epochs": 0, "train.epochs": 20})],
       str(tmp_path))
   # The comparison means something only if plain CLIP is attacked.
   assert clip["targeted_asr"] >= 0.5 and clip["backdoor_asr"] >= 0.2, clip
