@@ -11,7 +11,11 @@ Other families register their sources from their own modules (see registry.PLUGI
 
 from __future__ import annotations
 
+import collections
+import copy
+import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -193,14 +197,49 @@ for _name in TFDS_DATASETS:
   DATASETS.register(_name, defaults=TFDS_DEFAULTS)(lambda cfg, _name=_name: _load_tfds(_name, cfg))
 
 
+# Sources generated in the process from a seed (no files): a function of their config.data
+# fields, and slow enough to render (captioned_scenes ~3 s, captioned_shapes ~0.5 s) that the
+# stages of a chain run in one process (substitute, crafting, victim) should render them once.
+GENERATED = frozenset({"captioned_shapes", "captioned_scenes", "cifar_shaped_synthetic",
+                       "spuco_digits", "pde_synthetic"})
+_RENDERED: collections.OrderedDict[str, DataSplits] = collections.OrderedDict()
+RENDERED_ENTRIES = 2  # the most recently used configs kept
+RENDERED_BYTES = 512 * 2**20  # larger splits are rendered again when asked for again
+
+
+def _plain(node: Any) -> Any:
+  return node.to_dict() if hasattr(node, "to_dict") else dict(node)
+
+
+def _nbytes(data: DataSplits) -> int:
+  return sum(a.nbytes for d in (data.train, data.val, data.test)
+             for a in (d.x, d.y, *d.extras.values()) if isinstance(a, np.ndarray))
+
+
+def _generated(source, cfg) -> DataSplits:
+  """`source(cfg)` through a small per-process cache keyed by all of `cfg`'s fields. Every call
+  returns its own deep copy, so a caller that changes its arrays in place (poisons applied,
+  a policy rewriting the train split) never changes what the next caller gets."""
+  key = json.dumps(_plain(cfg), sort_keys=True, default=repr)
+  if key not in _RENDERED:
+    data = source(cfg)
+    if _nbytes(data) > RENDERED_BYTES:
+      return data
+    _RENDERED[key] = data
+    while len(_RENDERED) > RENDERED_ENTRIES:
+      _RENDERED.popitem(last=False)
+  _RENDERED.move_to_end(key)
+  return copy.deepcopy(_RENDERED[key])
+
+
 def load(cfg) -> DataSplits:
   """The splits named by `cfg.name` (a `config.data` section), with its label noise and
   subset_size applied to the train split (robustdata/data/label_noise.py). A file a source
   cannot find or read, or an empty train split, is a ConfigError naming the dataset (and the
-  file)."""
+  file). The GENERATED sources are rendered once per process for a given config.data."""
   source = DATASETS.get(cfg.name)
   try:
-    data = source(cfg)
+    data = _generated(source, cfg) if cfg.name in GENERATED else source(cfg)
   except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
     raise ConfigError(f"config.data.name={cfg.name!r}: cannot read {e.filename!r} "
                       f"({e.strerror or type(e).__name__}); check config.data") from None

@@ -1,5 +1,6 @@
 """The embedded digits source and the tfds path, on a dataset written in tfds format here."""
 
+import collections
 import os
 import sys
 import textwrap
@@ -119,3 +120,30 @@ def test_tfds_missing_data_dir_is_a_clear_error(tmp_path):
   cfg = ml_collections.ConfigDict({"name": "svhn_cropped", "data_dir": str(tmp_path)})
   with pytest.raises(ConfigError, match="holds no prepared 'svhn_cropped'"):
     sources.load(cfg)
+
+
+def test_generated_sources_render_once_per_config_and_hand_out_copies(monkeypatch):
+  """A generated source renders once per config.data in a process; every load gets its own
+  arrays (changing one in place changes no later load), and another field value renders anew."""
+  calls, source = [], sources.DATASETS.get("captioned_shapes")
+  monkeypatch.setattr(sources, "_RENDERED", collections.OrderedDict())
+
+  def counting(cfg):
+    calls.append(cfg.get("seed", 0))
+    return source(cfg)
+
+  monkeypatch.setattr(sources.DATASETS, "get", lambda name: counting)
+  cfg = ml_collections.ConfigDict({"name": "captioned_shapes", "num_train": 64, "num_val": 8,
+                                   "num_test": 16, "num_downstream_train": 8,
+                                   "num_downstream_test": 8})
+  first = sources.load(cfg)
+  first.train.x[:] = 0.0
+  second = sources.load(cfg)
+  assert len(calls) == 1
+  fresh = source(cfg)
+  np.testing.assert_array_equal(second.train.x, fresh.train.x)
+  np.testing.assert_array_equal(second.train.extras["tokens"], fresh.train.extras["tokens"])
+  assert second.train.x is not first.train.x and second.train.x.max() > 0
+  other = ml_collections.ConfigDict({**cfg.to_dict(), "seed": 1})
+  assert not np.array_equal(sources.load(other).train.x, fresh.train.x)
+  assert len(calls) == 2
