@@ -198,8 +198,9 @@ for _name in TFDS_DATASETS:
 
 
 # Sources generated in the process from a seed (no files): a function of their config.data
-# fields, and slow enough to render (captioned_scenes ~3 s, captioned_shapes ~0.5 s) that the
-# stages of a chain run in one process (substitute, crafting, victim) should render them once.
+# fields, and slow enough to render (one busy core: captioned_scenes 5 s, captioned_shapes
+# 0.8 s) that the stages of a chain run in one process (substitute, crafting, victim) should
+# render them once. The cache holds one more copy of each split it keeps, in host memory.
 GENERATED = frozenset({"captioned_shapes", "captioned_scenes", "cifar_shaped_synthetic",
                        "spuco_digits", "pde_synthetic"})
 _RENDERED: collections.OrderedDict[str, DataSplits] = collections.OrderedDict()
