@@ -86,6 +86,17 @@ def make_quad_batch(loss_fn: Callable) -> Callable:
 
 
 @jax.jit
+def _copy_tree(tree):
+  """A fresh copy of every leaf, as one program (not one small compile per leaf shape)."""
+  return jax.tree.map(jnp.copy, tree)
+
+
+def _flat_size(params) -> int:
+  """len(ravel_pytree(params)[0]), from the leaves' shapes (no eager ravel on the device)."""
+  return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
+
+
+@jax.jit
 def _quad_start(params, m, s, k):
   """(θ0, the accumulator of one QUAD pass), built on the parameters' devices so that the
   per-batch call sees the same input types on every batch (one compile)."""
@@ -313,16 +324,15 @@ class Crest(Policy):
     stalling the first selection; with a spare core that hides most of CREST's one extra
     compile. Nothing of the policy's state is touched, so results do not depend on it."""
     fn = make_quad_batch(ctx.loss_fn)
-    copy = lambda tree: jax.tree.map(lambda a: a.copy(), tree)  # the step donates the state
-    params, model_state = copy(ctx.state.params), copy(ctx.state.model_state)
+    # Copies, since the step donates the state.
+    params, model_state = _copy_tree((ctx.state.params, ctx.state.model_state))
     n = min(self.batch_size, len(self.train))
     batch = self._quad_inputs(np.arange(n), np.ones(n, np.float32))
     seed = self.quad_seed
 
     def work():
       try:
-        size = ravel_pytree(params)[0].shape
-        zeros = np.zeros(size, np.float32)
+        zeros = np.zeros(_flat_size(params), np.float32)
         _, acc = _quad_start(params, zeros, zeros, np.float32(0))
         jax.block_until_ready(fn(params, model_state, *batch, jax.random.PRNGKey(seed), acc))
       except Exception:  # pylint: disable=broad-except
@@ -442,7 +452,7 @@ class Crest(Policy):
       self._quad_fn = make_quad_batch(ctx.loss_fn)
     params, model_state = ctx.state.params, ctx.state.model_state
     if self.m is None:
-      size = ravel_pytree(params)[0].shape
+      size = _flat_size(params)
       self.m, self.s = np.zeros(size, np.float32), np.zeros(size, np.float32)
     theta0, acc = _quad_start(params, self.m, self.s, np.float32(self.moment_steps))
     seed_key = jax.random.PRNGKey(self.quad_seed)
