@@ -15,10 +15,10 @@ import collections
 import copy
 import json
 import os
-from typing import Any
 
 import numpy as np
 
+from robustdata import config_lib
 from robustdata.data import embedded, label_noise
 from robustdata.data import records  # registers image_folder_records, caption_records
 from robustdata.data.dataset import DataSplits, Dataset, split_indices
@@ -208,20 +208,16 @@ RENDERED_ENTRIES = 2  # the most recently used configs kept
 RENDERED_BYTES = 512 * 2**20  # larger splits are rendered again when asked for again
 
 
-def _plain(node: Any) -> Any:
-  return node.to_dict() if hasattr(node, "to_dict") else dict(node)
-
-
 def _nbytes(data: DataSplits) -> int:
-  return sum(a.nbytes for d in (data.train, data.val, data.test)
-             for a in (d.x, d.y, *d.extras.values()) if isinstance(a, np.ndarray))
+  return sum(a.nbytes for split in data.splits().values() for a in split.arrays().values()
+             if isinstance(a, np.ndarray))
 
 
 def _generated(source, cfg) -> DataSplits:
   """`source(cfg)` through a small per-process cache keyed by all of `cfg`'s fields. Every call
   returns its own deep copy, so a caller that changes its arrays in place (poisons applied,
   a policy rewriting the train split) never changes what the next caller gets."""
-  key = json.dumps(_plain(cfg), sort_keys=True, default=repr)
+  key = json.dumps(config_lib.to_dict(cfg), sort_keys=True)
   if key not in _RENDERED:
     data = source(cfg)
     if _nbytes(data) > RENDERED_BYTES:
