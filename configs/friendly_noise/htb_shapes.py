@@ -9,11 +9,12 @@ Stages:    substitute CNN (20 epochs) -> Hidden Trigger Backdoor (up to 5000 ste
            patched source image) -> victim: new last layer on the frozen extractor (10 epochs)
            (each stage its own run directory; other defences reuse the first two).
 Trigger:   a 6x6 checkerboard at a fixed place (the reference's), the share of the image of
-           configs/friendly_noise/sa_shapes.py. Source class 1, target class 0. Step size 0.01
+           configs/friendly_noise/sa_shapes.py. Target class 0; the source class is the class of
+           trial k's target image (common.target_index), as in the benchmark. Step size 0.01
            (the reference's 0.001 is for ImageNet-scale features; chosen, as on the digits).
 Command:   python -m experiments.main --config=configs/friendly_noise/htb_shapes.py:none,trial0
-Variants:  a defence or `clean` (no poisons applied), trial0..trial9 (the crafting seed),
-           seed0..seed2, smoke (common.py).
+Variants:  a defence or `clean` (no poisons applied), trial0..trial9 (the target
+           image, hence the source class, and the crafting seed), seed0..seed2, smoke (common.py).
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/htb_shapes.py \
              --workdir=runs/fn    (3 trials x 3 victim seeds x the control and 6 defences)
 Hardware:  2 CPU cores.
@@ -30,7 +31,7 @@ Results:   docs/results/poisoning.md
 from configs.friendly_noise import common
 
 ATTACK = dict(name="hidden_trigger", eps=16 / 255, budget=0.04, adversarial_class=0,
-              source_class=1, trigger="checkerboard", patch_size=6, iterations=5000, lr=0.01)
+              trigger="checkerboard", patch_size=6, iterations=5000, lr=0.01)
 
 
 def get_config(arg=None):

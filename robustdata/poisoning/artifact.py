@@ -23,6 +23,7 @@ from robustdata.registry import ConfigError
 
 ATTACKS = ("gradient_matching", "bullseye", "sleeper_agent", "hidden_trigger")
 BACKDOORS = ("sleeper_agent", "hidden_trigger")  # a trigger at test time; sleeper: source class
+SOURCE_CLASS_DEFAULT = 1  # craft.ATTACK_DEFAULTS['source_class']
 NPZ_NAME, JSON_NAME = "poisons.npz", "poisons.json"
 
 
@@ -144,9 +145,12 @@ def validate_attack(attack: Mapping[str, Any], *, num_train_per_class: np.ndarra
   Fields: name (one of ATTACKS), eps (0 < eps <= 1, pixel units), budget (fraction of the
   train split; 0 < count <= images of the base class, which is adversarial_class),
   adversarial_class, target_index (an index or a list into the test split, not of the
-  adversarial class; optional for the backdoors), source_class (backdoors: the class whose
-  triggered images should become adversarial_class; not adversarial_class itself), trigger
-  (backdoors: one of SUPERVISED_TRIGGERS). Each error names its field.
+  adversarial class; required by every attack but Sleeper Agent, and for the Hidden Trigger
+  Backdoor its class is the source class, as in the benchmark), source_class (Sleeper Agent
+  only: the class whose triggered images should become adversarial_class; not
+  adversarial_class itself; the other attacks do not read it and refuse another value than
+  SOURCE_CLASS_DEFAULT), trigger (backdoors: one of SUPERVISED_TRIGGERS). Each error names its
+  field.
   """
   name = _get(attack, "name")
   if name not in ATTACKS:
@@ -168,15 +172,19 @@ def validate_attack(attack: Mapping[str, Any], *, num_train_per_class: np.ndarra
     raise ConfigError(f"config.attack.budget={budget!r} gives {count} poisons; allowed: 1 to the "
                       f"{int(per_class[adv])} train images of the base class {adv} "
                       "(config.attack.adversarial_class)")
-  if name in BACKDOORS:
-    src = _get(attack, "source_class")
+  src = _get(attack, "source_class")
+  if name == "sleeper_agent":
     if not _is_int(src) or not 0 <= src < num_classes:
       raise ConfigError(f"config.attack.source_class={src!r} must be an int in [0, {num_classes})")
     if src == adv:
       raise ConfigError(f"config.attack.source_class={src} equals config.attack.adversarial_class;"
                         " the backdoor must move another class")
+  elif src is not None and src != SOURCE_CLASS_DEFAULT:
+    raise ConfigError(f"config.attack.source_class={src!r} is read by sleeper_agent only; "
+                      f"{name}'s source class is the class of its target image "
+                      f"(config.attack.target_index); leave source_class at {SOURCE_CLASS_DEFAULT}")
   target = _get(attack, "target_index")
-  if name not in BACKDOORS or target is not None:
+  if name != "sleeper_agent" or target is not None:
     targets = list(target) if isinstance(target, (list, tuple)) else [target]
     for t in targets:
       if not _is_int(t) or not 0 <= t < num_test:

@@ -46,7 +46,8 @@ ATTACK_DEFAULTS: dict[str, Any] = {
     "budget": 0.01,           # poisons as a fraction of the train split (from the base class)
     "adversarial_class": 0,   # the base class the poisons come from; the class targets move to
     "target_index": 0,        # test-split index of the target (not Sleeper Agent)
-    "source_class": 1,        # Sleeper Agent: the class whose triggered images move
+    "source_class": artifact_lib.SOURCE_CLASS_DEFAULT,  # Sleeper Agent only: the class whose
+                              # triggered images move (HTB: its target's class)
     "trigger": "checkerboard",  # backdoors: random or checkerboard patch
     "patch_size": 4,          # backdoors: trigger side in pixels
     "iterations": 0,          # 0: the attack's reference count (250 / 1200 / 5000)

@@ -79,7 +79,7 @@ _DATA = dict(num_train_per_class=np.array([40, 50, 30]), num_test=25, num_classe
 
 def _cfg(**kw):
   base = dict(name="gradient_matching", eps=8 / 255, budget=0.1, adversarial_class=1,
-              target_index=3, trigger="random", source_class=0)
+              target_index=3, trigger="random")
   base.update(kw)
   return base
 
@@ -87,9 +87,10 @@ def _cfg(**kw):
 def test_valid_configs_give_the_poison_count():
   assert art.validate_attack(_cfg(), **_DATA) == 12
   assert art.validate_attack(ml_collections.ConfigDict(_cfg(budget=0.25)), **_DATA) == 30
-  assert art.validate_attack(_cfg(name="sleeper_agent", target_index=None), **_DATA) == 12
+  assert art.validate_attack(_cfg(name="sleeper_agent", target_index=None, source_class=0),
+                             **_DATA) == 12
   assert art.validate_attack(_cfg(name="hidden_trigger", target_index=[0, 6]), **_DATA) == 12
-  assert art.validate_attack(_cfg(name="hidden_trigger", target_index=None), **_DATA) == 12
+  assert art.validate_attack(_cfg(name="hidden_trigger", source_class=1), **_DATA) == 12
   assert art.poison_count(0.01, 50000) == 500
 
 
@@ -110,8 +111,13 @@ def test_valid_configs_give_the_poison_count():
     (dict(target_index=4), "config.attack.target_index.*adversarial_class"),  # label 1
     (dict(name="sleeper_agent", source_class=1), "config.attack.source_class"),
     (dict(name="sleeper_agent", source_class=5), "config.attack.source_class"),
-    (dict(name="sleeper_agent", trigger="smiley"), "config.attack.trigger"),
-    (dict(name="hidden_trigger", source_class=1), "config.attack.source_class"),
+    (dict(name="sleeper_agent", source_class=None), "config.attack.source_class"),
+    (dict(name="sleeper_agent", source_class=0, trigger="smiley"), "config.attack.trigger"),
+    # The Hidden Trigger Backdoor moves its target image's class: it reads no source_class.
+    (dict(name="hidden_trigger", source_class=2), "config.attack.source_class=2 is read by "
+     "sleeper_agent only"),
+    (dict(name="gradient_matching", source_class=0), "config.attack.source_class"),
+    (dict(name="hidden_trigger", target_index=None), "config.attack.target_index"),
     (dict(name="hidden_trigger", target_index=1), "config.attack.target_index"),
     (dict(target_index=None), "config.attack.target_index"),
     (dict(name="hidden_trigger", trigger=None), "config.attack.trigger"),

@@ -1,15 +1,16 @@
 """Clean-label poisoning and Friendly Noise do what their papers say on data where the effects
 are visible (the captioned shapes as a 16-class task, 24x24 RGB, 160 poisons of class 0 at
-eps = 16/255, source class 1):
+eps = 16/255):
 
 - Sleeper Agent (configs/friendly_noise/sa_shapes.py): poisons whose training gradient matches
   that of class-1 images stamped with a checkerboard and labelled 0; the victim trains from
   scratch. A victim trained with friendly + random noise classifies far fewer triggered class-1
   test images as class 0 than the undefended one, at a cost in clean accuracy.
 - The Hidden Trigger Backdoor (configs/friendly_noise/htb_shapes.py): poisons that collide in
-  the substitute's feature space with patched class-1 images; the victim trains a new last layer
-  on the frozen extractor. Most triggered class-1 test images go to class 0, while a victim
-  trained on the same data without the poisons is not fooled by the trigger.
+  the substitute's feature space with patched images of trial 0's source class (its target's,
+  class 5); the victim trains a new last layer on the frozen extractor. Most triggered test
+  images of that class go to class 0, while a victim trained on the same data without the
+  poisons is not fooled by the trigger.
 
 Both attacks craft against the same substitute (common.substitute_config), so the stages run
 one after another in one single-threaded child (`tests/one_thread.py`; why: there) and the
