@@ -28,6 +28,7 @@ from robustdata import config_lib
 
 DATASET = "cifar10"
 EPOCHS = 40
+TRANSFER_EPOCHS = 40  # the benchmark's transfer recipe: 40 epochs, lr 0.01, x0.1 at 30
 DEFENCES = ("none", "random", "friendly", "friendly_random")
 TOKENS = ("smoke", "eps8", *DEFENCES, *(f"trial{k}" for k in range(common.TRIALS)),
           *(f"seed{s}" for s in range(common.SEEDS)))
@@ -117,8 +118,12 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
   return c
 
 
-def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
-  """The victim run of `attack` on CIFAR-10 for the variant tokens of `arg`."""
+def victim_config(attack: dict, arg, *, what: str, transfer: bool = False
+                  ) -> ml_collections.ConfigDict:
+  """The victim run of `attack` on CIFAR-10 for the variant tokens of `arg`: ResNet-18 from
+  scratch, or (`transfer`) the benchmark's transfer setting: the substitute's layers frozen
+  and a new last layer trained on the poisoned data (TRANSFER_EPOCHS epochs, lr 0.01, x0.1
+  at epoch 30)."""
   tokens, defence, trial, seed = common.parse_tokens(arg, what, defences=DEFENCES,
                                                       tokens=TOKENS)
   smoke = "smoke" in tokens
@@ -135,6 +140,11 @@ def victim_config(attack: dict, arg, *, what: str) -> ml_collections.ConfigDict:
   # The README's command (--friendly_begin_epoch 5); the random noise's 8/255 is the code's value
   # (the paper's text mentions 16/255).
   c.friendly = common.friendly_section(defence, begin_epoch=5)
+  if transfer:
+    c.victim = ml_collections.ConfigDict({"init": "substitute", "trainable": "last_layer"})
+    c.train.epochs = TRANSFER_EPOCHS
+    c.optim.learning_rate = 0.01
+    c.optim.milestones = (30,)
   if smoke:
     _smoke(c)
     c.friendly.begin_epoch = 0    # generated before the first step, so the smoke covers it
