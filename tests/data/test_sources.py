@@ -1,9 +1,6 @@
 """The embedded digits source and the tfds path, on a dataset written in tfds format here."""
 
 import collections
-import os
-import sys
-import textwrap
 
 import ml_collections
 import numpy as np
@@ -11,6 +8,7 @@ import pytest
 
 from robustdata.data import sources
 from robustdata.registry import ConfigError
+from tests.fake_tfds import write_fake_tfds
 
 
 def test_digits_split_is_deterministic_and_disjoint():
@@ -55,52 +53,9 @@ def test_digits_train_copies_and_label_noise():
       sources.load(ml_collections.ConfigDict({"name": "digits", field: value}))
 
 
-def _write_fake_tfds(data_dir, name, n_train, n_test, shape, num_classes):
-  """Writes an ArrayRecord tfds dataset called `name` into data_dir (no TensorFlow needed)."""
-  pkg = os.path.join(str(data_dir), "_builder_pkg", f"fake_{name}")
-  os.makedirs(pkg, exist_ok=True)
-  version = {"mnist": "3.0.1", "cifar10": "3.0.2"}[name]
-  code = textwrap.dedent(f'''
-      import numpy as np
-      import PIL.Image
-      import tensorflow_datasets as tfds
-
-      # Not registered: the name may already be taken by tfds's own builder (once anything has
-      # loaded tfds's registry, e.g. a celeb_a lookup); the source reads the prepared files.
-      with tfds.core.registered.skip_registration():
-        class Builder(tfds.core.GeneratorBasedBuilder):
-          name = {name!r}
-          VERSION = tfds.core.Version({version!r})
-
-          def _info(self):
-            return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({{
-                "image": tfds.features.Image(shape={shape!r}),
-                "label": tfds.features.ClassLabel(num_classes={num_classes})}}))
-
-          def _split_generators(self, dl_manager):
-            return {{"train": self._generate_examples({n_train}, 0),
-                     "test": self._generate_examples({n_test}, 1)}}
-
-          def _generate_examples(self, n, seed):
-            rng = np.random.default_rng(seed)
-            for i in range(n):
-              img = rng.integers(0, 256, {shape!r}, dtype=np.uint8)
-              pil = PIL.Image.fromarray(img[..., 0] if {shape[-1]} == 1 else img)
-              yield i, {{"image": pil, "label": i % {num_classes}}}
-      ''')
-  with open(os.path.join(pkg, "__init__.py"), "w") as f:
-    f.write(code)
-  sys.path.insert(0, os.path.dirname(pkg))
-  try:
-    module = __import__(f"fake_{name}")
-    module.Builder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
-  finally:
-    sys.path.pop(0)
-
-
 @pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))])
 def test_tfds_source_reads_prepared_data_dir(tmp_path, name, shape):
-  _write_fake_tfds(tmp_path, name, 50, 20, shape, 10)
+  write_fake_tfds(tmp_path, name, 50, 20, shape, 10)
   cfg = ml_collections.ConfigDict({"name": name, "data_dir": str(tmp_path), "val_fraction": 0.2})
   d = sources.load(cfg)
   assert (len(d.train), len(d.val), len(d.test)) == (40, 10, 20)

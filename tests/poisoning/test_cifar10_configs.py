@@ -1,0 +1,63 @@
+"""The paper-setting configs (configs/friendly_noise/*_cifar10.py) on a CIFAR-10-shaped tfds
+directory written here: one --config.data.data_dir reaches all three stages, and every stage
+validates against the data it reads (the tfds path, the attack's fields, the victim's
+transfer setting) before anything compiles. Training them is out of reach of the suite (a
+smoke chain is minutes of ResNet-18 compiles on one core; their docstrings give the times)."""
+
+import numpy as np
+import pytest
+
+from robustdata import config_lib, runner, validation
+from robustdata.data import sources
+from robustdata.registry import ConfigError
+from tests.fake_tfds import write_fake_tfds
+
+ATTACKS = ("bp", "gm", "sa", "htb")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tfds")
+  write_fake_tfds(path, "cifar10", 120, 40, (32, 32, 3), 10)
+  return str(path)
+
+
+def _config(attack: str, data_dir: str, **attack_fields):
+  config = validation.load_config_file(
+      f"configs/friendly_noise/{attack}_cifar10.py:smoke,friendly_random")
+  with config.unlocked():
+    config.data.data_dir = data_dir  # what --config.data.data_dir does
+    for field, value in attack_fields.items():
+      config.poisons.attack[field] = value
+  return config_lib.resolve(config)
+
+
+def _other_class_target(data_dir: str) -> int:
+  """A test index whose label is not the adversarial class 0."""
+  test = sources.load(config_lib.from_dict({"name": "cifar10", "data_dir": data_dir,
+                                            "val_fraction": 0.0})).test
+  return int(np.flatnonzero(test.y != 0)[0])
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_the_chain_validates_on_a_prepared_tfds_dir(attack, data_dir):
+  fields = {} if attack == "sa" else {"target_index": _other_class_target(data_dir)}
+  config = _config(attack, data_dir, **fields)
+  stages = [config, config.poisons, config.poisons.substitute]
+  assert [c.data.data_dir for c in stages] == [data_dir] * 3
+  assert config.model.name == "resnet18" and config.data.name == "cifar10"
+  runner.validate_chain(config)
+  if attack == "htb":  # the benchmark's transfer setting
+    assert config.victim.init == "substitute" and config.victim.trainable == "last_layer"
+  # Another data_dir is another run of every stage.
+  other = _config(attack, data_dir + "/elsewhere", **fields)
+  for a, b in zip(stages, [other, other.poisons, other.poisons.substitute]):
+    assert config_lib.run_id(a) != config_lib.run_id(b)
+
+
+def test_a_target_of_the_adversarial_class_is_refused(data_dir):
+  test = sources.load(config_lib.from_dict({"name": "cifar10", "data_dir": data_dir,
+                                            "val_fraction": 0.0})).test
+  config = _config("gm", data_dir, target_index=int(np.flatnonzero(test.y == 0)[0]))
+  with pytest.raises(ConfigError, match="config.attack.target_index=.*adversarial_class"):
+    runner.validate_chain(config)
