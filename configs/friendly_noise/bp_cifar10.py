@@ -11,15 +11,16 @@ Stages:    substitute ResNet-18 (40 epochs, lr 0.1 x0.1 at 14/24/35, SGD Nestero
            seed; friendly noise generated at epoch 5, 30 iterations; random noise Bernoulli
            +-8/255), each its own run directory.
 Chosen:    the target (cifar10_common.TARGETS[k], not the benchmark's setup pickles),
-           adversarial class 0, one substitute (the official attack uses an ensemble of
-           networks, unverified), the random-noise bound 8/255 (the reference code's; the
-           paper's text mentions 16/255, unverified).
+           adversarial class 0, one substitute by default (the official attack uses an
+           ensemble of networks, settings unverified; `ensemble3` crafts against three ResNet-18
+           seeds), the random-noise bound 8/255 (the reference code's; the paper's text
+           mentions 16/255, unverified).
 Command:   python -m experiments.main \
              --config=configs/friendly_noise/bp_cifar10.py:friendly_random \
              --config.data.data_dir=/path/to/tfds   (sets the data_dir of all three stages)
 Variants:  a defence none (default), random, friendly or friendly_random; trial0..trial9 (the
-           target); seed0..seed2 (the victim); eps8; smoke (5 steps per stage, 3 crafting
-           iterations).
+           target); seed0..seed2 (the victim); eps8; ensemble3; smoke (5 steps per stage, 3
+           crafting iterations).
 Hardware:  one GPU (H100-class). Time: not measured.
 Expected:  undefended targeted_asr above 0 (the benchmark README reports 3% for BP from scratch
            at eps 8/255); friendly_random near 0 with test_accuracy a few points below none

@@ -4,13 +4,14 @@ extractor frozen, a new last layer trained on the poisoned data), on the embedde
 Paper:     Friendly Noise against Adversarial Noise (Liu, Yang, Mirzasoleiman, NeurIPS 2022): the
            attacks are rendered ineffective with only a slight drop in clean accuracy.
 Stages:    substitute CNN (20 epochs) -> Bullseye Polytope (1200 Adam iterations, mean mode, one
-           substitute) -> victim: new last layer on the frozen extractor (10 epochs)
+           substitute; `ensemble3`: against it and two more seeds, each substitute its own run)
+           -> victim: new last layer on the frozen extractor (10 epochs)
            (each stage its own run directory; other defences reuse the first two).
 Budgets:   eps = 0.3 and 4% of the train split, the defence scaled to eps (common.py: why).
 Command:   python -m experiments.main \
              --config=configs/friendly_noise/bp_digits.py:friendly_random
 Variants:  a defence (none, random, friendly, friendly_random, dp, epic), trial0..trial9,
-           seed0..seed2, smoke (common.py).
+           seed0..seed2, ensemble3, smoke (common.py).
 Sweep:     python -m experiments.sweep --config=configs/friendly_noise/bp_digits.py \
              --workdir=runs/fn
 Hardware:  2 CPU cores.

@@ -9,7 +9,8 @@ of them (each stage's hash still holds the value).
 
 Variant tokens (comma-separated): those of `common.py` without `dp` (ResNet-18 has BatchNorm,
 which per-example clipping does not allow), plus `eps8`: the benchmark's l_inf bound 8/255
-instead of 16/255.
+instead of 16/255. `ensemble3` (Bullseye Polytope only) crafts against three ResNet-18
+substitutes (seeds 100-102).
 
 Targets: the data is not read when a config is built, so the target of `trial<k>` is the k-th
 entry of TARGETS (test-split indices of the prepared tfds split, chosen, not the benchmark's).
@@ -25,13 +26,14 @@ from ml_collections import config_dict
 
 from configs.friendly_noise import common
 from robustdata import config_lib
+from robustdata.poisoning import craft
 
 DATASET = "cifar10"
 EPOCHS = 40
 TRANSFER_EPOCHS = 40  # the benchmark's transfer recipe: 40 epochs, lr 0.01, x0.1 at 30
 DEFENCES = ("none", "random", "friendly", "friendly_random")
 TOKENS = ("smoke", "eps8", *DEFENCES, *(f"trial{k}" for k in range(common.TRIALS)),
-          *(f"seed{s}" for s in range(common.SEEDS)))
+          *(f"seed{s}" for s in range(common.SEEDS)), common.ENSEMBLE)
 TARGETS = tuple(int(i) for i in np.random.default_rng(1234).permutation(10_000)[:common.TRIALS])
 # The reference optimises the perturbation in normalised units (x - mean) / std, so its signed
 # Adam step 0.1 (pbatch 512) is 0.1 * std in pixels; CIFAR-10's std is (0.247, 0.243, 0.261),
@@ -83,12 +85,12 @@ def _smoke(c: ml_collections.ConfigDict) -> None:
   c.train.eval_every_epochs = 1
 
 
-def substitute_config(data_dir: config_dict.FieldReference, *, smoke: bool
-                      ) -> ml_collections.ConfigDict:
+def substitute_config(data_dir: config_dict.FieldReference, *, smoke: bool,
+                      seed: int = common.SUBSTITUTE_SEED) -> ml_collections.ConfigDict:
   """The clean ResNet-18 the poisons are crafted against (40 epochs, its own seed)."""
   c = config_lib.base_config()
   c.name = f"fn_substitute_{DATASET}" + ("_smoke" if smoke else "")
-  c.seed = 100
+  c.seed = seed
   cifar10_data(c, data_dir)
   c.train.epochs = EPOCHS
   if smoke:
@@ -97,12 +99,14 @@ def substitute_config(data_dir: config_dict.FieldReference, *, smoke: bool
 
 
 def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial: int,
-                   smoke: bool) -> ml_collections.ConfigDict:
+                   smoke: bool, substitutes: int = 1) -> ml_collections.ConfigDict:
   """The crafting stage: `attack` overrides craft.ATTACK_DEFAULTS; the target is TARGETS[trial]
-  (Sleeper Agent has none: its trigger moves the source class)."""
+  (Sleeper Agent has none: its trigger moves the source class); `substitutes` as in
+  common.poisons_config."""
   c = config_lib.base_config()
   c.trainer = "poison_craft"
-  c.name = f"fn_craft_{attack['name']}_{DATASET}" + ("_smoke" if smoke else "")
+  c.name = (f"fn_craft_{attack['name']}_{DATASET}" + (f"_ens{substitutes}" if substitutes > 1
+                                                      else "") + ("_smoke" if smoke else ""))
   c.seed = 0
   cifar10_data(c, data_dir)
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
@@ -115,6 +119,9 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
     c.attack.restarts = 1
     c.attack.retrain_every = min(c.attack.retrain_every, 1)  # one retraining, at iteration 1
   c.substitute = substitute_config(data_dir, smoke=smoke)
+  for k in range(1, substitutes):
+    c[f"{craft.ENSEMBLE_PREFIX}{k}"] = substitute_config(data_dir, smoke=smoke,
+                                                         seed=common.SUBSTITUTE_SEED + k)
   return c
 
 
@@ -133,7 +140,8 @@ def victim_config(attack: dict, arg, *, what: str, transfer: bool = False
   c = config_lib.base_config()
   c.trainer = "poison_victim"
   c.name = (f"fn_{attack['name']}_{DATASET}_{defence}_t{trial}_s{seed}"
-            + ("_eps8" if "eps8" in tokens else "") + ("_smoke" if smoke else ""))
+            + ("_eps8" if "eps8" in tokens else "") + ("_ens3" if common.ENSEMBLE in tokens else "")
+            + ("_smoke" if smoke else ""))
   c.seed = seed
   cifar10_data(c, data_dir)
   c.train.epochs = EPOCHS
@@ -149,7 +157,8 @@ def victim_config(attack: dict, arg, *, what: str, transfer: bool = False
     _smoke(c)
     c.friendly.begin_epoch = 0    # generated before the first step, so the smoke covers it
     c.friendly.iterations = 2
-  c.poisons = poisons_config(attack, data_dir, trial=trial, smoke=smoke)
+  c.poisons = poisons_config(attack, data_dir, trial=trial, smoke=smoke,
+                             substitutes=3 if common.ENSEMBLE in tokens else 1)
   # One deep copy of the whole chain keeps the shared data_dir reference shared.
   return config_lib.finalize(c)
 

@@ -9,7 +9,9 @@ so victims with another defence on the same poisons reuse the substitute and the
 Variant tokens (comma-separated): `smoke`; a defence (`none` [default], `random`, `friendly`,
 `friendly_random`, `dp`, `epic`) or `clean` (the control: the same victim on the clean train
 split, the poisons crafted but not applied); `trial<k>` (k = 0..TRIALS-1: the k-th target,
-another test image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2).
+another test image); `seed<s>` (the victim's initialisation and data order; s = 0, 1, 2);
+`ensemble3` (Bullseye Polytope only: the poisons crafted against three substitutes, the
+configured one and two more seeds, as the official attack's ensemble).
 
 Budgets on digits: eps = 0.3 (l_inf, pixel units), the budget the adversarial-example literature
 uses for MNIST-like digits (at CIFAR's 8/255 the digits CNN's features barely move); 4% of the
@@ -32,8 +34,10 @@ DEFENCES = ("none", "random", "friendly", "friendly_random", "dp", "epic")
 CONTROL = "clean"
 TRIALS = 10
 SEEDS = 3
+ENSEMBLE = "ensemble3"  # Bullseye Polytope against 3 substitutes (craft.ensemble_sections)
 TOKENS = ("smoke", CONTROL, *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
-          *(f"seed{s}" for s in range(SEEDS)))
+          *(f"seed{s}" for s in range(SEEDS)), ENSEMBLE)
+SUBSTITUTE_SEED = 100
 
 
 def digits_data(c: ml_collections.ConfigDict) -> None:
@@ -56,11 +60,12 @@ def digits_data(c: ml_collections.ConfigDict) -> None:
   c.train.progress = "log"
 
 
-def substitute_config(dataset: str, *, smoke: bool) -> ml_collections.ConfigDict:
+def substitute_config(dataset: str, *, smoke: bool, seed: int = SUBSTITUTE_SEED
+                      ) -> ml_collections.ConfigDict:
   """The clean model the poisons are crafted against (its own seed, fixed across victims)."""
   c = config_lib.base_config()
   c.name = f"fn_substitute_{dataset}" + ("_smoke" if smoke else "")
-  c.seed = 100
+  c.seed = seed
   DATA[dataset](c)
   c.train.epochs = 2 if smoke else 20
   c.train.log_every_steps = 20
@@ -83,12 +88,15 @@ def target_index(dataset: str, adversarial_class: int, trial: int) -> int:
   return int([i for i in order if labels[i] != adversarial_class][trial])
 
 
-def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool
+def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool, substitutes: int = 1
                    ) -> ml_collections.ConfigDict:
-  """The crafting stage: `attack` overrides craft.ATTACK_DEFAULTS."""
+  """The crafting stage: `attack` overrides craft.ATTACK_DEFAULTS; with `substitutes` > 1 the
+  poisons are crafted against that many substitutes (seeds SUBSTITUTE_SEED, +1, ...), the extra
+  ones in config.substitute_1, ... (each its own run, shared by every trial)."""
   c = config_lib.base_config()
   c.trainer = "poison_craft"
-  c.name = f"fn_craft_{attack['name']}_{dataset}" + ("_smoke" if smoke else "")
+  c.name = (f"fn_craft_{attack['name']}_{dataset}" + (f"_ens{substitutes}" if substitutes > 1
+                                                      else "") + ("_smoke" if smoke else ""))
   c.seed = 0
   DATA[dataset](c)
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
@@ -102,6 +110,9 @@ def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool
     c.attack.restarts = 1
     c.attack.retrain_every = min(c.attack.retrain_every, 2)
   c.substitute = substitute_config(dataset, smoke=smoke)
+  for k in range(1, substitutes):
+    c[f"{craft.ENSEMBLE_PREFIX}{k}"] = substitute_config(dataset, smoke=smoke,
+                                                         seed=SUBSTITUTE_SEED + k)
   return config_lib.finalize(c)
 
 
@@ -116,7 +127,7 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
   c = config_lib.base_config()
   c.trainer = "poison_victim"
   c.name = (f"fn_{attack['name']}_{dataset}_{defence}_t{trial}_s{seed}"
-            + ("_smoke" if smoke else ""))
+            + ("_ens3" if ENSEMBLE in tokens else "") + ("_smoke" if smoke else ""))
   c.seed = seed
   DATA[dataset](c)
   c.train.epochs = 2 if smoke else 20
@@ -150,7 +161,8 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
   if defence == "epic":
     c.policy.update(epic_section(scratch=not (transfer or fine_tune), fine_tune=fine_tune,
                                  smoke=smoke))
-  c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke)
+  c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke,
+                             substitutes=3 if ENSEMBLE in tokens else 1)
   return config_lib.finalize(c)
 
 

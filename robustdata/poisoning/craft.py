@@ -66,6 +66,18 @@ GRADIENT_MATCHING = ("gradient_matching", "sleeper_agent")
 REFERENCE_LR = {"bullseye": 0.04, "hidden_trigger": 0.001}  # gradient matching: gm.reference_lr
 
 
+ENSEMBLE_PREFIX = "substitute_"  # config.substitute_1, substitute_2, ...: more substitutes
+
+
+def ensemble_sections(config) -> list[str]:
+  """The sections of the extra substitutes of a crafting config (`substitute_<k>`, k = 1, 2,
+  ...: whole configs of supervised stages, each its own run), in order; Bullseye Polytope
+  crafts against `substitute` and all of them (the official attack's ensemble)."""
+  extra = [k for k in config_lib.stage_sections(config) if k.startswith(ENSEMBLE_PREFIX)]
+  return sorted(extra, key=lambda k: int(k[len(ENSEMBLE_PREFIX):])
+                if k[len(ENSEMBLE_PREFIX):].isdigit() else -1)
+
+
 class CraftTask(Task):
   """Crafts the poisons of `config.attack` against the substitute's final model."""
 
@@ -94,6 +106,19 @@ class CraftTask(Task):
     if config.data != config.substitute.data:
       raise ConfigError("config.data must equal config.substitute.data (poisons are crafted for "
                         "the substitute's train split)")
+    for section in ensemble_sections(config):
+      index = section[len(ENSEMBLE_PREFIX):]
+      if not index.isdigit() or int(index) < 1:
+        raise ConfigError(f"config.{section}: extra substitutes are named "
+                          f"{ENSEMBLE_PREFIX}1, {ENSEMBLE_PREFIX}2, ...")
+      if get("name") != "bullseye":
+        raise ConfigError(f"config.{section}: an ensemble of substitutes applies to "
+                          f"config.attack.name='bullseye' only, not to {get('name')!r}")
+      if config[section].get("trainer") != "supervised":
+        raise ConfigError(f"config.{section} must be the config of a supervised run")
+      if config[section].data != config.data:
+        raise ConfigError(f"config.{section}.data must equal config.data (every substitute "
+                          "trains on the split the poisons are crafted for)")
     config_lib.validate(config, num_devices=num_devices)
     self.data = sources.load(config.data)  # setup reuses it
     _poison_count(config.attack, self.data)
@@ -110,6 +135,12 @@ class CraftTask(Task):
     self.sub_dir = runner.stage_dir(config, "substitute", driver.run_dir)
     self.model, self.variables = restore_model(config.substitute, self.sub_dir, data)
     self.logits_fn, self.features_fn = gm.model_fns(self.model)
+    self.ensemble_dirs = [runner.stage_dir(config, k, driver.run_dir)
+                          for k in ensemble_sections(config)]
+    self.ensemble = [(self.variables, self.features_fn)]  # Bullseye's substitutes
+    for section, sub_dir in zip(ensemble_sections(config), self.ensemble_dirs):
+      model, variables = restore_model(config[section], sub_dir, data)
+      self.ensemble.append((variables, gm.model_fns(model)[1]))
     self.key = jax.random.PRNGKey(get("seed"))
     rng = np.random.default_rng(np.random.SeedSequence([get("seed"), 0xC4AF7]))
 
@@ -199,12 +230,12 @@ class CraftTask(Task):
       return res.delta, res.loss
     lr = lr or REFERENCE_LR[self.name]
     if self.name == "bullseye":
-      delta, losses = bullseye.craft_bullseye([(v, self.features_fn)], self.x_base,
-                                              data.test.x[self.target], eps=eps, lr=lr,
+      x_t = data.test.x[self.target]
+      delta, losses = bullseye.craft_bullseye(self.ensemble, self.x_base, x_t, eps=eps, lr=lr,
                                               iterations=self.iterations, mesh=self.driver.mesh)
       final = bullseye.bullseye_objective(
-          [(v, self.features_fn)], jnp.asarray(self.x_base + delta),
-          [self.features_fn(v, jnp.asarray(data.test.x[self.target][None]))])
+          self.ensemble, jnp.asarray(self.x_base + delta),
+          [fn(variables, jnp.asarray(x_t[None])) for variables, fn in self.ensemble])
       return delta, float(final)
     patched = hidden_trigger.paste_trigger(data.train.x[data.train.y == self.source],
                                            self.trigger)
@@ -237,6 +268,8 @@ class CraftTask(Task):
     extra = {"source_class": self.source, "test_seed": int(get("seed")),
              "trigger_position": "fixed" if self.name == "hidden_trigger" else "random",
              "iterations": self.iterations}
+    if self.ensemble_dirs:
+      extra["ensemble_run_ids"] = [os.path.basename(d) for d in self.ensemble_dirs]
     art = artifact_lib.PoisonArtifact(
         attack=self.name, base_indices=self.base, perturbations=np.asarray(state["delta"]),
         target_ids=np.asarray([] if self.name == "sleeper_agent" else [self.target]),
@@ -249,7 +282,8 @@ class CraftTask(Task):
             "poison_count": self.count, "poison_budget": float(get("budget")),
             "poison_eps": float(get("eps")), "craft_objective": float(state["loss"]),
             "restart_objectives": self.restart_losses, "substitute_run_id": art.substitute_run_id,
-            "max_abs_perturbation": float(np.max(np.abs(state["delta"])))}
+            "max_abs_perturbation": float(np.max(np.abs(state["delta"]))),
+            "substitutes": 1 + len(self.ensemble_dirs)}
 
 
 def _poison_count(attack, data) -> int:

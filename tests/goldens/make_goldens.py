@@ -57,6 +57,7 @@ VARIANT_TOKENS = {
     "configs/dpsgd/digits.py": ("eps1", "eps8", "sgd", "clip_only", "noise_only", "sparsity90",
                                 "dp_then_sgd", "sgd_then_dp"),
     "configs/dpsgd/pruning_width.py": ("w256,s90,iter", "w64,s95,once", "w256,noise_only"),
+    "configs/friendly_noise/bp_digits.py": ("ensemble3",),
     "configs/friendly_noise/gm_shapes.py": ("clean", "friendly,trial2,seed1"),
     "configs/label_noise/digits.py": ("none", "asym40", "elr", "mixup"),
     "configs/ordering/digits.py": ("descending", "examples", "random", "fixed", "grab",

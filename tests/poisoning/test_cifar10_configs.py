@@ -22,9 +22,8 @@ def data_dir(tmp_path_factory):
   return str(path)
 
 
-def _config(attack: str, data_dir: str, **attack_fields):
-  config = validation.load_config_file(
-      f"configs/friendly_noise/{attack}_cifar10.py:smoke,friendly_random")
+def _config(attack: str, data_dir: str, variant: str = "smoke,friendly_random", **attack_fields):
+  config = validation.load_config_file(f"configs/friendly_noise/{attack}_cifar10.py:{variant}")
   with config.unlocked():
     config.data.data_dir = data_dir  # what --config.data.data_dir does
     for field, value in attack_fields.items():
@@ -53,6 +52,20 @@ def test_the_chain_validates_on_a_prepared_tfds_dir(attack, data_dir):
   other = _config(attack, data_dir + "/elsewhere", **fields)
   for a, b in zip(stages, [other, other.poisons, other.poisons.substitute]):
     assert config_lib.run_id(a) != config_lib.run_id(b)
+
+
+def test_an_ensemble_of_substitutes_shares_the_data_dir(data_dir):
+  target = _other_class_target(data_dir)
+  single = _config("bp", data_dir, target_index=target)
+  ensemble = _config("bp", data_dir, "smoke,friendly_random,ensemble3", target_index=target)
+  sections = ["substitute", "substitute_1", "substitute_2"]
+  assert [ensemble.poisons[k].data.data_dir for k in sections] == [data_dir] * 3
+  assert [ensemble.poisons[k].seed for k in sections] == [100, 101, 102]
+  runner.validate_chain(ensemble)
+  # The first substitute is the single-substitute config's: the ensemble reuses its run.
+  assert (config_lib.run_id(ensemble.poisons.substitute)
+          == config_lib.run_id(single.poisons.substitute))
+  assert config_lib.run_id(ensemble.poisons) != config_lib.run_id(single.poisons)
 
 
 def test_a_target_of_the_adversarial_class_is_refused(data_dir):

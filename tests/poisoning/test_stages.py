@@ -178,6 +178,39 @@ def test_transfer_victim_trains_only_a_new_head_on_the_substitute(workdir):
   assert min(moved) > 0  # a new head, trained
 
 
+@pytest.mark.slow
+def test_bullseye_crafts_against_an_ensemble_of_substitutes(workdir):
+  """`ensemble3`: the crafting stage names two more substitutes (other seeds) by config, each a
+  run of its own; Bullseye Polytope's poisons are those of the kernel over all three, and not
+  those against the first substitute alone."""
+  from robustdata.poisoning import bullseye, craft
+  from robustdata.poisoning import gradient_matching as gm
+  config = config_lib.resolve(_config("bp", "smoke,none,ensemble3"))
+  run_dir, _ = runner.run(config, workdir)
+  craft_dir = runner.stage_dir(config, "poisons", run_dir)
+  sections = craft.ensemble_sections(config.poisons)
+  assert sections == ["substitute_1", "substitute_2"]
+  data = sources.load(config.data)
+  substitutes, sub_dirs = [], []
+  for section in ("substitute", *sections):
+    sub_dirs.append(runner.stage_dir(config.poisons, section, craft_dir))
+    model, variables = supervised.restore_model(config.poisons[section], sub_dirs[-1], data)
+    substitutes.append((variables, gm.model_fns(model)[1]))
+  assert len(set(sub_dirs)) == 3 and all(os.path.isdir(d) for d in sub_dirs)
+  with open(os.path.join(craft_dir, "results.json")) as f:
+    assert json.load(f)["substitutes"] == 3
+  art = artifact_lib.PoisonArtifact.load(craft_dir)
+  assert art.extra["ensemble_run_ids"] == [os.path.basename(d) for d in sub_dirs[1:]]
+  attack = config.poisons.attack
+  x_target = data.test.x[attack.target_index]
+  kwargs = dict(eps=attack.eps, lr=craft.REFERENCE_LR["bullseye"], iterations=attack.iterations)
+  x_base = data.train.x[art.base_indices]
+  ensemble, _ = bullseye.craft_bullseye(substitutes, x_base, x_target, **kwargs)
+  np.testing.assert_allclose(art.perturbations, ensemble, atol=1e-6)
+  single, _ = bullseye.craft_bullseye(substitutes[:1], x_base, x_target, **kwargs)
+  assert np.abs(single - ensemble).max() > 1e-3
+
+
 def test_poisons_for_other_data_are_refused(tmp_path):
   config = _config("bp")
   with config.unlocked():
@@ -210,6 +243,13 @@ def test_bad_attack_and_defence_fields_are_named_before_anything_runs(field, val
   with pytest.raises(ConfigError, match=match.replace("(", r"\(").replace("[", r"\[")):
     runner.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # no stage started
+
+
+def test_an_ensemble_for_another_attack_is_refused_before_anything_runs(tmp_path):
+  with pytest.raises(ConfigError, match="config.substitute_1: an ensemble of substitutes applies "
+                     "to config.attack.name='bullseye' only, not to 'gradient_matching'"):
+    runner.run(_config("gm", "smoke,ensemble3"), str(tmp_path))
+  assert not os.listdir(tmp_path)
 
 
 def test_target_of_the_adversarial_class_is_refused(tmp_path):
