@@ -12,6 +12,12 @@ which per-example clipping does not allow), plus `eps8`: the benchmark's l_inf b
 instead of 16/255. `ensemble3` (Bullseye Polytope only) crafts against three ResNet-18
 substitutes (seeds 100-102).
 
+Checked: each config's `smoke,friendly_random` variant runs its three stages end to end on a
+CIFAR-10-shaped tfds data_dir generated for the purpose (600 train and 200 test images,
+`tests/fake_tfds.py`, with --config.poisons.attack.target_index=5), the substitute trained once
+and reused; nearly all of each run's time is compiling ResNet-18's programs.
+tests/poisoning/test_cifar10_configs.py validates every chain on such a directory.
+
 Targets: the data is not read when a config is built, so the target of `trial<k>` is the k-th
 entry of TARGETS (test-split indices of the prepared tfds split, chosen, not the benchmark's).
 A target whose label is the adversarial class is rejected by the crafting stage with an error
