@@ -1,9 +1,11 @@
 """A tfds dataset in ArrayRecord format written here, for tests of the tfds path (no download,
 no TensorFlow)."""
 
+import importlib.util
 import os
 import sys
 import textwrap
+import uuid
 
 
 def write_fake_tfds(data_dir, name, n_train, n_test, shape, num_classes):
@@ -39,11 +41,13 @@ def write_fake_tfds(data_dir, name, n_train, n_test, shape, num_classes):
               pil = PIL.Image.fromarray(img[..., 0] if {shape[-1]} == 1 else img)
               yield i, {{"image": pil, "label": i % {num_classes}}}
       ''')
-  with open(os.path.join(pkg, "__init__.py"), "w") as f:
+  path = os.path.join(pkg, "__init__.py")
+  with open(path, "w") as f:
     f.write(code)
-  sys.path.insert(0, os.path.dirname(pkg))
-  try:
-    module = __import__(f"fake_{name}")
-    module.Builder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
-  finally:
-    sys.path.pop(0)
+  # A module of its own per call: an import by name would return the first call's module (its
+  # sizes baked in) to every later call in the process.
+  spec = importlib.util.spec_from_file_location(f"fake_{name}_{uuid.uuid4().hex}", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # tfds looks the builder's module up by name
+  spec.loader.exec_module(module)
+  module.Builder(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
