@@ -32,7 +32,6 @@ from ml_collections import config_dict
 
 from configs.friendly_noise import common
 from robustdata import config_lib
-from robustdata.poisoning import craft
 
 DATASET = "cifar10"
 EPOCHS = 40
@@ -111,8 +110,8 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
   common.poisons_config."""
   c = config_lib.base_config()
   c.trainer = "poison_craft"
-  c.name = (f"fn_craft_{attack['name']}_{DATASET}" + (f"_ens{substitutes}" if substitutes > 1
-                                                      else "") + ("_smoke" if smoke else ""))
+  c.name = (f"fn_craft_{attack['name']}_{DATASET}" + common.ensemble_tag(substitutes)
+            + ("_smoke" if smoke else ""))
   c.seed = 0
   cifar10_data(c, data_dir)
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
@@ -125,9 +124,8 @@ def poisons_config(attack: dict, data_dir: config_dict.FieldReference, *, trial:
     c.attack.restarts = 1
     c.attack.retrain_every = min(c.attack.retrain_every, 1)  # one retraining, at iteration 1
   c.substitute = substitute_config(data_dir, smoke=smoke)
-  for k in range(1, substitutes):
-    c[f"{craft.ENSEMBLE_PREFIX}{k}"] = substitute_config(data_dir, smoke=smoke,
-                                                         seed=common.SUBSTITUTE_SEED + k)
+  common.add_ensemble(c, substitutes,
+                      lambda seed: substitute_config(data_dir, smoke=smoke, seed=seed))
   return c
 
 
@@ -146,8 +144,8 @@ def victim_config(attack: dict, arg, *, what: str, transfer: bool = False
   c = config_lib.base_config()
   c.trainer = "poison_victim"
   c.name = (f"fn_{attack['name']}_{DATASET}_{defence}_t{trial}_s{seed}"
-            + ("_eps8" if "eps8" in tokens else "") + ("_ens3" if common.ENSEMBLE in tokens else "")
-            + ("_smoke" if smoke else ""))
+            + ("_eps8" if "eps8" in tokens else "")
+            + common.ensemble_tag(common.substitutes_of(tokens)) + ("_smoke" if smoke else ""))
   c.seed = seed
   cifar10_data(c, data_dir)
   c.train.epochs = EPOCHS
@@ -164,7 +162,7 @@ def victim_config(attack: dict, arg, *, what: str, transfer: bool = False
     c.friendly.begin_epoch = 0    # generated before the first step, so the smoke covers it
     c.friendly.iterations = 2
   c.poisons = poisons_config(attack, data_dir, trial=trial, smoke=smoke,
-                             substitutes=3 if common.ENSEMBLE in tokens else 1)
+                             substitutes=common.substitutes_of(tokens))
   # One deep copy of the whole chain keeps the shared data_dir reference shared.
   return config_lib.finalize(c)
 

@@ -35,6 +35,7 @@ CONTROL = "clean"
 TRIALS = 10
 SEEDS = 3
 ENSEMBLE = "ensemble3"  # Bullseye Polytope against 3 substitutes (craft.ensemble_sections)
+ENSEMBLE_SIZE = 3
 TOKENS = ("smoke", CONTROL, *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
           *(f"seed{s}" for s in range(SEEDS)), ENSEMBLE)
 SUBSTITUTE_SEED = 100
@@ -80,6 +81,23 @@ def _test_labels(dataset: str) -> np.ndarray:
   return sources.load(c.data).test.y
 
 
+def substitutes_of(tokens) -> int:
+  """How many substitutes the variant's poisons are crafted against."""
+  return ENSEMBLE_SIZE if ENSEMBLE in tokens else 1
+
+
+def ensemble_tag(substitutes: int) -> str:
+  """The run-name suffix of an ensemble ('' for one substitute)."""
+  return f"_ens{substitutes}" if substitutes > 1 else ""
+
+
+def add_ensemble(c: ml_collections.ConfigDict, substitutes: int, make_substitute) -> None:
+  """The extra substitutes of a crafting config, config.substitute_1, ... (seeds
+  SUBSTITUTE_SEED + 1, ...): `make_substitute(seed)` builds each one's config."""
+  for k in range(1, substitutes):
+    c[f"{craft.ENSEMBLE_PREFIX}{k}"] = make_substitute(SUBSTITUTE_SEED + k)
+
+
 def target_index(dataset: str, adversarial_class: int, trial: int) -> int:
   """The `trial`-th target: a test image of another class than the adversarial one, drawn by a
   fixed permutation of the test split."""
@@ -95,8 +113,8 @@ def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool, subst
   ones in config.substitute_1, ... (each its own run, shared by every trial)."""
   c = config_lib.base_config()
   c.trainer = "poison_craft"
-  c.name = (f"fn_craft_{attack['name']}_{dataset}" + (f"_ens{substitutes}" if substitutes > 1
-                                                      else "") + ("_smoke" if smoke else ""))
+  c.name = (f"fn_craft_{attack['name']}_{dataset}" + ensemble_tag(substitutes)
+            + ("_smoke" if smoke else ""))
   c.seed = 0
   DATA[dataset](c)
   c.train.epochs = 1  # crafting counts restarts (config.attack.restarts)
@@ -110,9 +128,7 @@ def poisons_config(attack: dict, dataset: str, *, trial: int, smoke: bool, subst
     c.attack.restarts = 1
     c.attack.retrain_every = min(c.attack.retrain_every, 2)
   c.substitute = substitute_config(dataset, smoke=smoke)
-  for k in range(1, substitutes):
-    c[f"{craft.ENSEMBLE_PREFIX}{k}"] = substitute_config(dataset, smoke=smoke,
-                                                         seed=SUBSTITUTE_SEED + k)
+  add_ensemble(c, substitutes, lambda seed: substitute_config(dataset, smoke=smoke, seed=seed))
   return config_lib.finalize(c)
 
 
@@ -127,7 +143,7 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
   c = config_lib.base_config()
   c.trainer = "poison_victim"
   c.name = (f"fn_{attack['name']}_{dataset}_{defence}_t{trial}_s{seed}"
-            + ("_ens3" if ENSEMBLE in tokens else "") + ("_smoke" if smoke else ""))
+            + ensemble_tag(substitutes_of(tokens)) + ("_smoke" if smoke else ""))
   c.seed = seed
   DATA[dataset](c)
   c.train.epochs = 2 if smoke else 20
@@ -162,7 +178,7 @@ def victim_config(attack: dict, dataset: str, arg, *, what: str, transfer: bool 
     c.policy.update(epic_section(scratch=not (transfer or fine_tune), fine_tune=fine_tune,
                                  smoke=smoke))
   c.poisons = poisons_config(attack, dataset, trial=trial, smoke=smoke,
-                             substitutes=3 if ENSEMBLE in tokens else 1)
+                             substitutes=substitutes_of(tokens))
   return config_lib.finalize(c)
 
 

@@ -135,11 +135,11 @@ class CraftTask(Task):
     self.sub_dir = runner.stage_dir(config, "substitute", driver.run_dir)
     self.model, self.variables = restore_model(config.substitute, self.sub_dir, data)
     self.logits_fn, self.features_fn = gm.model_fns(self.model)
-    self.ensemble_dirs = [runner.stage_dir(config, k, driver.run_dir)
-                          for k in ensemble_sections(config)]
     self.ensemble = [(self.variables, self.features_fn)]  # Bullseye's substitutes
-    for section, sub_dir in zip(ensemble_sections(config), self.ensemble_dirs):
-      model, variables = restore_model(config[section], sub_dir, data)
+    self.ensemble_dirs = []
+    for section in ensemble_sections(config):
+      self.ensemble_dirs.append(runner.stage_dir(config, section, driver.run_dir))
+      model, variables = restore_model(config[section], self.ensemble_dirs[-1], data)
       self.ensemble.append((variables, gm.model_fns(model)[1]))
     self.key = jax.random.PRNGKey(get("seed"))
     rng = np.random.default_rng(np.random.SeedSequence([get("seed"), 0xC4AF7]))

@@ -31,11 +31,14 @@ def _config(attack: str, data_dir: str, variant: str = "smoke,friendly_random", 
   return config_lib.resolve(config)
 
 
+def _test_labels(data_dir: str) -> np.ndarray:
+  return sources.load(config_lib.from_dict({"name": "cifar10", "data_dir": data_dir,
+                                            "val_fraction": 0.0})).test.y
+
+
 def _other_class_target(data_dir: str) -> int:
   """A test index whose label is not the adversarial class 0."""
-  test = sources.load(config_lib.from_dict({"name": "cifar10", "data_dir": data_dir,
-                                            "val_fraction": 0.0})).test
-  return int(np.flatnonzero(test.y != 0)[0])
+  return int(np.flatnonzero(_test_labels(data_dir) != 0)[0])
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -69,8 +72,6 @@ def test_an_ensemble_of_substitutes_shares_the_data_dir(data_dir):
 
 
 def test_a_target_of_the_adversarial_class_is_refused(data_dir):
-  test = sources.load(config_lib.from_dict({"name": "cifar10", "data_dir": data_dir,
-                                            "val_fraction": 0.0})).test
-  config = _config("gm", data_dir, target_index=int(np.flatnonzero(test.y == 0)[0]))
+  config = _config("gm", data_dir, target_index=int(np.flatnonzero(_test_labels(data_dir) == 0)[0]))
   with pytest.raises(ConfigError, match="config.attack.target_index=.*adversarial_class"):
     runner.validate_chain(config)
