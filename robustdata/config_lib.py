@@ -231,19 +231,22 @@ def finalize(config):
   `with_defaults` gives every None policy field the chosen policy's default and drops those it
   does not have, so no field or default of the file's policy is left behind (two policies can
   share a field name with different defaults, e.g. start_epoch). Unset OPTIONAL_FIELDS are
-  None placeholders too, left out of the hash. The display-only fields' values are recorded in
+  None placeholders too, left out of the hash, in the upstream stages nested in `config` as
+  well (`--config.poisons.train.conv=xla` on a chain finalized once as a whole). The display-only fields' values are recorded in
   config.hashed_display (DISPLAY_FIELDS) unless a first `finalize` recorded them already."""
   config = with_defaults(config, sections=("data", "model"))
   if _unrecorded_display(config):
     config = copy.deepcopy(config)
     _record_display(config)
-  absent = [d.split(".") for d in OPTIONAL_FIELDS
-            if d.split(".")[0] in config and d.split(".")[1] not in config[d.split(".")[0]]]
+  absent = _absent_optional(config)
   if absent:
-    config = copy.deepcopy(config)
-    with config.unlocked():
-      for section, field in absent:
-        config[section][field] = ml_collections.config_dict.placeholder(
+    config = copy.deepcopy(config)  # one copy of the whole chain: shared references stay shared
+    for stages, section, field in absent:
+      stage = config
+      for key in stages:
+        stage = stage[key]
+      with stage.unlocked():
+        stage[section][field] = ml_collections.config_dict.placeholder(
             OPTIONAL_FIELDS[f"{section}.{field}"])
   if _supervised(config) and "name" in config.get("policy", {}):
     fields = {k: v for k, v in POLICIES.defaults(config.policy.name).items()
@@ -254,6 +257,18 @@ def finalize(config):
         for key, value in fields.items():
           config.policy[key] = ml_collections.config_dict.placeholder(type(value))
   return config.lock()
+
+
+def _absent_optional(config, stages: tuple[str, ...] = ()
+                     ) -> list[tuple[tuple[str, ...], str, str]]:
+  """(path of stage keys, section, field) of each OPTIONAL_FIELDS field that `config` or an
+  upstream stage nested in it lacks, so `--config.poisons.train.conv=...` reaches a nested stage
+  the config file did not finalize on its own."""
+  absent = [(stages, *d.split(".")) for d in OPTIONAL_FIELDS
+            if d.split(".")[0] in config and d.split(".")[1] not in config[d.split(".")[0]]]
+  for key in stage_sections(config):
+    absent += _absent_optional(config[key], (*stages, key))
+  return absent
 
 
 # The trainers that build data policies and objectives (the supervised task and its subclasses).

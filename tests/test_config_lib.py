@@ -212,6 +212,30 @@ def test_optional_field_is_settable_and_in_the_hash_only_when_set():
   config_lib.check_known_fields(config)  # known although base_config lacks it
 
 
+def test_finalize_makes_optional_fields_of_nested_stages_settable():
+  """A chain finalized once as a whole (one shared FieldReference across its stages): the
+  upstream stages get the placeholders too, the reference stays shared, and unset ones leave
+  the upstream hash as it was."""
+  shared = ml_collections.FieldReference("", field_type=str)
+  stages = []
+  for name in ("up", "down"):
+    c = config_lib.base_config()
+    c.name = name
+    c.data.data_dir = shared
+    stages.append(c)
+  up, down = stages
+  with down.unlocked():
+    down.up = up
+  before = config_lib.config_hash(down.up)
+  config = config_lib.finalize(down)
+  assert config.up.train.conv is None and config.up.model.width is None
+  assert config_lib.config_hash(config.up) == before
+  config.up.train.conv = "xla"  # what --config.up.train.conv=xla does
+  assert config_lib.config_hash(config.up) != before
+  config.data.data_dir = "/data"
+  assert config.up.data.data_dir == "/data"
+
+
 # --- Display-only fields (config_lib.DISPLAY_FIELDS) do not change a run's id. --------------
 
 def _overridden(config, **fields):
