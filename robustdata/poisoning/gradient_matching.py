@@ -332,7 +332,9 @@ def craft(logits_fn: LogitsFn, variables: Variables, target_grad: PyTree, x_base
     v = jax.tree_util.tree_map(put_rep, variables)
     g_t = jax.tree_util.tree_map(put_rep, target_grad)
     delta = put_data(_gather(init_delta(init_key, x_base, eps), idx))
-    adam_state = init_adam(delta)
+    # Adam's step count placed like the iteration's output, else its second call recompiles.
+    adam_state = jax.tree_util.tree_map(lambda a: put_rep(a) if a.ndim == 0 else a,
+                                        init_adam(delta))
     loss = np.inf
     for it in range(iterations):
       step_lr = np.float32(lr_at(it, lr=lr, iterations=iterations, gamma=gamma))

@@ -2,6 +2,8 @@
 gradients, the second-order δ-gradient against finite differences, the augmentation, signed
 Adam and the projection, the schedule, crafting, and sharded crafting on 8 fake devices."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -188,3 +190,24 @@ def test_codebase_models_with_batch_stats():
                  iterations=3, restarts=1, lr=0.01)
   assert np.all(np.isfinite(res.losses)) and np.all(np.abs(res.delta) <= 0.05)
   assert np.all(x[1:] + res.delta >= -1e-7) and np.all(x[1:] + res.delta <= 1 + 1e-7)
+
+
+def test_crafting_on_a_mesh_compiles_its_iteration_once():
+  """The first iteration's Adam state is placed like the iteration's output, so the later
+  iterations and restarts reuse the first compile instead of compiling the program again."""
+  from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+  messages = []
+  handler = logging.Handler()
+  handler.emit = lambda record: messages.append(record.getMessage())
+  _, v, logits_fn, _ = tm.make(2)
+  x_b = tm.images(8, 6)
+  g_t = gm.target_gradient(logits_fn, v, tm.images(7, 1), np.array([1]))
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  logging.getLogger("jax").addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      gm.craft(logits_fn, v, g_t, x_b, np.ones(6, np.int32), key=jax.random.PRNGKey(0),
+               eps=0.1, iterations=4, restarts=2, lr=0.01, pbatch=6, augment=False, mesh=mesh)
+  finally:
+    logging.getLogger("jax").removeHandler(handler)
+  assert sum(m.startswith("Compiling jit(iteration)") for m in messages) == 1, messages
