@@ -122,8 +122,10 @@ def base_config() -> ml_collections.ConfigDict:
 # command line can set them; a None one is left out of the dict, the JSON and the hash.
 # model.width is the exception: the base width k of a width sweep (robustdata/models/__init__.py);
 # the ResNets register it with a default (so it is always set and hashed for them), the MLP and
-# the CNN keep their `hidden` / `channels` while it is None.
-OPTIONAL_FIELDS: dict[str, type] = {"train.conv": str, "model.width": int}
+# the CNN keep their `hidden` / `channels` while it is None. The contrastive ones are SafeCLIP's
+# ablations (robustdata/contrastive/config.py, SAFECLIP_ABLATIONS): None is the method itself.
+OPTIONAL_FIELDS: dict[str, type] = {"train.conv": str, "model.width": int,
+                                    "contrastive.safe_set": str, "contrastive.risky_pass": bool}
 
 
 # config.mask: a parameter mask over the conv/dense kernels (robustdata/privacy/masks.py), with or

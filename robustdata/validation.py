@@ -392,6 +392,8 @@ RULES: dict[str, Rule] = {
     "contrastive.clip_warmup_epochs": NONNEG_INT,
     "contrastive.drop_overflow": Flag(),
     "contrastive.phase_c_warmup": Flag(),
+    "contrastive.safe_set": Nullable(Choice(("scored", "uniform"))),  # config_lib.OPTIONAL_FIELDS
+    "contrastive.risky_pass": Nullable(Flag()),  # config_lib.OPTIONAL_FIELDS
     "contrastive.pool_prefill": Choice(("captions", "random")),
     "contrastive.eda_captions": Choice(("once", "epoch", "off")),
     "contrastive.aug_chain": Choice(("cross_aug", "small", "none")),

@@ -10,6 +10,9 @@ the CLIP LR, 1 unimodal epoch, safe fraction +0.08 per epoch up to 0.85. results
 components and separation (`gmm_separation`, d').
 Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
 Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (3 epochs: one per phase).
+Ablations: --config.contrastive.safe_set=uniform (each safe set a uniform random draw of the
+           size the scores chose), --config.contrastive.risky_pass=False (no unimodal pass on
+           the risky pairs); unset, they are the method and change no run id.
 Hardware:  2 CPU cores. Time: about 12 minutes on one core (one XLA thread).
 Expected:  r1, s0: targeted ASR 0.00 and backdoor ASR 0.031 (CLIP 0.69, 0.86), safe-set poison
            rate 0.05-0.6% against a 1.9% base rate, but zero-shot 0.23 (CLIP 0.91): the safe

@@ -13,6 +13,12 @@ from robustdata.registry import ConfigError
 METHODS = ("clip", "roclip", "safeclip", "cleanclip", "filter")
 # Optional config.poison fields: read with .get, so configs without them keep their run ids.
 POISON_OPTIONAL = ("caption_source",)  # targeted captions: 'template' or 'data' (data.py)
+# SafeCLIP's ablations, optional config.contrastive fields (config_lib.OPTIONAL_FIELDS: None, the
+# method itself, is left out of the hash, so no run id changes); methods other than safeclip
+# refuse a value. safe_set='uniform': each Phase C split's safe set is a uniform random draw of
+# the size the scores chose (the poisons' share then equals the base rate); risky_pass=False:
+# Phase C skips the unimodal pass on the risky pairs.
+SAFECLIP_ABLATIONS = {"safe_set": "scored", "risky_pass": True}  # field: the method's value
 
 _COMMON = dict(
     warmup_steps=10,        # linear warm-up steps of each warm-up + cosine phase
@@ -133,6 +139,12 @@ def validate(config, *, num_devices: int) -> None:
 
   c, expected = config.contrastive, contrastive_defaults(config.method)
   for key in c.keys():
+    if key in SAFECLIP_ABLATIONS and c[key] is None:
+      continue  # an unset optional field (a placeholder from config_lib.finalize)
+    if key in SAFECLIP_ABLATIONS:
+      require(config.method == "safeclip", f"config.contrastive.{key}={c[key]!r} is a SafeCLIP "
+             f"ablation; method {config.method!r} allows only None")
+      continue
     require(key in expected, f"config.contrastive.{key} is not a field of method "
            f"{config.method!r}; allowed fields: {sorted(expected.keys())}")
   for key in expected.keys():
@@ -169,6 +181,12 @@ def validate(config, *, num_devices: int) -> None:
            f"kind={p.kind!r}; got count={p.count}, rate={p.rate}")
     if p.kind in ("backdoor", "both"):
       triggers.check_trigger(p.trigger)
+
+
+def safeclip_ablation(config, field: str):
+  """The value of SafeCLIP's ablation `field` (SAFECLIP_ABLATIONS' value when unset)."""
+  value = config.contrastive.get(field)
+  return SAFECLIP_ABLATIONS[field] if value is None else value
 
 
 def eda_captions(config) -> str:

@@ -270,6 +270,8 @@ class ContrastiveTask(Task):
     if phase == "safe":
       safe = np.asarray(self.safe, np.int64)
       risky = np.setdiff1d(np.arange(self.n), safe)
+      if not ccfg.safeclip_ablation(self.config, "risky_pass"):
+        risky = risky[:0]
       return phase, ([(b, "unimodal") for b in cdata.batches_of(order.permutation(risky), bsz,
                                                               drop_last=False)]
                      + [(b, "cross_clip") for b in cdata.batches_of(order.permutation(safe), bsz,
@@ -318,6 +320,9 @@ class ContrastiveTask(Task):
     safe, _, _, frac = safeclip.safe_risky_split(scores, safe_fraction=self.safe_fraction,
                                                  threshold=c.safe_threshold,
                                                  seed=self.config.seed, mixture=mixture)
+    if ccfg.safeclip_ablation(self.config, "safe_set") == "uniform":  # same size, no scores
+      draw = np.random.default_rng(np.random.SeedSequence([self.config.seed, 67, epoch]))
+      safe = np.sort(draw.choice(self.n, size=len(safe), replace=False))
     self.safe = safe.tolist()
     self.safe_fraction = safeclip.next_safe_fraction(
         max(frac, 1.0 / self.n), update=c.safe_fraction_update, cap=c.safe_fraction_cap)

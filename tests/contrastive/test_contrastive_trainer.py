@@ -8,13 +8,16 @@ import json
 import os
 import signal
 
+import types
+
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from robustdata import runner
 from robustdata.contrastive import config as contrastive_config
-from robustdata.contrastive.trainer import train_and_evaluate_contrastive
+from robustdata.contrastive.trainer import ContrastiveTask, train_and_evaluate_contrastive
 from robustdata.data import sources
 from robustdata.poisoning import clip_data
 from robustdata.registry import ConfigError
@@ -186,6 +189,48 @@ def test_safeclip_phase_c_passes_warm_up_over_their_own_steps(safeclip_run):
       checked += 1
   assert checked == results["steps"] - (start * n) // bsz and taken["cross_clip"] > 0
   assert any(k >= c.warmup_steps for k in taken.values())  # past the ramp, and inside it
+
+
+def _ablated_task(scores: np.ndarray, **ablations):
+  """A ContrastiveTask's SafeCLIP state with fixed pair scores (nothing trains), for `_split`
+  and `plan_epoch`."""
+  n = len(scores)
+  return types.SimpleNamespace(
+      config=ml_collections.ConfigDict(dict(seed=0, method="safeclip", train=dict(epochs=9),
+                                            contrastive=dict(inmodal_warmup=1, multimodal_warmup=1,
+                                                             **ablations))),
+      c=ml_collections.ConfigDict(dict(safe_threshold=0.9, safe_fraction_update=0.01,
+                                       safe_fraction_cap=0.85)),
+      n=n, bsz=8, is_poison=np.arange(n) % 10 == 0, safe_fraction=0.25, split_history=[],
+      attack_rows={}, state=types.SimpleNamespace(params=None),
+      encoders=types.SimpleNamespace(scores=lambda *_: scores),
+      train=types.SimpleNamespace(x=None, extras={"tokens": None}),
+      driver=types.SimpleNamespace(writer=types.SimpleNamespace(write=lambda *a, **k: None)))
+
+
+@pytest.mark.parametrize("safe_set", [None, "uniform"])
+def test_safeclip_ablation_uniform_safe_set(safe_set):
+  """safe_set='uniform': the split keeps the size the scores chose and draws the pairs at random;
+  unset (the method), the safe set is the top-scored pairs."""
+  scores = np.random.default_rng(0).normal(size=80)
+  task = _ablated_task(scores, safe_set=safe_set)
+  split = ContrastiveTask._split  # pylint: disable=protected-access
+  split(task, types.SimpleNamespace(epoch=3, step=0))
+  top = np.sort(np.argsort(-scores)[:20])
+  assert len(task.safe) == 20 and task.split_history[0]["safe_count"] == 20
+  assert (task.safe == top.tolist()) == (safe_set is None)
+
+
+@pytest.mark.parametrize("risky_pass", [None, False])
+def test_safeclip_ablation_without_the_risky_pass(risky_pass):
+  """risky_pass=False: a Phase C epoch is the CLIP pass on the safe pairs alone."""
+  task = _ablated_task(np.zeros(40), risky_pass=risky_pass)
+  task.safe = list(range(0, 40, 3))  # 14 safe, 26 risky pairs
+  phase, plan = ContrastiveTask.plan_epoch(task, 2)
+  kinds = [kind for _, kind in plan]
+  assert phase == "safe" and kinds.count("cross_clip") == 2
+  assert kinds.count("unimodal") == (0 if risky_pass is False else 4)
+  assert sorted(np.concatenate([b for b, k in plan if k == "cross_clip"])) == task.safe
 
 
 def _untimed(record: dict) -> dict:
