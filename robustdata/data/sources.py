@@ -206,6 +206,9 @@ GENERATED = frozenset({"captioned_shapes", "captioned_scenes", "cifar_shaped_syn
 _RENDERED: collections.OrderedDict[str, DataSplits] = collections.OrderedDict()
 RENDERED_ENTRIES = 2  # the most recently used configs kept
 RENDERED_BYTES = 512 * 2**20  # larger splits are rendered again when asked for again
+# config.data fields the loader reads, not the sources: left out of the cache key, so a
+# substitute trained without augmentation and a victim with it share one rendering.
+LOADER_FIELDS = ("augment", "crop_padding")
 
 
 def _nbytes(data: DataSplits) -> int:
@@ -214,10 +217,11 @@ def _nbytes(data: DataSplits) -> int:
 
 
 def _generated(source, cfg) -> DataSplits:
-  """`source(cfg)` through a small per-process cache keyed by all of `cfg`'s fields. Every call
-  returns its own deep copy, so a caller that changes its arrays in place (poisons applied,
-  a policy rewriting the train split) never changes what the next caller gets."""
-  key = json.dumps(config_lib.to_dict(cfg), sort_keys=True)
+  """`source(cfg)` through a small per-process cache keyed by `cfg`'s fields but LOADER_FIELDS.
+  Every call returns its own deep copy, so a caller that changes its arrays in place (poisons
+  applied, a policy rewriting the train split) never changes what the next caller gets."""
+  fields = {k: v for k, v in config_lib.to_dict(cfg).items() if k not in LOADER_FIELDS}
+  key = json.dumps(fields, sort_keys=True)
   if key not in _RENDERED:
     data = source(cfg)
     if _nbytes(data) > RENDERED_BYTES:

@@ -102,3 +102,8 @@ def test_generated_sources_render_once_per_config_and_hand_out_copies(monkeypatc
   other = ml_collections.ConfigDict({**cfg.to_dict(), "seed": 1})
   assert not np.array_equal(sources.load(other).train.x, fresh.train.x)
   assert len(calls) == 2
+  # The loader's fields (augmentation) are not the source's: the same rendering serves them.
+  augmented = ml_collections.ConfigDict({**cfg.to_dict(), "augment": ("crop", "flip"),
+                                         "crop_padding": 2})
+  np.testing.assert_array_equal(sources.load(augmented).train.x, fresh.train.x)
+  assert len(calls) == 2
