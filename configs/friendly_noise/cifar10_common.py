@@ -21,9 +21,10 @@ Checked: each config's `smoke,friendly_random` variant runs its three stages end
 CIFAR-10-shaped tfds data_dir generated for the purpose (50,000 train and 10,000 test images
 of noise, `tests/fake_tfds.py`) in 40-59 s on one CPU core from an empty workdir without the
 compilation cache (`--compilation_cache=none`; Sleeper Agent slowest). The paper-setting chains
-(ResNet-18) have run end to end at the smoke's step counts on such data, nearly all of their
-time on a CPU compiling (minutes per stage). tests/poisoning/test_cifar10_configs.py validates
-every chain, in both settings, on such a directory.
+(ResNet-18) have run end to end at the smoke's step counts on a smaller generated set (600 + 200
+images), nearly all of their time on a CPU compiling (minutes per stage).
+tests/poisoning/test_cifar10_configs.py validates every chain, in both settings, on such a
+directory.
 
 Targets: the data is not read when a config is built, so the target of `trial<k>` is the k-th
 entry of TARGETS (test-split indices of the prepared tfds split, chosen, not the benchmark's).
@@ -99,7 +100,7 @@ def _smoke_scale(c: ml_collections.ConfigDict) -> None:
   whose compiles alone take minutes on a CPU."""
   c.data.subset_size = SMOKE_SUBSET
   c.model = ml_collections.ConfigDict({"name": "cnn", "norm": "batch", "width": 8})
-  c.optim.learning_rate = 0.01  # the CNN diverges at ResNet-18's 0.1 within five steps
+  c.optim.learning_rate = 0.01  # at ResNet-18's 0.1 the CNN diverged within five steps
   c.train.eval_batch_size = 2000
 
 
