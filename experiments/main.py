@@ -47,7 +47,9 @@ def _use_compilation_cache(directory: str | None) -> None:
   jax.config.update("jax_enable_compilation_cache", directory is not None)
   if directory is not None:
     jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Every program, however quick to compile: a warm run of a small config then compiles
+    # nothing (benchmarks/time_to_result.py; docs/results/speed.md, "Time to result").
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   compilation_cache.reset_cache()  # loading the config may have compiled (and opened a cache)
 
 
