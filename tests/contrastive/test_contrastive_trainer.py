@@ -7,7 +7,6 @@ import importlib
 import json
 import os
 import signal
-
 import types
 
 import jax
