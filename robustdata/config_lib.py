@@ -234,8 +234,9 @@ def finalize(config):
   does not have, so no field or default of the file's policy is left behind (two policies can
   share a field name with different defaults, e.g. start_epoch). Unset OPTIONAL_FIELDS are
   None placeholders too, left out of the hash, in the upstream stages nested in `config` as
-  well (`--config.poisons.train.conv=xla` on a chain finalized once as a whole). The display-only fields' values are recorded in
-  config.hashed_display (DISPLAY_FIELDS) unless a first `finalize` recorded them already."""
+  well (`--config.poisons.train.conv=xla` on a chain finalized once as a whole). The
+  display-only fields' values are recorded in config.hashed_display (DISPLAY_FIELDS) unless a
+  first `finalize` recorded them already."""
   config = with_defaults(config, sections=("data", "model"))
   if _unrecorded_display(config):
     config = copy.deepcopy(config)

@@ -34,8 +34,8 @@ DEFENCES = ("none", "random", "friendly", "friendly_random", "dp", "epic")
 CONTROL = "clean"
 TRIALS = 10
 SEEDS = 3
-ENSEMBLE = "ensemble3"  # Bullseye Polytope against 3 substitutes (craft.ensemble_sections)
-ENSEMBLE_SIZE = 3
+ENSEMBLE_SIZE = 3  # Bullseye Polytope against 3 substitutes (craft.ensemble_sections)
+ENSEMBLE = f"ensemble{ENSEMBLE_SIZE}"
 TOKENS = ("smoke", CONTROL, *DEFENCES, *(f"trial{k}" for k in range(TRIALS)),
           *(f"seed{s}" for s in range(SEEDS)), ENSEMBLE)
 SUBSTITUTE_SEED = 100
