@@ -38,8 +38,8 @@ def run_steps(model, data, *, kind: str, steps: int, batch_size: int, peak_lr: f
     params = steps_lib.create_state(model, tx, rng=jax.random.PRNGKey(seed),
                                     image_shape=data.x.shape[1:], context_length=tokens.shape[1],
                                     pools={}).params
-    prefill = model.apply({"params": params}, jnp.asarray(tokens[:pool_size]),
-                          method=model.encode_text)
+    prefill = jax.jit(lambda p, t: model.apply({"params": p}, t, method=model.encode_text))(
+        params, jnp.asarray(tokens[:pool_size]))
     pools["text"] = pool_lib.init_pool(pool_size, prefill.shape[1], prefill=prefill,
                                        batch_size=batch_size)
   state = steps_lib.create_state(model, tx, rng=jax.random.PRNGKey(seed),

@@ -49,10 +49,12 @@ def test_cleanclip_step_is_multimodal_plus_unimodal(splits):
   # The expected loss, rebuilt from the pieces with the step's own augmentation key.
   _, k2 = jax.random.split(jax.random.fold_in(state.rng, state.step))
   params = state.params
-  enc_i = lambda im: model.apply({"params": params}, im, train=True, method=model.encode_image)
-  enc_t = lambda t: model.apply({"params": params}, t, train=True, method=model.encode_text)
+  enc_i = jax.jit(lambda im: model.apply({"params": params}, im, train=True,
+                                         method=model.encode_image))
+  enc_t = jax.jit(lambda t: model.apply({"params": params}, t, train=True,
+                                        method=model.encode_text))
   img, txt = enc_i(batch["x"]), enc_t(batch["tokens"])
-  img_aug, txt_aug = enc_i(augment_batch(k2, batch["x"])), enc_t(batch["tokens_aug"])
+  img_aug, txt_aug = enc_i(jax.jit(augment_batch)(k2, batch["x"])), enc_t(batch["tokens_aug"])
   scale = params["logit_scale"]
   multimodal = losses.clip_loss(img, txt, scale)
   image_term = losses.unimodal_loss(img, img_aug, scale)
@@ -83,9 +85,10 @@ def test_cross_clip_without_augmentation_is_plain_clip(splits, augment):
   step = jax.jit(steps.make_step(model, tx, kind="cross_clip", augment=augment))
   _, metrics = step(state, batch, jnp.float32(1e-3))
   params = state.params
-  img = model.apply({"params": params}, batch["x"], train=True, method=model.encode_image)
-  txt = model.apply({"params": params}, batch["tokens"], train=True, method=model.encode_text)
-  plain = float(losses.clip_loss(img, txt, params["logit_scale"]))
+  plain = float(jax.jit(lambda p: losses.clip_loss(
+      model.apply({"params": p}, batch["x"], train=True, method=model.encode_image),
+      model.apply({"params": p}, batch["tokens"], train=True, method=model.encode_text),
+      p["logit_scale"]))(params))
   if augment:
     assert abs(float(metrics["loss"]) - plain) > 1e-4
   else:
