@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from robustdata.models.vit import TransformerBlock, normal_init
+from robustdata.models.vit import TransformerBlock
 
 
 class TextTransformer(nn.Module):
@@ -26,9 +26,9 @@ class TextTransformer(nn.Module):
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     b, length = tokens.shape
-    x = nn.Embed(self.vocab_size, self.width, embedding_init=normal_init(0.02),
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
                  name="token_embedding")(tokens)
-    pos = self.param("positional_embedding", normal_init(0.01),
+    pos = self.param("positional_embedding", nn.initializers.normal(0.01),
                      (self.context_length, self.width))
     x = x + pos[:length]
     valid = tokens != 0

@@ -1,6 +1,6 @@
 """A small Vision Transformer (pre-LN blocks, class token) for CLIP image towers on small images.
 
-`TransformerBlock` and `normal_init` are shared with the text tower (`robustdata.models.text`).
+`TransformerBlock` is shared with the text tower (`robustdata.models.text`).
 """
 
 from __future__ import annotations
@@ -8,25 +8,9 @@ from __future__ import annotations
 from typing import Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from robustdata.models.conv import conv_function
-
-
-def normal_init(stddev: float):
-  """flax's `initializers.normal(stddev)` with the same bits eagerly and under jit.
-
-  Under jit XLA fuses the scaling into the sampler, which moves some values by one ulp; the
-  barrier keeps the two apart, so a jitted `init` (contrastive.steps.create_state) gives the
-  parameters that an eager one gives.
-  """
-
-  def init(key, shape, dtype=jnp.float32):
-    return lax.optimization_barrier(jax.random.normal(key, shape, dtype)) * jnp.array(stddev, dtype)
-
-  return init
 
 
 class TransformerBlock(nn.Module):
@@ -66,9 +50,9 @@ class ViT(nn.Module):
                 conv_general_dilated=conv_function(self.conv))(images)
     b, gh, gw, _ = x.shape
     x = x.reshape(b, gh * gw, self.width)
-    cls = self.param("class_embedding", normal_init(0.02), (self.width,))
+    cls = self.param("class_embedding", nn.initializers.normal(0.02), (self.width,))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.width)), x], axis=1)
-    x = x + self.param("positional_embedding", normal_init(0.02), x.shape[1:])
+    x = x + self.param("positional_embedding", nn.initializers.normal(0.02), x.shape[1:])
     x = nn.LayerNorm(name="ln_pre")(x)
     for i in range(self.depth):
       x = TransformerBlock(self.width, self.heads, self.mlp_ratio, name=f"block_{i}")(x)
