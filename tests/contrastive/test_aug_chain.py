@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustdata import losses
 from robustdata.contrastive import optim, steps
 from robustdata.contrastive import config as contrastive_config
 from robustdata.data import image_augment as augment
@@ -61,13 +62,18 @@ def test_the_step_uses_the_configured_chain(splits):
            "mask": jnp.ones((b,), jnp.float32)}
   batch["tokens_aug"] = batch["tokens"]
 
+  state = steps.create_state(model, tx, rng=jax.random.PRNGKey(0), image_shape=(24, 24, 3),
+                             context_length=splits.info["context_length"], pools={})
+
   def loss(**kw):
-    state = steps.create_state(model, tx, rng=jax.random.PRNGKey(0), image_shape=(24, 24, 3),
-                               context_length=splits.info["context_length"], pools={})
     return float(jax.jit(steps.make_step(model, tx, kind="clip", **kw))(
         state, batch, jnp.float32(1e-3))[1]["loss"])
 
-  plain = loss(augment=False)
+  # The un-augmented loss, as one jitted forward (a third step would compile a backward too).
+  plain = float(jax.jit(lambda p: losses.clip_loss(
+      model.apply({"params": p}, batch["x"], train=True, method=model.encode_image),
+      model.apply({"params": p}, batch["tokens"], train=True, method=model.encode_text),
+      p["logit_scale"], mask=batch["mask"]))(state.params))
   np.testing.assert_allclose(loss(augment=True, aug_kwargs=augment.chain("small")), plain,
                              rtol=1e-5)
   assert abs(loss(augment=True, aug_kwargs=augment.chain("cross_aug")) - plain) > 1e-4
