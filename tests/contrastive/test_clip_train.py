@@ -34,8 +34,6 @@ def test_tiny_clip_loss_decreases_and_evals_run(splits):
   assert probe["linear_probe_accuracy"] > 1.5 / task["num_classes"]
 
 
-
-
 def test_create_state_starts_from_the_trainers_bits(splits):
   # The trainer initialises inside a jitted init_state; create_state (used directly by tests
   # and tools) jits its init too, so both give the same parameters. An eager init would differ
