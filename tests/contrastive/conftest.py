@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustdata import losses
 from robustdata.contrastive import optim
 from robustdata.contrastive import pool as pool_lib
 from robustdata.contrastive import steps as steps_lib
@@ -62,6 +63,17 @@ def run_steps(model, data, *, kind: str, steps: int, batch_size: int, peak_lr: f
     history.append({k: float(v) for k, v in metrics.items()})
     assert np.isfinite(history[-1]["loss"]), history[-1]
   return state, history
+
+
+def plain_clip_loss(model, params, batch: dict) -> float:
+  """The CLIP loss of `batch`'s un-augmented pairs under `params` (train-mode forward, the
+  batch's row mask), as one jitted program: the loss a 'clip' step without augmentation
+  reports for that state and batch."""
+  def loss(p):
+    img = model.apply({"params": p}, batch["x"], train=True, method=model.encode_image)
+    txt = model.apply({"params": p}, batch["tokens"], train=True, method=model.encode_text)
+    return losses.clip_loss(img, txt, p["logit_scale"], mask=batch["mask"])
+  return float(jax.jit(loss)(params))
 
 
 def encode(model, params, x, *, method: str = "encode_image", batch_size: int = 512):

@@ -9,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from robustdata import losses
 from robustdata.contrastive import optim, steps
 from robustdata.contrastive import config as contrastive_config
 from robustdata.data import image_augment as augment
 from robustdata.registry import ConfigError
-from tests.contrastive.conftest import tiny_model
+from tests.contrastive.conftest import plain_clip_loss, tiny_model
 
 
 def _images(n: int = 8) -> jnp.ndarray:
@@ -70,10 +69,7 @@ def test_the_step_uses_the_configured_chain(splits):
         state, batch, jnp.float32(1e-3))[1]["loss"])
 
   # The un-augmented loss, as one jitted forward (a third step would compile a backward too).
-  plain = float(jax.jit(lambda p: losses.clip_loss(
-      model.apply({"params": p}, batch["x"], train=True, method=model.encode_image),
-      model.apply({"params": p}, batch["tokens"], train=True, method=model.encode_text),
-      p["logit_scale"], mask=batch["mask"]))(state.params))
+  plain = plain_clip_loss(model, state.params, batch)
   np.testing.assert_allclose(loss(augment=True, aug_kwargs=augment.chain("small")), plain,
                              rtol=1e-5)
   assert abs(loss(augment=True, aug_kwargs=augment.chain("cross_aug")) - plain) > 1e-4

@@ -13,7 +13,7 @@ from robustdata import losses
 from robustdata.contrastive import optim, steps
 from robustdata.data.image_augment import augment_batch
 from robustdata.data.caption_augment import eda_tokens
-from tests.contrastive.conftest import tiny_model
+from tests.contrastive.conftest import plain_clip_loss, tiny_model
 
 
 def _batch(splits, b: int = 16):
@@ -84,11 +84,7 @@ def test_cross_clip_without_augmentation_is_plain_clip(splits, augment):
   batch = _batch(splits)
   step = jax.jit(steps.make_step(model, tx, kind="cross_clip", augment=augment))
   _, metrics = step(state, batch, jnp.float32(1e-3))
-  params = state.params
-  plain = float(jax.jit(lambda p: losses.clip_loss(
-      model.apply({"params": p}, batch["x"], train=True, method=model.encode_image),
-      model.apply({"params": p}, batch["tokens"], train=True, method=model.encode_text),
-      p["logit_scale"]))(params))
+  plain = plain_clip_loss(model, state.params, batch)
   if augment:
     assert abs(float(metrics["loss"]) - plain) > 1e-4
   else:
