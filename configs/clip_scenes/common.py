@@ -15,7 +15,10 @@ attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one c
 poisons, 4% of the pairs). A target's pull grows with its own caption count: plain CLIP (seed
 0) flips 1 of 16 targets at r02 (2 captions each), 11 at r1 (12 each) and all 16 at t50. The
 papers' notebook uses 100 per target, 0.16% of 1M pairs; on 20,000 pairs that count is a rate of
-8%, so t50 is the nearest point to the papers' per-target pull.
+8%, so t50 is the nearest point to the papers' per-target pull. `e30`: 30 epochs instead of 10,
+as the papers train 32-64 (r02 is attacked only then); RoCLIP and the filter keep their 5 and 2
+warm-up epochs, and CleanCLIP fine-tunes the finished `clip.py` run of the same variant (its
+upstream stage, trained first or reused) for 6 epochs on 5,000 clean pairs.
 """
 
 import ml_collections
@@ -28,15 +31,23 @@ CAPTIONS_PER_TARGET = {"t50": 50}  # targeted-only points: captions per target i
 POINTS = (*RATES, *CAPTIONS_PER_TARGET)  # the table's points, at most one per variant
 SEEDS = {"s0": 0, "s1": 1, "s2": 2}
 EPOCHS = 10
+LONG = {"e30": 30}  # training length tokens: epochs (CleanCLIP: of its upstream CLIP stage)
+SWEEP_POINTS = (*POINTS, "r02,e30")  # r02 is attacked only with 30 epochs
 NUM_TRAIN = 20000
 MAX_TARGETS = 16  # the papers' 16 target images
 
 
+def variant_tokens(arg, name: str) -> set[str]:
+  """The variant tokens of `arg` for the config file of run name `name` (a ConfigError names
+  an unknown, repeated or conflicting one)."""
+  return validation.parse_variants(arg, ("smoke", *POINTS, *SEEDS, *LONG), f"configs/clip_scenes/"
+                                   f"{name.removesuffix('_scenes')}.py",
+                                   exclusive=(POINTS, tuple(SEEDS)))
+
+
 def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.ConfigDict, bool]:
   """(unlocked config of `method` on captioned_scenes for variant `arg`, whether smoke)."""
-  tokens = validation.parse_variants(arg, ("smoke", *POINTS, *SEEDS), f"configs/clip_scenes/"
-                                     f"{name.removesuffix('_scenes')}.py",
-                                     exclusive=(POINTS, tuple(SEEDS)))
+  tokens = variant_tokens(arg, name)
   smoke = "smoke" in tokens
   rate = RATES[next(iter(tokens & set(RATES)), "r1")]
   config = config_lib.base_config()
@@ -68,7 +79,7 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.optim.weight_decay = 0.1
   config.optim.schedule = "cosine"
 
-  config.train.epochs = EPOCHS
+  config.train.epochs = LONG[next(iter(tokens & set(LONG)))] if tokens & set(LONG) else EPOCHS
   config.train.batch_size = 128
   config.train.eval_batch_size = 500
   config.train.log_every_steps = 50
@@ -116,6 +127,6 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
 
 
 def sweep(path: str) -> list[str]:
-  """The table's points of the config file at `path`: (3 rates + t50) x 3 seeds, as variant
-  specs."""
-  return [f"{path}:{r},{s}" for r in POINTS for s in SEEDS]
+  """The table's points of the config file at `path`: (3 rates + t50 + r02 in 30 epochs) x 3
+  seeds, as variant specs."""
+  return [f"{path}:{r},{s}" for r in SWEEP_POINTS for s in SEEDS]

@@ -9,16 +9,19 @@ the CLIP LR, 1 unimodal epoch, safe fraction +0.08 per epoch up to 0.85. results
 (`safe_poison_rate` against `base_poison_rate`, per attack `*_in_safe`) and the GMM's
 components and separation (`gmm_separation`, d').
 Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
-Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, smoke (3 epochs: one per phase).
+Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs), smoke (3 epochs:
+           one per phase).
 Ablations: --config.contrastive.safe_set=uniform (each safe set a uniform random draw of the
            size the scores chose), --config.contrastive.risky_pass=False (no unimodal pass on
            the risky pairs); unset, they are the method and change no run id.
-Hardware:  2 CPU cores. Time: about 12 minutes on one core (one XLA thread).
+Hardware:  2 CPU cores. Time: about 12 minutes on one core (one XLA thread); e30 about 50.
 Expected:  r1, s0: targeted ASR 0.00 and backdoor ASR 0.031 (CLIP 0.69, 0.86), safe-set poison
            rate 0.05-0.6% against a 1.9% base rate, but zero-shot 0.23 (CLIP 0.91): the safe
            fraction reaches only 61% by the last epoch, about 2.7 epochs of pairs under the CLIP
            loss (CLIP trained 3 epochs: 0.30); the results file says more. With
            phase_c_warmup=False (the table's runs): targeted 0.06, backdoor 0.009, zero-shot 0.23.
+           r02,e30, s0: zero-shot 0.92, targeted 0.00, backdoor 0.040 (CLIP 0.98, 0.31, 0.54):
+           with 30 epochs the safe fraction reaches its cap at epoch 12.
 Results:   docs/results/clip-poisoning.md
 """
 

@@ -19,6 +19,11 @@ POISON_OPTIONAL = ("caption_source",)  # targeted captions: 'template' or 'data'
 # the size the scores chose (the poisons' share then equals the base rate); risky_pass=False:
 # Phase C skips the unimodal pass on the risky pairs.
 SAFECLIP_ABLATIONS = {"safe_set": "scored", "risky_pass": True}  # field: the method's value
+# CleanCLIP's upstream stage (a stage is a run): `config.pretrained`, the whole config of a plain
+# `clip` run whose final parameters CleanCLIP fine-tunes. The runner trains it first in the same
+# workdir, or reuses it when finished; it is the alternative to pretrained_checkpoint (a path)
+# and to pretrain_epochs > 0 (pre-training inside this run).
+PRETRAINED_STAGE = "pretrained"
 
 _COMMON = dict(
     warmup_steps=10,        # linear warm-up steps of each warm-up + cosine phase
@@ -163,15 +168,22 @@ def validate(config, *, num_devices: int) -> None:
   elif config.method == "cleanclip":
     require(c.pretrain_epochs < epochs, f"config.contrastive.pretrain_epochs={c.pretrain_epochs} "
            f"must be < config.train.epochs={epochs} (fine-tuning needs an epoch)")
-    require(bool(c.pretrained_checkpoint) != (c.pretrain_epochs > 0),
+    staged = PRETRAINED_STAGE in config
+    require(bool(c.pretrained_checkpoint) + (c.pretrain_epochs > 0) + staged == 1,
            "config.contrastive: set exactly one of pretrained_checkpoint (a finished clip run "
-           f"directory) or pretrain_epochs > 0; got pretrained_checkpoint="
-           f"{c.pretrained_checkpoint!r}, pretrain_epochs={c.pretrain_epochs}")
+           f"directory), pretrain_epochs > 0 or config.{PRETRAINED_STAGE} (a clip stage); got "
+           f"pretrained_checkpoint={c.pretrained_checkpoint!r}, pretrain_epochs="
+           f"{c.pretrain_epochs}" + (f", config.{PRETRAINED_STAGE}" if staged else ""))
+    if staged:
+      _check_pretrained_stage(config)
   elif config.method == "filter":
     require(c.filter_warmup_epochs < epochs, "config.contrastive.filter_warmup_epochs="
            f"{c.filter_warmup_epochs} must be < config.train.epochs={epochs} (training on the "
            "kept pairs needs an epoch)")
 
+  if config.method != "cleanclip":
+    require(PRETRAINED_STAGE not in config, f"config.{PRETRAINED_STAGE} is CleanCLIP's upstream "
+           f"clip stage; method {config.method!r} takes none")
   p, ref = config.poison, poison_defaults()
   for key in p.keys():
     require(key in ref or key in POISON_OPTIONAL, f"config.poison.{key} is not a known field; "
@@ -181,6 +193,34 @@ def validate(config, *, num_devices: int) -> None:
            f"kind={p.kind!r}; got count={p.count}, rate={p.rate}")
     if p.kind in ("backdoor", "both"):
       triggers.check_trigger(p.trigger)
+
+
+def _check_pretrained_stage(config) -> None:
+  """config.pretrained must be a plain CLIP run of this run's model (its parameters are
+  restored onto this run's state)."""
+  from robustdata import config_lib  # pylint: disable=g-import-not-at-top
+  stage, field = config[PRETRAINED_STAGE], f"config.{PRETRAINED_STAGE}"
+  require(config_lib.is_stage(stage), f"{field} must be a whole run config (trainer, train, name);"
+         f" got the fields {sorted(stage.keys()) if hasattr(stage, 'keys') else stage!r}")
+  require(stage.trainer == "contrastive" and stage.get("method") == "clip",
+         f"{field}: trainer={stage.trainer!r}, method={stage.get('method')!r}; CleanCLIP "
+         "fine-tunes a plain CLIP run (allowed: trainer 'contrastive', method 'clip')")
+  mine, theirs = config_lib.resolve(config).model, config_lib.resolve(stage).model
+  differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+  require(not differ, f"{field}.model differs from config.model in {differ} (e.g. "
+         f"{differ[0] if differ else ''}={theirs.get(differ[0]) if differ else None!r} vs "
+         f"{mine.get(differ[0]) if differ else None!r}); its parameters must fit this model")
+
+
+def pretrained_dir(config, run_dir: str) -> str:
+  """The directory CleanCLIP restores its starting parameters from: pretrained_checkpoint, or
+  the run directory of the upstream stage config.pretrained ('' when it pre-trains itself)."""
+  if config.contrastive.get("pretrained_checkpoint"):
+    return config.contrastive.pretrained_checkpoint
+  if PRETRAINED_STAGE in config:
+    from robustdata import runner  # pylint: disable=g-import-not-at-top
+    return runner.stage_dir(config, PRETRAINED_STAGE, run_dir)
+  return ""
 
 
 def safeclip_ablation(config, field: str):

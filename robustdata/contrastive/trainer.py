@@ -177,9 +177,10 @@ class ContrastiveTask(Task):
 
   def init_state(self) -> Any:
     state = jax.jit(self._init, out_shardings=self.state_sharding)(self.rng)
-    if self.method == "cleanclip" and self.c.pretrained_checkpoint:
-      state = state.replace(params=_pretrained_params(self.c.pretrained_checkpoint,
-                                                      self.abstract_state()))
+    source = ccfg.pretrained_dir(self.config, self.driver.run_dir) \
+        if self.method == "cleanclip" else ""
+    if source:
+      state = state.replace(params=_pretrained_params(source, self.abstract_state()))
     return state
 
   def host_state(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from robustdata import config_lib
 from robustdata.contrastive import config as ccfg
 from robustdata.data import captioned_scenes as scenes
 from robustdata.poisoning import clip_attacks, clip_data
@@ -180,7 +181,20 @@ def test_poison_fields_are_validated_before_anything_compiles():
     module.get_config("t50,r1")
   t50 = module.get_config("t50")  # the targeted attack alone, 50 captions for each of 16 targets
   assert (t50.poison.kind, t50.poison.count, t50.poison.num_targets) == ("targeted", 800, 16)
-  assert len(module.get_sweep()) == 12
+  assert len(module.get_sweep()) == 15 and "configs/clip_scenes/clip.py:r02,e30,s2" in \
+      module.get_sweep()
+  long = module.get_config("r02,e30,s1")
+  assert long.train.epochs == 30 and long.seed == 1
+  assert importlib.import_module("configs.clip_scenes.roclip").get_config(
+      "e30").contrastive.clip_warmup_epochs == 5
+  # CleanCLIP at e30 fine-tunes the clip.py run of its variant, an upstream stage.
+  clean = importlib.import_module("configs.clip_scenes.cleanclip").get_config("r02,e30,s1")
+  assert clean.train.epochs == 6 and clean.contrastive.pretrain_epochs == 0
+  assert config_lib.run_id(config_lib.resolve(clean.pretrained)) == config_lib.run_id(
+      config_lib.resolve(long))
+  ccfg.validate(config_lib.resolve(clean), num_devices=1)
+  with pytest.raises(ConfigError, match="unknown token"):
+    module.get_config("r02,e20")
   with config.unlocked():
     config.poison.typo = 1
   with pytest.raises(ConfigError, match=r"config.poison.typo is not a known field"):

@@ -255,6 +255,64 @@ def test_bad_config_fields_are_named(field, value, match):
     contrastive_config.validate(config, num_devices=1)
 
 
+@pytest.mark.slow
+def test_cleanclip_fine_tunes_its_upstream_clip_stage(tmp_path):
+  """config.pretrained: the runner trains the CLIP stage first in the same workdir, and
+  CleanCLIP starts from its final parameters, exactly as from pretrained_checkpoint=<its dir>."""
+  config = _tiny("cleanclip")
+  with config.unlocked():
+    config.train.epochs, config.contrastive.pretrain_epochs = 1, 0
+    config.pretrained = _tiny("clip")
+  run_dir, staged = runner.run(config, str(tmp_path / "staged"))
+  stage_dir = runner.stage_dir(config, "pretrained", run_dir)
+  assert os.path.dirname(stage_dir) == os.path.dirname(run_dir)
+  assert os.path.exists(os.path.join(stage_dir, "results.json"))
+  with config.unlocked():
+    del config["pretrained"]
+    config.contrastive.pretrained_checkpoint = stage_dir
+  path_dir, from_path = runner.run(config, str(tmp_path / "path"))
+  for key in ("zero_shot_accuracy", "linear_probe_accuracy", "targeted_asr", "backdoor_asr",
+              "steps", "examples_seen"):
+    assert staged[key] == from_path[key], key
+  # The training losses match to the bit (a fresh initialisation would not).
+  def train_losses(directory):
+    with open(os.path.join(directory, "metrics.jsonl")) as f:
+      return [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
+  losses = [train_losses(d) for d in (run_dir, path_dir)]
+  assert losses[0] and losses[0] == losses[1]
+  with open(os.path.join(run_dir, "config.json")) as f:
+    assert json.load(f)["pretrained"]["method"] == "clip"
+
+
+def test_cleanclip_stage_is_a_clip_run_of_the_same_model():
+  config = _tiny("cleanclip")
+  with config.unlocked():
+    config.contrastive.pretrain_epochs = 0
+    config.pretrained = _tiny("roclip")
+  with pytest.raises(ConfigError, match=r"config.pretrained: trainer='contrastive', "
+                     r"method='roclip'.*allowed: trainer 'contrastive', method 'clip'"):
+    contrastive_config.validate(config, num_devices=1)
+  with config.unlocked():
+    config.pretrained = _tiny("clip")
+    config.pretrained.model.embed_dim = 24
+  with pytest.raises(ConfigError, match=r"config.pretrained.model differs from config.model in "
+                     r"\['embed_dim'\]"):
+    contrastive_config.validate(config, num_devices=1)
+  with config.unlocked():
+    config.pretrained.model.embed_dim = config.model.embed_dim
+  contrastive_config.validate(config, num_devices=1)
+  with config.unlocked():
+    config.contrastive.pretrain_epochs = 1
+  with pytest.raises(ConfigError, match="set exactly one of.*config.pretrained"):
+    contrastive_config.validate(config, num_devices=1)
+  clip = _tiny("clip")
+  with clip.unlocked():
+    clip.pretrained = _tiny("clip")
+  with pytest.raises(ConfigError, match="config.pretrained is CleanCLIP's upstream clip stage; "
+                     "method 'clip' takes none"):
+    contrastive_config.validate(clip, num_devices=1)
+
+
 def test_safeclip_needs_a_filtering_epoch_and_cleanclip_one_source():
   config = _tiny("safeclip")
   with config.unlocked():
