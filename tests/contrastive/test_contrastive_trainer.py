@@ -284,33 +284,32 @@ def test_cleanclip_fine_tunes_its_upstream_clip_stage(tmp_path):
     assert json.load(f)["pretrained"]["method"] == "clip"
 
 
+def _refused(config, match: str) -> None:
+  with pytest.raises(ConfigError, match=match):
+    contrastive_config.validate(config, num_devices=1)
+
+
 def test_cleanclip_stage_is_a_clip_run_of_the_same_model():
   config = _tiny("cleanclip")
   with config.unlocked():
     config.contrastive.pretrain_epochs = 0
     config.pretrained = _tiny("roclip")
-  with pytest.raises(ConfigError, match=r"config.pretrained: trainer='contrastive', "
-                     r"method='roclip'.*allowed: trainer 'contrastive', method 'clip'"):
-    contrastive_config.validate(config, num_devices=1)
+  _refused(config, r"config.pretrained: trainer='contrastive', method='roclip'.*allowed: "
+           r"trainer 'contrastive', method 'clip'")
   with config.unlocked():
     config.pretrained = _tiny("clip")
     config.pretrained.model.embed_dim = 24
-  with pytest.raises(ConfigError, match=r"config.pretrained.model differs from config.model in "
-                     r"\['embed_dim'\]"):
-    contrastive_config.validate(config, num_devices=1)
+  _refused(config, r"config.pretrained.model differs from config.model in \['embed_dim'\]")
   with config.unlocked():
     config.pretrained.model.embed_dim = config.model.embed_dim
   contrastive_config.validate(config, num_devices=1)
   with config.unlocked():
     config.contrastive.pretrain_epochs = 1
-  with pytest.raises(ConfigError, match="set exactly one of.*config.pretrained"):
-    contrastive_config.validate(config, num_devices=1)
+  _refused(config, "set exactly one of.*config.pretrained")
   clip = _tiny("clip")
   with clip.unlocked():
     clip.pretrained = _tiny("clip")
-  with pytest.raises(ConfigError, match="config.pretrained is CleanCLIP's upstream clip stage; "
-                     "method 'clip' takes none"):
-    contrastive_config.validate(clip, num_devices=1)
+  _refused(clip, "config.pretrained is CleanCLIP's upstream clip stage; method 'clip' takes none")
 
 
 def test_safeclip_needs_a_filtering_epoch_and_cleanclip_one_source():
