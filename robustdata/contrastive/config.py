@@ -207,9 +207,11 @@ def _check_pretrained_stage(config) -> None:
          "fine-tunes a plain CLIP run (allowed: trainer 'contrastive', method 'clip')")
   mine, theirs = config_lib.resolve(config).model, config_lib.resolve(stage).model
   differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-  require(not differ, f"{field}.model differs from config.model in {differ} (e.g. "
-         f"{differ[0] if differ else ''}={theirs.get(differ[0]) if differ else None!r} vs "
-         f"{mine.get(differ[0]) if differ else None!r}); its parameters must fit this model")
+  if differ:
+    k = differ[0]
+    raise ConfigError(f"{field}.model differs from config.model in {differ}: {field}.model.{k}="
+                      f"{theirs.get(k)!r}, config.model.{k}={mine.get(k)!r}; CleanCLIP restores "
+                      "the stage's parameters, so the models must be equal")
 
 
 def pretrained_dir(config, run_dir: str) -> str:
