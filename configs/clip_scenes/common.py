@@ -8,17 +8,18 @@ rate of the training pairs each: targeted (min(16, poisons) held-out val images,
 with real training captions of a random other class, `caption_source='data'`) and a BadNet
 backdoor (5-px noise patch in the corner, captioned with a prompt naming 'star').
 
-Variant tokens (comma-separated): a rate `r005` (0.05%), `r02` (0.2%) or `r1` (1%, the
-default); a seed `s0` (default), `s1` or `s2`; `smoke` (1,200 pairs, 2 epochs, 8 poisons per
-attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one caption each.
-`t50` (instead of a rate): the targeted attack alone, 16 targets x 50 real captions each (800
-poisons, 4% of the pairs). A target's pull grows with its own caption count: plain CLIP (seed
-0) flips 1 of 16 targets at r02 (2 captions each), 11 at r1 (12 each) and all 16 at t50. The
-papers' notebook uses 100 per target, 0.16% of 1M pairs; on 20,000 pairs that count is a rate of
-8%, so t50 is the nearest point to the papers' per-target pull. `e30`: 30 epochs instead of 10,
-as the papers train 32-64 (r02 is attacked only then); RoCLIP and the filter keep their 5 and 2
-warm-up epochs, and CleanCLIP fine-tunes the finished `clip.py` run of the same variant (its
-upstream stage, trained first or reused) for 6 epochs on 5,000 clean pairs.
+Variant tokens (comma-separated): a rate `r005` (0.05%), `r02` (0.2%), `r05` (0.5%) or `r1`
+(1%, the default); a seed `s0` (default), `s1` or `s2`; `smoke` (1,200 pairs, 2 epochs, 8
+poisons per attack, under a minute). At r005 the 10 targeted poisons go to 10 targets, one
+caption each. `t50` (instead of a rate): the targeted attack alone, 16 targets x 50 real
+captions each (800 poisons, 4% of the pairs). A target's pull grows with its own caption count:
+plain CLIP (seed 0) flips 1 of 16 targets at r02 (2 captions each) and at r05 (6 each), 11 at
+r1 (12 each) and all 16 at t50. The papers' notebook uses 100 per target, 0.16% of 1M pairs; on
+20,000 pairs that count is a rate of 8%, so t50 is the nearest point to the papers' per-target
+pull. `e30`: 30 epochs instead of 10, as the papers train 32-64 (r02 is attacked only then);
+RoCLIP and the filter keep their 5 and 2 warm-up epochs, and CleanCLIP fine-tunes the finished
+`clip.py` run of the same variant (its upstream stage, trained first or reused) for 6 epochs on
+5,000 clean pairs.
 """
 
 import ml_collections
@@ -26,7 +27,7 @@ import ml_collections
 from robustdata import config_lib, validation
 from robustdata.contrastive import config as contrastive_config
 
-RATES = {"r005": 0.0005, "r02": 0.002, "r1": 0.01}
+RATES = {"r005": 0.0005, "r02": 0.002, "r05": 0.005, "r1": 0.01}
 CAPTIONS_PER_TARGET = {"t50": 50}  # targeted-only points: captions per target image
 POINTS = (*RATES, *CAPTIONS_PER_TARGET)  # the table's points, at most one per variant
 SEEDS = {"s0": 0, "s1": 1, "s2": 2}
@@ -127,6 +128,6 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
 
 
 def sweep(path: str) -> list[str]:
-  """The table's points of the config file at `path`: (3 rates + t50 + r02 in 30 epochs) x 3
+  """The table's points of the config file at `path`: (4 rates + t50 + r02 in 30 epochs) x 3
   seeds, as variant specs."""
   return [f"{path}:{r},{s}" for r in SWEEP_POINTS for s in SEEDS]

@@ -10,8 +10,8 @@ results.json `roclip_matches` (and metrics.jsonl `roclip_match` records) give, p
 epoch, the share of poisoned images whose nearest pool caption names the attack's class.
 Command:   python -m experiments.main --config=configs/clip_scenes/roclip.py:r1,s0
            (its fair baseline: the same with --config.contrastive.clip_warmup_epochs=1000)
-Variants:  r005 / r02 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs, still 5 warm-up),
-           smoke (matching in epoch 2).
+Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs, still 5
+           warm-up), smoke (matching in epoch 2).
 Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 about 35.
 Expected:  r1, s0: zero-shot 0.87 (CLIP 0.91), targeted ASR 0.38 (CLIP 0.69), backdoor ASR 0.59
            (CLIP 0.86): the paper's claim holds in part; t50: targeted 1.00, as CLIP;
@@ -37,5 +37,5 @@ def get_config(arg=None):
 
 
 def get_sweep():
-  """RoCLIP at 0.05%, 0.2% and 1% per attack, seeds 0-2."""
+  """RoCLIP at 0.05%, 0.2%, 0.5% and 1% per attack (and 0.2% in 30 epochs), seeds 0-2."""
   return common.sweep("configs/clip_scenes/roclip.py")

@@ -181,7 +181,7 @@ def test_poison_fields_are_validated_before_anything_compiles():
     module.get_config("t50,r1")
   t50 = module.get_config("t50")  # the targeted attack alone, 50 captions for each of 16 targets
   assert (t50.poison.kind, t50.poison.count, t50.poison.num_targets) == ("targeted", 800, 16)
-  assert len(module.get_sweep()) == 15 and "configs/clip_scenes/clip.py:r02,e30,s2" in \
+  assert len(module.get_sweep()) == 18 and "configs/clip_scenes/clip.py:r02,e30,s2" in \
       module.get_sweep()
   long = module.get_config("r02,e30,s1")
   assert long.train.epochs == 30 and long.seed == 1
