@@ -80,7 +80,7 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.optim.weight_decay = 0.1
   config.optim.schedule = "cosine"
 
-  config.train.epochs = LONG[next(iter(tokens & set(LONG)))] if tokens & set(LONG) else EPOCHS
+  config.train.epochs = next((LONG[t] for t in tokens & set(LONG)), EPOCHS)
   config.train.batch_size = 128
   config.train.eval_batch_size = 500
   config.train.log_every_steps = 50

@@ -177,8 +177,7 @@ class ContrastiveTask(Task):
 
   def init_state(self) -> Any:
     state = jax.jit(self._init, out_shardings=self.state_sharding)(self.rng)
-    source = ccfg.pretrained_dir(self.config, self.driver.run_dir) \
-        if self.method == "cleanclip" else ""
+    source = ccfg.pretrained_dir(self.config, self.driver.run_dir)  # CleanCLIP's start, or ''
     if source:
       state = state.replace(params=_pretrained_params(source, self.abstract_state()))
     return state
