@@ -10,7 +10,8 @@ Command:   python -m experiments.main --config=configs/clip_scenes/cleanclip.py:
 Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, smoke (1 CLIP + 1
            fine-tuning epoch), e30: fine-tune the finished configs/clip_scenes/clip.py run of
            the same variant (30 epochs; its upstream stage `config.pretrained`, trained first in
-           the same workdir or reused) for 6 epochs, the paper's protocol.
+           the same workdir or reused) for 6 epochs, the paper's protocol; blend (blended
+           backdoor trigger).
 Hardware:  2 CPU cores. Time: about 10 minutes on one core (one XLA thread); e30 about 4 after
            its CLIP stage (about 40).
 Expected:  r1, s0: zero-shot 0.92, targeted ASR 0.06, backdoor ASR 0.17 (CLIP 0.91, 0.69, 0.86);

@@ -8,7 +8,8 @@ Command:   python -m experiments.main --config=configs/clip_scenes/clip.py:r1,s0
            (sweep: python -m experiments.sweep --config=configs/clip_scenes/clip.py)
 Variants:  r005 / r02 / r05 / r1 (0.05% / 0.2% / 0.5% / 1% per attack; default r1), t50 (the
            targeted attack alone, 50 captions per target), s0 / s1 / s2 (seed), e30 (30 epochs
-           instead of 10), smoke (1,200 pairs, 2 epochs, under a minute).
+           instead of 10), blend (the blended backdoor trigger instead of the BadNet patch),
+           smoke (1,200 pairs, 2 epochs, under a minute).
 Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 about 40.
 Expected:  r1, s0: zero_shot_accuracy 0.91 (chance 0.042), targeted_asr 0.69, backdoor_asr 0.86
            (plain CLIP is clearly attacked at 1%); t50: targeted_asr 1.00; r02: neither attack

@@ -19,7 +19,8 @@ r1 (12 each) and all 16 at t50. The papers' notebook uses 100 per target, 0.16% 
 pull. `e30`: 30 epochs instead of 10, as the papers train 32-64 (r02 is attacked only then);
 RoCLIP and the filter keep their 5 and 2 warm-up epochs, and CleanCLIP fine-tunes the finished
 `clip.py` run of the same variant (its upstream stage, trained first or reused) for 6 epochs on
-5,000 clean pairs.
+5,000 clean pairs. `blend`: the blended backdoor trigger (every image mixed with its own uniform
+noise at weight 0.2, train and test) instead of the BadNet patch.
 """
 
 import ml_collections
@@ -33,6 +34,7 @@ POINTS = (*RATES, *CAPTIONS_PER_TARGET)  # the table's points, at most one per v
 SEEDS = {"s0": 0, "s1": 1, "s2": 2}
 EPOCHS = 10
 LONG = {"e30": 30}  # training length tokens: epochs (CleanCLIP: of its upstream CLIP stage)
+TRIGGERS = {"blend": "blended"}  # backdoor trigger tokens (default: the BadNet patch)
 SWEEP_POINTS = (*POINTS, "r02,e30")  # r02 is attacked only with 30 epochs
 NUM_TRAIN = 20000
 MAX_TARGETS = 16  # the papers' 16 target images
@@ -41,8 +43,8 @@ MAX_TARGETS = 16  # the papers' 16 target images
 def variant_tokens(arg, name: str) -> set[str]:
   """The variant tokens of `arg` for the config file of run name `name` (a ConfigError names
   an unknown, repeated or conflicting one)."""
-  return validation.parse_variants(arg, ("smoke", *POINTS, *SEEDS, *LONG), f"configs/clip_scenes/"
-                                   f"{name.removesuffix('_scenes')}.py",
+  return validation.parse_variants(arg, ("smoke", *POINTS, *SEEDS, *LONG, *TRIGGERS),
+                                   f"configs/clip_scenes/{name.removesuffix('_scenes')}.py",
                                    exclusive=(POINTS, tuple(SEEDS)))
 
 
@@ -94,9 +96,9 @@ def scenes_config(method: str, arg, *, name: str) -> tuple[ml_collections.Config
   config.poison.rate = rate          # poisoned pairs per attack, of the clean training pairs
   config.poison.num_targets = min(MAX_TARGETS, int(rate * NUM_TRAIN))
   config.poison.caption_source = "data"  # real captions of adversarial-class images
-  config.poison.trigger = "badnet"
-  config.poison.patch_size = 5
-  config.poison.location = "corner"
+  config.poison.trigger = next((TRIGGERS[t] for t in tokens & set(TRIGGERS)), "badnet")
+  config.poison.patch_size = 5       # badnet only
+  config.poison.location = "corner"  # badnet only
   config.poison.target_class = 16    # 'star'
   config.poison.seed = 0
   per_target = next((CAPTIONS_PER_TARGET[t] for t in tokens & set(CAPTIONS_PER_TARGET)), 0)

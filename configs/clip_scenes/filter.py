@@ -8,7 +8,7 @@ schedule as configs/clip_scenes/clip.py). results.json `filter_history` (metrics
 `filter`) gives the poisons kept per attack and the kept poison rate against the base rate.
 Command:   python -m experiments.main --config=configs/clip_scenes/filter.py:r1,s0
 Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs, scored after
-           2), smoke (1 + 1 epochs).
+           2), blend (blended backdoor trigger), smoke (1 + 1 epochs).
 Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 about 45.
 Expected:  r1, s0: zero-shot 0.87, targeted ASR 0.19, backdoor ASR 0.73 (CLIP 0.91, 0.69, 0.86);
            the cut removes 150 of 192 targeted poisons but 33 of 200 backdoor ones; t50:

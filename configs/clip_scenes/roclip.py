@@ -11,7 +11,7 @@ epoch, the share of poisoned images whose nearest pool caption names the attack'
 Command:   python -m experiments.main --config=configs/clip_scenes/roclip.py:r1,s0
            (its fair baseline: the same with --config.contrastive.clip_warmup_epochs=1000)
 Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs, still 5
-           warm-up), smoke (matching in epoch 2).
+           warm-up), blend (blended backdoor trigger), smoke (matching in epoch 2).
 Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 about 35.
 Expected:  r1, s0: zero-shot 0.87 (CLIP 0.91), targeted ASR 0.38 (CLIP 0.69), backdoor ASR 0.59
            (CLIP 0.86): the paper's claim holds in part; t50: targeted 1.00, as CLIP;

@@ -9,8 +9,8 @@ the CLIP LR, 1 unimodal epoch, safe fraction +0.08 per epoch up to 0.85. results
 (`safe_poison_rate` against `base_poison_rate`, per attack `*_in_safe`) and the GMM's
 components and separation (`gmm_separation`, d').
 Command:   python -m experiments.main --config=configs/clip_scenes/safeclip.py:r1,s0
-Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs), smoke (3
-           epochs: one per phase).
+Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs), blend
+           (blended backdoor trigger), smoke (3 epochs: one per phase).
 Ablations: --config.contrastive.safe_set=uniform (each safe set a uniform random draw of the
            size the scores chose), --config.contrastive.risky_pass=False (no unimodal pass on
            the risky pairs); unset, they are the method and change no run id.

@@ -193,6 +193,12 @@ def test_poison_fields_are_validated_before_anything_compiles():
   assert config_lib.run_id(config_lib.resolve(clean.pretrained)) == config_lib.run_id(
       config_lib.resolve(long))
   ccfg.validate(config_lib.resolve(clean), num_devices=1)
+  # `blend` swaps the BadNet patch for the blended trigger and changes nothing else.
+  blend, patch = module.get_config("r05,blend,s1").to_dict(), module.get_config("r05,s1").to_dict()
+  assert (blend["poison"].pop("trigger"), patch["poison"].pop("trigger")) == ("blended", "badnet")
+  assert blend == patch
+  clean = importlib.import_module("configs.clip_scenes.cleanclip").get_config("r02,e30,blend")
+  assert clean.poison.trigger == clean.pretrained.poison.trigger == "blended"
   with pytest.raises(ConfigError, match="unknown token"):
     module.get_config("r02,e20")
   with config.unlocked():

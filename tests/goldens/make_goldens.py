@@ -45,11 +45,12 @@ from robustdata import config_lib, runner  # noqa: E402  pylint: disable=g-impor
 # Variant tokens each config file accepts besides 'smoke' (read from the files' get_config).
 VARIANT_TOKENS = {
     "configs/augment_coresets/digits.py": ("random", "full_aug", "none"),
-    "configs/clip_scenes/clip.py": ("r005", "r02", "r05", "t50", "r02,e30"),
-    "configs/clip_scenes/roclip.py": ("r005", "r02", "r05", "t50", "r02,e30"),
-    "configs/clip_scenes/safeclip.py": ("r005", "r02", "r05", "t50", "r02,e30"),
-    "configs/clip_scenes/cleanclip.py": ("r005", "r02", "r05", "t50", "r02,e30", "smoke,e30"),
-    "configs/clip_scenes/filter.py": ("r005", "r02", "r05", "t50", "r02,e30"),
+    "configs/clip_scenes/clip.py": ("r005", "r02", "r05", "t50", "r02,e30", "r05,blend"),
+    "configs/clip_scenes/roclip.py": ("r005", "r02", "r05", "t50", "r02,e30", "r05,blend"),
+    "configs/clip_scenes/safeclip.py": ("r005", "r02", "r05", "t50", "r02,e30", "r05,blend"),
+    "configs/clip_scenes/cleanclip.py": ("r005", "r02", "r05", "t50", "r02,e30", "smoke,e30",
+                                       "r05,blend"),
+    "configs/clip_scenes/filter.py": ("r005", "r02", "r05", "t50", "r02,e30", "r05,blend"),
     "configs/craig/digits.py": ("hard", "b10"),
     "configs/crest/digits.py": ("full", "random", "craig", "hard", "loose", "b10"),
     "configs/dpsgd/cifar10.py": ("eps1", "eps8", "sgd", "clip_only", "noise_only", "sparsity90",
