@@ -20,7 +20,9 @@ Expected:  with config.contrastive.phase_c_warmup (the default), seed 0 at poiso
            backdoor_asr 0.080 (0.321), zero_shot_accuracy 0.702 (0.731); at the default 32
            zero-shot 0.708 (0.755), targeted 0.417 (0.750), backdoor 0.607 (0.537): at 4% and
            11% the split does not keep the poisons out (results.json `safeclip_splits`).
-           tests/contrastive/test_safeclip_effect.py checks seed 0 at 16 on one XLA thread.
+           tests/contrastive/test_safeclip_effect.py checks seed 0 at 16 on one XLA thread (its
+           backdoor bound without the warm-up: with it, seed 0's backdoor ASR depends on the
+           build, 0.18 or 0.36 against CLIP's 0.33 or 0.31).
 Results:   docs/results/clip-poisoning.md
 """
 
