@@ -17,7 +17,7 @@ Hardware:  2 CPU cores. Time: about 10 minutes on one core (one XLA thread); e30
 Expected:  r1, s0: zero-shot 0.92, targeted ASR 0.06, backdoor ASR 0.17 (CLIP 0.91, 0.69, 0.86);
            t50: targeted ASR 0.19 (CLIP 1.00); seeds 0-2: 0.17 ± 0.04 (CLIP 1.00 in each);
            r02,e30, s0: zero-shot 0.96, targeted 0.06, backdoor 0.034 (its CLIP stage 0.98, 0.31,
-           0.54).
+           0.54); blend, s0: backdoor 0.033 (CLIP 0.69).
 Results:   docs/results/clip-poisoning.md
 """
 

@@ -15,7 +15,7 @@ Expected:  r1, s0: zero_shot_accuracy 0.91 (chance 0.042), targeted_asr 0.69, ba
            (plain CLIP is clearly attacked at 1%); t50: targeted_asr 1.00; r02: neither attack
            takes (0.06, 0.05); r02,e30, s0: targeted 0.31, backdoor 0.54 at zero-shot 0.98
            (attacked with 30 epochs); r05, s0: targeted 0.06, backdoor 0.49 (the backdoor
-           takes, 6 captions per target do not).
+           takes, 6 captions per target do not); blend, s0: backdoor 0.69 (r1), 0.02 (r05).
 Results:   docs/results/clip-poisoning.md
 """
 

@@ -13,7 +13,7 @@ Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 
 Expected:  r1, s0: zero-shot 0.87, targeted ASR 0.19, backdoor ASR 0.73 (CLIP 0.91, 0.69, 0.86);
            the cut removes 150 of 192 targeted poisons but 33 of 200 backdoor ones; t50:
            targeted ASR 0.69 (CLIP 1.00); r02,e30, s0: zero-shot 0.97, targeted 0.06, backdoor
-           0.16 (CLIP 0.98, 0.31, 0.54).
+           0.16 (CLIP 0.98, 0.31, 0.54); blend, s0: backdoor 0.013 (CLIP 0.69).
 Results:   docs/results/clip-poisoning.md
 """
 

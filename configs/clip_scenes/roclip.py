@@ -15,7 +15,8 @@ Variants:  r005 / r02 / r05 / r1 (default r1), t50, s0 / s1 / s2, e30 (30 epochs
 Hardware:  2 CPU cores. Time: about 8 minutes on one core (one XLA thread); e30 about 35.
 Expected:  r1, s0: zero-shot 0.87 (CLIP 0.91), targeted ASR 0.38 (CLIP 0.69), backdoor ASR 0.59
            (CLIP 0.86): the paper's claim holds in part; t50: targeted 1.00, as CLIP;
-           r02,e30, s0: zero-shot 0.96, targeted 0.06, backdoor 0.24 (CLIP 0.98, 0.31, 0.54).
+           r02,e30, s0: zero-shot 0.96, targeted 0.06, backdoor 0.24 (CLIP 0.98, 0.31, 0.54);
+           blend, s0: backdoor 0.020 (CLIP 0.69).
 Results:   docs/results/clip-poisoning.md
 """
 

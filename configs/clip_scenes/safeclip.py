@@ -21,7 +21,8 @@ Expected:  r1, s0: targeted ASR 0.00 and backdoor ASR 0.031 (CLIP 0.69, 0.86), s
            loss (CLIP trained 3 epochs: 0.30); the results file says more. With
            phase_c_warmup=False (the table's runs): targeted 0.06, backdoor 0.009, zero-shot 0.23.
            r02,e30, s0: zero-shot 0.92, targeted 0.00, backdoor 0.040 (CLIP 0.98, 0.31, 0.54):
-           with 30 epochs the safe fraction reaches its cap at epoch 12.
+           with 30 epochs the safe fraction reaches its cap at epoch 12. blend, s0: backdoor
+           0.17 (CLIP 0.69).
 Results:   docs/results/clip-poisoning.md
 """
 
