@@ -199,7 +199,8 @@ def test_poison_fields_are_validated_before_anything_compiles():
   assert blend == patch
   clean = importlib.import_module("configs.clip_scenes.cleanclip").get_config("r02,e30,blend")
   assert clean.poison.trigger == clean.pretrained.poison.trigger == "blended"
-  with pytest.raises(ConfigError, match=r"\['blend'\] sets the backdoor's trigger, and \['t50'\]"):
+  with pytest.raises(ConfigError, match=r"names \['blend', 't50'\]; choose at most one of "
+                     r"\['t50', 'blend'\]"):
     module.get_config("t50,blend")
   with pytest.raises(ConfigError, match="unknown token"):
     module.get_config("r02,e20")
