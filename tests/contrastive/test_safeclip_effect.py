@@ -38,7 +38,7 @@ CleanCLIP fine-tunes 20 epochs here, 30 in its config, to save ~35 s (one core: 
 0 / 1 / 2) -> CleanCLIP at 20 epochs 0.215 / 0.326 / 0.383, at 30 epochs 0.180 / 0.296 on seeds
 0 / 1 (at 10 epochs 0.210 / 0.338 / 0.348); targeted ASR 1.00 / 0.50 / 0.75 -> 0.25 / 0.25 /
 0.00 at 20 epochs. Seed 1's backdoor rises at every length, so the backdoor bound holds on two
-seeds of three (docs/results/clip-poisoning.md, Effect tests). ~5 minutes on one core (about 6
+seeds of three (docs/results/clip-poisoning.md, Effect tests). ~5 minutes on one core (6-7
 in a CI worker beside the other), marked `longest` so an xdist worker starts with it
 (tests/conftest.py)."""
 
