@@ -2,14 +2,15 @@
 
 Prints samples/s, the DP/non-private ratios and the compiled peak memory per step, on 32x32x3
 inputs at batch 64 and 256. The rules of one (model, batch) are compiled first, then timed in
-interleaved rounds (one step of each rule per round) and the median is reported, so machine
-load drifts hit every rule alike. The models use the convolution a run's default
+interleaved rounds (each round visits every rule once, in a fresh random order, and times one
+step after `--warm` untimed ones) and the median is reported, so machine load drifts and a
+step's place in the round hit every rule alike. The models use the convolution a run's default
 `config.train.conv='auto'` picks (printed). With `--opacus` the PyTorch steps of
 third_party/opacus_bench.py (needs torch and opacus: plain non-private SGD, Opacus hooks and
 ghost clipping) join the same interleaved rounds, and our samples/s over theirs is printed for
 the non-private step (ours vs PyTorch's), vmap vs hooks and ghost vs ghost.
 
-  JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--rounds N] [--opacus]
+  JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--rounds N] [--opacus] [--warm N]
 """
 
 from __future__ import annotations
@@ -68,17 +69,30 @@ def _compile(rule, loss_fn, params, batch):
   return compiled, args, peak
 
 
-def time_interleaved(steps: dict, *, rounds: int) -> dict[str, float]:
+def time_interleaved(steps: dict, *, rounds: int, seed: int = 0, warm: int = 1
+                     ) -> dict[str, float]:
   """Median seconds per call of each step (a (compiled, args) pair or a plain callable), timed
-  round-robin over `rounds` rounds."""
+  over `rounds` rounds that each visit every step once, in a fresh random order per round. A
+  visit runs `warm` untimed calls before the timed one: on this VM the first call after the
+  CPU ran other work (or idled) is up to 3x slower, for JAX and PyTorch alike, so a single
+  timed call per visit charges each framework for the other's turn."""
   times = {name: [] for name in steps}
+  order = np.random.default_rng(seed)
+  names = list(steps)
+
+  def call(step):
+    if callable(step):
+      step()
+    else:
+      jax.block_until_ready(step[0](*step[1]))
+
   for _ in range(rounds):
-    for name, step in steps.items():
+    for i in order.permutation(len(names)):
+      name = names[i]
+      for _ in range(warm):
+        call(steps[name])
       t0 = time.perf_counter()
-      if callable(step):
-        step()
-      else:
-        jax.block_until_ready(step[0](*step[1]))
+      call(steps[name])
       times[name].append(time.perf_counter() - t0)
   return {name: float(np.median(t)) for name, t in times.items()}
 
@@ -92,6 +106,8 @@ def main() -> None:
   parser.add_argument("--models", default="cnn,resnet20")
   parser.add_argument("--methods", default="vmap,ghost")
   parser.add_argument("--opacus", action="store_true", help="also run third_party Opacus")
+  parser.add_argument("--warm", type=int, default=1,
+                      help="untimed steps before each timed one (0: the old single-call rounds)")
   args = parser.parse_args()
   iters = args.rounds or (3 if args.quick else 11)
   opacus_bench = None
@@ -133,7 +149,7 @@ def main() -> None:
         for peer, mode in peers.items():
           steps[peer] = opacus_bench.make_step(mode, name, b)
           peaks[peer] = float("nan")
-      seconds = time_interleaved(steps, rounds=iters)
+      seconds = time_interleaved(steps, rounds=iters, warm=args.warm)
       for rule_name in steps:
         print(f"{name:10s} {b:5d} {rule_name:>13s} {b / seconds[rule_name]:10.1f} "
               f"{seconds[rule_name] / seconds['sgd']:6.2f} {peaks[rule_name]:9.1f}", flush=True)
