@@ -8,7 +8,9 @@ step's place in the round hit every rule alike. The models use the convolution a
 `config.train.conv='auto'` picks (printed). With `--opacus` the PyTorch steps of
 third_party/opacus_bench.py (needs torch and opacus: plain non-private SGD, Opacus hooks and
 ghost clipping) join the same interleaved rounds, and our samples/s over theirs is printed for
-the non-private step (ours vs PyTorch's), vmap vs hooks and ghost vs ghost.
+the non-private step (ours vs PyTorch's), vmap vs hooks and ghost vs ghost. Like
+`experiments.main`, the script restarts itself with glibc's huge-page tunable where that helps
+(`ROBUSTDATA_HUGE_PAGES=0`: not), so both frameworks run with the allocator a run gets.
 
   JAX_PLATFORMS=cpu python benchmarks/dp_sgd.py [--quick] [--rounds N] [--opacus] [--warm N]
 """
@@ -20,12 +22,15 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # the allocator a run of experiments.main gets (both frameworks)
+  from experiments import restart_with_huge_pages  # pylint: disable=g-import-not-at-top
+  restart_with_huge_pages()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import optax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from robustdata.models import conv as conv_lib  # pylint: disable=g-import-not-at-top
 from robustdata.models.cnn import CNN  # pylint: disable=g-import-not-at-top

@@ -8,11 +8,15 @@
 import os
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":
+  from experiments import restart_with_huge_pages  # pylint: disable=g-import-not-at-top
+  restart_with_huge_pages()  # before anything is imported or allocated
 
-from robustdata import runner, validation
-from robustdata.registry import ConfigError
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from robustdata import runner, validation  # pylint: disable=wrong-import-position
+from robustdata.registry import ConfigError  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file path, optionally with ':variant'.", lock_config=True)

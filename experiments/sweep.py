@@ -10,10 +10,14 @@ sweep; --jobs=N runs N points at a time in worker processes (their output goes t
 
 import sys
 
-from absl import app, flags, logging
+if __name__ == "__main__":
+  from experiments import restart_with_huge_pages  # pylint: disable=g-import-not-at-top
+  restart_with_huge_pages()  # before anything is imported or allocated
 
-from experiments import parse_flags_or_exit
-from robustdata import sweep
+from absl import app, flags, logging  # pylint: disable=wrong-import-position
+
+from experiments import parse_flags_or_exit  # pylint: disable=wrong-import-position
+from robustdata import sweep  # pylint: disable=wrong-import-position
 
 _CONFIG = flags.DEFINE_string(
     "config", None, "A config file path with get_sweep(), optionally with ':variant'.")

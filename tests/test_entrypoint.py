@@ -1,6 +1,7 @@
 """The command line's process-level behaviour: the persistent compilation cache (on by default,
-overridable, switchable off, same numbers either way), multi-host initialisation before JAX is
-used (a missing coordinator is one clear error), and signals (one line, exit 128 + signum)."""
+overridable, switchable off, same numbers either way), glibc's huge-page tunable (the command
+restarts itself once with it where it helps), multi-host initialisation before JAX is used (a
+missing coordinator is one clear error), and signals (one line, exit 128 + signum)."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+import experiments
 from experiments import main as entry
 from tests.conftest import REPO, run_python
 
@@ -25,6 +27,52 @@ def test_compilation_cache_directory_resolution(monkeypatch, tmp_path):
   assert entry.compilation_cache_dir(None) is None
   assert entry.compilation_cache_dir("/some/where") == "/some/where"
   assert entry.compilation_cache_dir("off") is None
+
+
+def test_huge_page_environ_only_where_it_helps():
+  thp = "always [madvise] never\n"
+  on = experiments.huge_page_environ({"A": "1"}, platform="linux", libc="glibc 2.36", thp_mode=thp)
+  assert on == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  kept = experiments.huge_page_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+                                 platform="linux", libc="glibc 2.35", thp_mode=thp)
+  assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+  for environ, platform, libc, mode in [
+      ({"ROBUSTDATA_HUGE_PAGES": "0"}, "linux", "glibc 2.36", thp),      # switched off
+      ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "linux", "glibc 2.36", thp),  # user's
+      ({}, "darwin", "", thp),                                            # not Linux
+      ({}, "linux", "glibc 2.31", thp),                                   # no such tunable
+      ({}, "linux", "musl 1.2", thp),                                     # not glibc
+      ({}, "linux", "glibc 2.36", "[always] madvise never\n"),            # on already
+      ({}, "linux", "glibc 2.36", "always madvise [never]\n")]:           # refused
+    assert experiments.huge_page_environ(environ, platform=platform, libc=libc,
+                                   thp_mode=mode) is None, (environ, platform, libc, mode)
+
+
+_SHOW_TUNABLES = """
+import os
+def get_config():
+  with open(os.environ["TUNABLES_OUT"], "w") as f:
+    f.write(os.environ.get("GLIBC_TUNABLES", "<unset>"))
+  raise ValueError("stop here")
+"""
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_cli_restarts_once_with_the_tunable(tmp_path, switch):
+  """The config file runs in the process that trains: it sees the tunable where
+  `huge_page_environ` says it helps (this machine decides), and the caller's environment with
+  ROBUSTDATA_HUGE_PAGES=0."""
+  config = tmp_path / "show.py"
+  config.write_text(_SHOW_TUNABLES)
+  out = tmp_path / "tunables.txt"
+  env = {"TUNABLES_OUT": str(out), "ROBUSTDATA_HUGE_PAGES": switch}
+  proc = _cli(f"--config={config}", f"--workdir={tmp_path}", env_extra=env, timeout=120)
+  assert proc.returncode == 2 and "stop here" in proc.stderr, proc.stderr[-3000:]
+  expected = experiments.huge_page_environ({**os.environ, **env})
+  before = os.environ.get("GLIBC_TUNABLES", "<unset>")
+  assert out.read_text() == (expected["GLIBC_TUNABLES"] if expected else before)
+  if switch == "0":
+    assert expected is None
 
 
 def _cli(*args, env_extra=None, timeout=600):
