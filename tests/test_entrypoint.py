@@ -31,10 +31,11 @@ def test_compilation_cache_directory_resolution(monkeypatch, tmp_path):
 
 def test_huge_page_environ_only_where_it_helps():
   thp = "always [madvise] never\n"
-  on = experiments.huge_page_environ({"A": "1"}, platform="linux", libc="glibc 2.36", thp_mode=thp)
+  on = experiments.huge_page_environ({"A": "1"}, platform="linux", libc="glibc 2.36",
+                                     thp_mode=thp)
   assert on == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
   kept = experiments.huge_page_environ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
-                                 platform="linux", libc="glibc 2.35", thp_mode=thp)
+                                       platform="linux", libc="glibc 2.35", thp_mode=thp)
   assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
   for environ, platform, libc, mode in [
       ({"ROBUSTDATA_HUGE_PAGES": "0"}, "linux", "glibc 2.36", thp),      # switched off
@@ -45,7 +46,7 @@ def test_huge_page_environ_only_where_it_helps():
       ({}, "linux", "glibc 2.36", "[always] madvise never\n"),            # on already
       ({}, "linux", "glibc 2.36", "always madvise [never]\n")]:           # refused
     assert experiments.huge_page_environ(environ, platform=platform, libc=libc,
-                                   thp_mode=mode) is None, (environ, platform, libc, mode)
+                                         thp_mode=mode) is None, (environ, platform, libc, mode)
 
 
 _SHOW_TUNABLES = """

@@ -10,9 +10,9 @@ where the windows do not overlap (strided 1x1 projections, patch embeddings) and
 large-batch layers, where XLA's falls off once the activations outgrow the cache; inside the
 CNN's and ResNet-20's train steps they are as fast or faster on every layer (the CLIP
 ConvTower's step at batch 128 is 3% slower), so `cpu_conv_general_dilated` uses them on every
-call they handle. `weight_grad_form` picks the dot's shape per layer: the slices of all filter
-offsets side by side in one wide dot where the layer widens or keeps its stride-1 width, one
-dot per offset on the strided rest.
+call they handle. `weight_grad_form` picks the dot's shape per layer: one wide dot over the
+input slices of all filter offsets side by side where the layer widens, over the cotangent's
+shifts side by side on the other stride-1 layers, and one dot per offset on the strided rest.
 
 `conv_function(name)` maps `config.train.conv` ('auto', 'xla', 'cpu') to the function the
 models pass to `nn.Conv(conv_general_dilated=...)`: 'auto' is the CPU implementation when JAX's
