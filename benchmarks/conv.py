@@ -1,19 +1,16 @@
 """XLA's convolution vs the CPU convolution (`robustdata.models.conv`) on this machine.
 
-Three tables, each from interleaved rounds (median time per call, so load from other processes
-hits every column alike; each round runs the columns in a fresh random order):
+Two tables, each from interleaved rounds (median time per call, so load from other processes
+hits every column alike):
 1. per conv layer of the CNN and ResNet-20 (and the CLIP ViT's patch embedding) on 32x32x3
    inputs, at batch 64 and 256: the jitted loss + gradient (input and weight; weight only for
    a first layer) with XLA's VJP and with the slice VJP, the ratio xla/slices (>1: slices
    faster);
 2. the whole jitted train step (ERM, SGD) of the CNN and ResNet-20 with `config.train.conv`
-   'xla' and 'cpu' (the slice VJP on every layer), the ratio xla/cpu;
-3. the same step with conv='cpu', every weight gradient as one dot per filter offset ('taps')
-   vs the form `conv.weight_grad_form` picks per layer, the ratio taps/picked.
+   'xla' and 'cpu' (the slice VJP on every layer), the ratio xla/cpu.
 It also prints which implementation 'auto' picks on this backend.
 
-  JAX_PLATFORMS=cpu python benchmarks/conv.py [--quick] [--rounds 7]
-      [--tables layers,models,forms]
+  JAX_PLATFORMS=cpu python benchmarks/conv.py [--quick] [--rounds 7] [--tables layers,models]
 """
 
 from __future__ import annotations
@@ -54,15 +51,12 @@ MODELS = {"cnn": lambda conv: CNN(10, norm="none", conv=conv),
 
 
 def _interleaved(fns: dict[str, Callable], rounds: int, iters: int) -> dict[str, float]:
-  """Median seconds per call of each fn over `rounds` rounds, the fns taking turns in a fresh
-  random order per round (a fixed order biases a fn by its place in the round)."""
+  """Median seconds per call of each fn over `rounds` rounds, the fns taking turns."""
   for fn in fns.values():
     jax.block_until_ready(fn())
   times: dict[str, list[float]] = {k: [] for k in fns}
-  names, order = list(fns), np.random.default_rng(0)
   for _ in range(rounds):
-    for i in order.permutation(len(names)):
-      name, fn = names[i], fns[names[i]]
+    for name, fn in fns.items():
       start = time.perf_counter()
       out = None
       for _ in range(iters):
@@ -128,30 +122,11 @@ def model_table(batches: list[int], rounds: int) -> None:
             f"{t['xla'] / t['cpu']:>8.2f}", flush=True)
 
 
-def form_table(batches: list[int], rounds: int) -> None:
-  """The whole train step with conv='cpu': every weight gradient as one dot per filter offset
-  ('taps') against the form `conv.weight_grad_form` picks per layer."""
-  print(f"\n{'model':<9} {'batch':>5} {'taps ms':>8} {'picked ms':>9} {'taps/picked':>11}")
-  picked = conv_lib.weight_grad_form
-  for model_name in MODELS:
-    for batch in batches:
-      fns = {}
-      for name, form in (("taps", lambda *_: "taps"), ("picked", picked)):
-        conv_lib.weight_grad_form = form  # read when the step is traced, in _step_fn
-        try:
-          fns[name] = _step_fn(model_name, "cpu", batch)
-        finally:
-          conv_lib.weight_grad_form = picked
-      t = _interleaved(fns, rounds, iters=2)
-      print(f"{model_name:<9} {batch:>5} {t['taps'] * 1e3:>8.1f} {t['picked'] * 1e3:>9.1f} "
-            f"{t['taps'] / t['picked']:>11.2f}", flush=True)
-
-
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--quick", action="store_true", help="batch 64 only, 3 rounds")
   parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--tables", default="layers,models,forms")
+  parser.add_argument("--tables", default="layers,models")
   parser.add_argument("--match", default="", help="only layers whose 'model layer' has this")
   args = parser.parse_args()
   batches = [64] if args.quick else [64, 256]
@@ -163,8 +138,6 @@ def main():
     layer_table(batches, rounds, args.match)
   if "models" in args.tables:
     model_table(batches, rounds)
-  if "forms" in args.tables:
-    form_table(batches, rounds)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,13 @@
 `slice_conv_general_dilated` has `lax.conv_general_dilated`'s signature (as `nn.Conv` calls it)
 and a custom VJP: the forward pass is XLA's convolution; the input gradient is a *forward*
 convolution of the (stride-dilated) cotangent with the spatially flipped, I/O-transposed
-kernel; the weight gradient is a dot over strided slices of the padded input (or shifts of the
-padded cotangent), accumulated over chunks of a few images (a scan) so that each chunk's
-slices stay in cache. Per layer alone these dots beat XLA:CPU's weight-gradient convolution
-where the windows do not overlap (strided 1x1 projections, patch embeddings) and on wide or
-large-batch layers, where XLA's falls off once the activations outgrow the cache; inside the
-CNN's and ResNet-20's train steps they are as fast or faster on every layer (the CLIP
-ConvTower's step at batch 128 is 3% slower), so `cpu_conv_general_dilated` uses them on every
-call they handle. `weight_grad_form` picks the dot's shape per layer: one wide dot over the
-input slices of all filter offsets side by side where the layer widens, over the cotangent's
-shifts side by side on the other stride-1 layers, and one dot per offset on the strided rest.
+kernel; the weight gradient is one dot per filter offset over a strided slice of the padded
+input, accumulated over chunks of a few images (a scan) so that each chunk's slices stay in
+cache. Per layer alone these dots beat XLA:CPU's weight-gradient convolution where the windows
+do not overlap (strided 1x1 projections, patch embeddings) and on wide or large-batch layers,
+where XLA's falls off once the activations outgrow the cache; inside the CNN's and ResNet-20's
+train steps they are as fast or faster on every layer (the CLIP ConvTower's step at batch 128
+is 3% slower), so `cpu_conv_general_dilated` uses them on every call they handle.
 
 `conv_function(name)` maps `config.train.conv` ('auto', 'xla', 'cpu') to the function the
 models pass to `nn.Conv(conv_general_dilated=...)`: 'auto' is the CPU implementation when JAX's
@@ -126,78 +123,29 @@ def chunk_images(batch: int, positions: int) -> int:
   return max(c for c in range(1, min(batch, target) + 1) if batch % c == 0)
 
 
-WEIGHT_GRAD_FORMS = ("taps", "input_columns", "cotangent_columns")
-
-
-def weight_grad_form(c_in: int, c_out: int, strides: Sequence[int]) -> str:
-  """How `_weight_grad` contracts a chunk (benchmarks/conv.py, speed.md):
-  'input_columns' when C_in < C_out: the offsets' strided input slices side by side, one
-  [taps * C_in, C_out] dot; 'cotangent_columns' for stride 1 otherwise: the offsets' shifts of
-  the padded cotangent side by side, one [C_in, taps * C_out] dot; 'taps' (one [C_in, C_out]
-  dot per offset) for the strided rest. One wide dot beats a dot per offset on XLA:CPU, and
-  the narrower of the two operands is the one copied `taps` times."""
-  if c_in < c_out:
-    return "input_columns"
-  return "cotangent_columns" if all(s == 1 for s in strides) else "taps"
-
-
-def _cotangent_columns(xc: jnp.ndarray, gc: jnp.ndarray, kernel: Sequence[int],
-                       pads: Sequence[tuple[int, int]], precision: Any) -> jnp.ndarray:
-  """[taps, C_in, C_out] of a stride-1 convolution: dw[o] = sum_q x[q] g[q + lo - o] over
-  input positions q, so with g padded by k-1-lo below and k-1-hi above, the cotangent that
-  offset o meets is the input-sized slice of it that starts at k-1-o."""
-  spatial = xc.shape[1:-1]
-  widths = [(0, 0, 0)] + [(k - 1 - lo, k - 1 - hi, 0)
-                          for k, (lo, hi) in zip(kernel, pads)] + [(0, 0, 0)]
-  gp = lax.pad(gc, jnp.zeros((), gc.dtype), widths)
-  shifts = []
-  for offsets in itertools.product(*[range(k) for k in kernel]):
-    start = [k - 1 - o for k, o in zip(kernel, offsets)]
-    shifts.append(lax.slice(gp, (0, *start, 0),
-                            (gp.shape[0], *[a + n for a, n in zip(start, spatial)], gp.shape[-1])))
-  cols = jnp.concatenate(shifts, axis=-1)
-  dw = jnp.dot(jnp.reshape(xc, (-1, xc.shape[-1])).T, jnp.reshape(cols, (-1, cols.shape[-1])),
-               precision=precision)
-  return jnp.swapaxes(jnp.reshape(dw, (xc.shape[-1], len(shifts), gc.shape[-1])), 0, 1)
-
-
 def _weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
-                 pads: Sequence[tuple[int, int]], precision: Any,
-                 form: Optional[str] = None) -> jnp.ndarray:
-  """[taps, C_in, C_out]: the weight gradient by dots over strided slices of the padded input
-  (or shifts of the cotangent), in the `form` `weight_grad_form` picks, accumulated over
-  chunks of `chunk_images` images (a scan), so that each chunk's slices and cotangent stay in
-  cache while its dots read them."""
+                 pads: Sequence[tuple[int, int]], precision: Any) -> jnp.ndarray:
+  """[taps, C_in, C_out]: one [C_in, C_out] dot per filter offset over its strided slice of the
+  padded input, accumulated over chunks of `chunk_images` images (a scan), so that each
+  chunk's slices and cotangent stay in cache while its dots read them."""
   batch, out = x.shape[0], g.shape[1:-1]
   chunk = chunk_images(batch, int(np.prod(out)))
-  form = form or weight_grad_form(x.shape[-1], g.shape[-1], strides)
-  if form not in WEIGHT_GRAD_FORMS or (form == "cotangent_columns" and
-                                       any(s != 1 for s in strides)):
-    raise ValueError(f"weight-gradient form {form!r} does not apply to strides {strides}; "
-                     f"allowed: {list(WEIGHT_GRAD_FORMS)} (cotangent_columns: stride 1 only)")
   widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
-  taps = int(np.prod(kernel))
 
-  def contract(xc, gc):
-    if form == "cotangent_columns":
-      return _cotangent_columns(xc, gc, kernel, pads, precision)
-    slices = _offset_slices(lax.pad(xc, jnp.zeros((), xc.dtype), widths), kernel, strides, out)
+  def taps(xc, gc):
+    xp = lax.pad(xc, jnp.zeros((), xc.dtype), widths)
     g2 = jnp.reshape(gc, (-1, gc.shape[-1]))
-    if form == "input_columns":
-      cols = jnp.concatenate(slices, axis=-1)
-      dw = jnp.dot(jnp.reshape(cols, (-1, cols.shape[-1])).T, g2, precision=precision)
-      return jnp.reshape(dw, (taps, xc.shape[-1], gc.shape[-1]))
     return jnp.stack([jnp.dot(jnp.reshape(xs, (-1, xc.shape[-1])).T, g2, precision=precision)
-                      for xs in slices])
+                      for xs in _offset_slices(xp, kernel, strides, out)])
 
   if chunk == batch:
-    return contract(x, g)
+    return taps(x, g)
   n = batch // chunk
   xs = jnp.reshape(x, (n, chunk) + x.shape[1:])
   gs = jnp.reshape(g, (n, chunk) + g.shape[1:])
   dtype = jnp.promote_types(jnp.result_type(x, g), jnp.float32)
-  acc = jnp.zeros((taps, x.shape[-1], g.shape[-1]), dtype)
-  acc, _ = lax.scan(lambda a, xg: (a + contract(*xg), None), acc, (xs, gs))
+  acc = jnp.zeros((int(np.prod(kernel)), x.shape[-1], g.shape[-1]), dtype)
+  acc, _ = lax.scan(lambda a, xg: (a + taps(*xg), None), acc, (xs, gs))
   return acc
 
 
