@@ -116,7 +116,9 @@ def test_auto_uses_numpy_for_small_blocks_and_agrees_with_jitted():
 @pytest.mark.parametrize("kernel", ["craig", "exp"])
 def test_numpy_select_many_equals_one_block_at_a_time(kernel):
   """The stacked greedy (blocks of different sizes and budgets, padded to the largest) picks
-  and weighs every block exactly as numpy_select on that block alone, budget 0 included."""
+  and weighs every block exactly as numpy_select on that block alone, budget 0 included, and
+  picks as the textbook greedy up to exact float64 ties (whose winner depends on the rounding of
+  the distances, which differs between the two formulas and between NumPy builds)."""
   rng = np.random.default_rng(3)
   blocks = [rng.normal(size=(int(rng.integers(1, 30)), 6)) * rng.uniform(0.1, 3.0)
             for _ in range(60)]
@@ -128,7 +130,7 @@ def test_numpy_select_many_equals_one_block_at_a_time(kernel):
       np.testing.assert_array_equal(order, expected[0])
       np.testing.assert_array_equal(weights, expected[1])
       sim = reference.similarity(block, kernel)
-      np.testing.assert_array_equal(order, reference.greedy(sim, k))
+      _assert_same_greedy(block, kernel, order, reference.greedy(sim, k), 1e-12)
 
 
 def test_facility_location_many_equals_one_pool_at_a_time():
