@@ -1,7 +1,7 @@
 """XLA's convolution vs the CPU convolution (`robustdata.models.conv`) on this machine.
 
-Two tables, each from interleaved rounds (median time per call, so load from other processes
-hits every column alike):
+Two tables, each from interleaved rounds (`interleave.time_interleaved`: median time per call,
+each round in a fresh random order, each visit warmed by an untimed call):
 1. per conv layer of the CNN and ResNet-20 (and the CLIP ViT's patch embedding) on 32x32x3
    inputs, at batch 64 and 256: the jitted loss + gradient (input and weight; weight only for
    a first layer) with XLA's VJP and with the slice VJP, the ratio xla/slices (>1: slices
@@ -16,20 +16,29 @@ It also prints which implementation 'auto' picks on this backend.
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 from typing import Callable
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # the allocator a run of experiments.main gets
+  from experiments import restart_with_huge_pages  # pylint: disable=g-import-not-at-top
+  restart_with_huge_pages()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from interleave import time_interleaved  # benchmarks/
 from robustdata import config_lib
 from robustdata.models import CNN, ResNet20
 from robustdata.models import conv as conv_lib
 from robustdata.train import grad_rules, optim, step as step_lib
 from robustdata.train.objectives import ERM
 from robustdata.train.state import create_train_state
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 DIMS = ("NHWC", "HWIO", "NHWC")
 # (model, layer, input size, C_in, C_out, kernel, stride, padding, needs the input gradient)
@@ -50,22 +59,6 @@ MODELS = {"cnn": lambda conv: CNN(10, norm="none", conv=conv),
           "resnet20": lambda conv: ResNet20(10, norm="batch").clone(conv=conv)}
 
 
-def _interleaved(fns: dict[str, Callable], rounds: int, iters: int) -> dict[str, float]:
-  """Median seconds per call of each fn over `rounds` rounds, the fns taking turns."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  times: dict[str, list[float]] = {k: [] for k in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      out = None
-      for _ in range(iters):
-        out = fn()
-      jax.block_until_ready(out)
-      times[name].append((time.perf_counter() - start) / iters)
-  return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def layer_table(batches: list[int], rounds: int, match: str = "") -> None:
   print(f"\n{'model':<9} {'layer':<19} {'batch':>5} {'xla ms':>8} {'slices ms':>9} "
         f"{'xla/slices':>10}")
@@ -84,7 +77,7 @@ def layer_table(batches: list[int], rounds: int, match: str = "") -> None:
           return 0.5 * jnp.sum(jnp.square(y))
         grad = jax.jit(jax.grad(loss, (0, 1) if need_dx else (1,)))
         fns[name] = lambda grad=grad: grad(x, w)
-      t = _interleaved(fns, rounds, iters=3)
+      t = time_interleaved(fns, rounds=rounds, iters=3)
       print(f"{model:<9} {layer:<19} {batch:>5} {t['xla'] * 1e3:>8.2f} {t['slices'] * 1e3:>9.2f} "
             f"{t['xla'] / t['slices']:>10.2f}", flush=True)
 
@@ -117,7 +110,7 @@ def model_table(batches: list[int], rounds: int) -> None:
   for model_name in MODELS:
     for batch in batches:
       fns = {"xla": _step_fn(model_name, "xla", batch), "cpu": _step_fn(model_name, "cpu", batch)}
-      t = _interleaved(fns, rounds, iters=2)
+      t = time_interleaved(fns, rounds=rounds, iters=2)
       print(f"{model_name:<9} {batch:>5} {t['xla'] * 1e3:>8.1f} {t['cpu'] * 1e3:>8.1f} "
             f"{t['xla'] / t['cpu']:>8.2f}", flush=True)
 

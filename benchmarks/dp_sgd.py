@@ -18,9 +18,9 @@ the non-private step (ours vs PyTorch's), vmap vs hooks and ghost vs ghost. Like
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":  # the allocator a run of experiments.main gets (both frameworks)
@@ -36,6 +36,7 @@ from robustdata.models import conv as conv_lib  # pylint: disable=g-import-not-a
 from robustdata.models.cnn import CNN  # pylint: disable=g-import-not-at-top
 from robustdata.models.resnet import ResNet20  # pylint: disable=g-import-not-at-top
 from robustdata.privacy import rules  # pylint: disable=g-import-not-at-top
+from interleave import time_interleaved  # pylint: disable=g-import-not-at-top  (benchmarks/)
 
 
 def _loss_fn(model):
@@ -72,34 +73,6 @@ def _compile(rule, loss_fn, params, batch):
   peak = (mem.temp_size_in_bytes + mem.output_size_in_bytes) / 2**20 if mem else float("nan")
   jax.block_until_ready(compiled(*args))  # warm-up
   return compiled, args, peak
-
-
-def time_interleaved(steps: dict, *, rounds: int, seed: int = 0, warm: int = 1
-                     ) -> dict[str, float]:
-  """Median seconds per call of each step (a (compiled, args) pair or a plain callable), timed
-  over `rounds` rounds that each visit every step once, in a fresh random order per round. A
-  visit runs `warm` untimed calls before the timed one: on this VM the first call after the
-  CPU ran other work (or idled) is up to 3x slower, for JAX and PyTorch alike, so a single
-  timed call per visit charges each framework for the other's turn."""
-  times = {name: [] for name in steps}
-  order = np.random.default_rng(seed)
-  names = list(steps)
-
-  def call(step):
-    if callable(step):
-      step()
-    else:
-      jax.block_until_ready(step[0](*step[1]))
-
-  for _ in range(rounds):
-    for i in order.permutation(len(names)):
-      name = names[i]
-      for _ in range(warm):
-        call(steps[name])
-      t0 = time.perf_counter()
-      call(steps[name])
-      times[name].append(time.perf_counter() - t0)
-  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def main() -> None:
@@ -148,7 +121,7 @@ def main() -> None:
       steps, peaks = {}, {}
       for rule_name, rule in rule_of.items():
         compiled, step_args, peaks[rule_name] = _compile(rule, loss_fn, params, batch)
-        steps[rule_name] = (compiled, step_args)
+        steps[rule_name] = functools.partial(compiled, *step_args)
       peers = {"torch-sgd": "sgd", "opacus-hooks": "hooks", "opacus-ghost": "ghost"}
       if opacus_bench is not None:  # timed in the same rounds as ours
         for peer, mode in peers.items():

@@ -127,9 +127,9 @@ def rss_run(data_dir: str, steps: int, workdir: str) -> None:
 
 
 def _time(fn, iters: int) -> float:
-  """Seconds per call of fn() (benchmarks/train_step.py's timer)."""
-  import train_step  # pylint: disable=g-import-not-at-top  (benchmarks/ is on sys.path)
-  return train_step._time(fn, iters)  # pylint: disable=protected-access
+  """Seconds per call of fn() (the benchmarks' timer, `interleave.time_calls`)."""
+  import interleave  # pylint: disable=g-import-not-at-top  (benchmarks/ is on sys.path)
+  return interleave.time_calls(fn, iters)
 
 
 def throughput(model_name: str, train, batch: int, iters: int) -> dict[str, float]:

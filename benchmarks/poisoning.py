@@ -11,8 +11,9 @@ Noise generation, on the digits CNN (16x16x1 and 32x32x3) and ResNet-20 (32x32x3
     the setting's augmentation): N=1,258, E=20 for the 16x16 digits input, N=50,000, E=40 (the
     paper's CIFAR-10 setting) for 32x32x3 inputs.
 
-Every function of one model is compiled and run once first, then timed in interleaved rounds
-(one call of each per round) and the median is reported, so machine load drifts hit all alike.
+Every function of one model is compiled, then timed in interleaved rounds
+(`interleave.time_interleaved`: each round calls every function once untimed and once timed, in
+a fresh random order) and the median is reported, so machine load drifts hit all alike.
 
   JAX_PLATFORMS=cpu python benchmarks/poisoning.py [--quick] [--models cnn16,cnn32,resnet20]
 """
@@ -32,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from interleave import time_interleaved  # pylint: disable=g-import-not-at-top  (benchmarks/)
 from robustdata import config_lib  # pylint: disable=g-import-not-at-top
 from robustdata.data import noise as noise_lib  # pylint: disable=g-import-not-at-top
 from robustdata.models import CNN, ResNet18, ResNet20  # pylint: disable=g-import-not-at-top
@@ -53,20 +55,6 @@ SETTINGS = {
     "resnet20": (lambda: ResNet20(10, norm="batch"), (32, 32, 3), ("crop", "flip"), CIFAR_RUN),
     "resnet18": (lambda: ResNet18(10, norm="batch"), (32, 32, 3), ("crop", "flip"), CIFAR_RUN),
 }
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], *, rounds: int) -> dict[str, float]:
-  """Median seconds per call of each fn (fn returns a value to block on), after one warm-up
-  call each, timed round-robin over `rounds` rounds."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())
-  times = {name: [] for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - t0)
-  return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _train_step(model, shape, *, augment, defence: bool) -> Callable[[], object]:

@@ -14,12 +14,20 @@ Target: within 1.15x at 512.
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":  # the allocator a run of experiments.main gets
+  from experiments import restart_with_huge_pages  # pylint: disable=g-import-not-at-top
+  restart_with_huge_pages()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 import ml_collections
 import numpy as np
 
+from interleave import time_interleaved  # benchmarks/
 from robustdata import config_lib
 from robustdata.data.dataset import Dataset
 from robustdata.data.loader import BatchLoader
@@ -28,25 +36,16 @@ from robustdata.models import MLP, CNN, ResNet20
 from robustdata.train import grad_rules, optim, sharding as sharding_lib, step as step_lib
 from robustdata.train.objectives import ERM
 from robustdata.train.state import create_train_state
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 MODELS = {"mlp": lambda: MLP(10), "cnn": lambda: CNN(10),
           "resnet20": lambda: ResNet20(10, norm="batch")}
 
 
-def _time(fn, iters: int) -> float:
-  """Seconds per call of fn() (fn returns a value to block on)."""
-  jax.block_until_ready(fn())
-  start = time.perf_counter()
-  out = None
-  for _ in range(iters):
-    out = fn()
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / iters
-
-
 def bench(name: str, batch_size: int, iters: int, rounds: int) -> tuple[float, ...]:
   """Median seconds per step of (cached, 8 cached, host loop, resident loop) over `rounds`
-  interleaved rounds."""
+  interleaved rounds (`interleave.time_interleaved`: a fresh random order per round, each visit
+  an untimed step, then `iters` timed ones)."""
   model = MODELS[name]()
   mesh = sharding_lib.make_mesh()
   cfg = config_lib.base_config()
@@ -87,10 +86,10 @@ def bench(name: str, batch_size: int, iters: int, rounds: int) -> tuple[float, .
     holder["state"], m = step(holder["state"], batch, lr)
     return m["loss"]
 
-  fns = (lambda: cached_step(False), lambda: cached_step(True), lambda: loop_step(loaders[0]),
-         lambda: loop_step(loaders[1]))
-  times = np.asarray([[_time(fn, iters) for fn in fns] for _ in range(rounds)])
-  return tuple(np.median(times, axis=0))
+  fns = {"cached": lambda: cached_step(False), "8 cached": lambda: cached_step(True),
+         "host": lambda: loop_step(loaders[0]), "resident": lambda: loop_step(loaders[1])}
+  seconds = time_interleaved(fns, rounds=rounds, iters=iters)
+  return tuple(seconds[name] for name in fns)
 
 
 def main():
