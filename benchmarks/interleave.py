@@ -20,16 +20,22 @@ import jax
 import numpy as np
 
 
-def time_calls(fn: Callable[[], object], iters: int) -> float:
-  """Seconds per call of `fn` over `iters` back-to-back calls after one untimed call (fn
-  returns a value to block on; only the last is waited for, so dispatch overlaps)."""
-  jax.block_until_ready(fn())
+def _timed(fn: Callable[[], object], iters: int) -> float:
+  """Seconds per call of `fn` over `iters` back-to-back calls (only the last result is waited
+  for, so dispatch overlaps)."""
   start = time.perf_counter()
   out = None
   for _ in range(iters):
     out = fn()
   jax.block_until_ready(out)
   return (time.perf_counter() - start) / iters
+
+
+def time_calls(fn: Callable[[], object], iters: int) -> float:
+  """Seconds per call of `fn` (returning a value to block on) over `iters` back-to-back calls
+  after one untimed call."""
+  jax.block_until_ready(fn())
+  return _timed(fn, iters)
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, iters: int = 1,
@@ -47,10 +53,5 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, rounds: int, iters
       fn = fns[names[i]]
       for _ in range(warm):
         jax.block_until_ready(fn())
-      start = time.perf_counter()
-      out = None
-      for _ in range(iters):
-        out = fn()
-      jax.block_until_ready(out)
-      times[names[i]].append((time.perf_counter() - start) / iters)
+      times[names[i]].append(_timed(fn, iters))
   return {name: float(np.median(t)) for name, t in times.items()}
