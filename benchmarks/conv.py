@@ -8,7 +8,9 @@ each round in a fresh random order, each visit warmed by an untimed call):
    faster);
 2. the whole jitted train step (ERM, SGD) of the CNN and ResNet-20 with `config.train.conv`
    'xla' and 'cpu' (the slice VJP on every layer), the ratio xla/cpu.
-It also prints which implementation 'auto' picks on this backend.
+It also prints which implementation 'auto' picks on this backend. With several devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=8`) the train steps shard the batch over all
+of them and print how many all-gathers a compiled step holds.
 
   JAX_PLATFORMS=cpu python benchmarks/conv.py [--quick] [--rounds 7] [--tables layers,models]
 """
@@ -30,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from interleave import time_interleaved  # benchmarks/
 from robustdata import config_lib
@@ -93,10 +96,17 @@ def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
            "mask": jnp.ones((batch_size,), jnp.float32),
            "index": jnp.arange(batch_size)}
   state = create_train_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(32, 32, 3))
+  if jax.device_count() > 1:  # the batch sharded over every device, the state replicated
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
+    state = jax.device_put(state, NamedSharding(mesh, P()))
   step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model), objective=ERM(None),
                                           grad_rule=grad_rules.plain_rule, tx=tx))
   lr = np.float32(0.01)
   compiled = step.lower(state, batch, lr).compile()
+  gathers = compiled.as_text().count("all-gather(")
+  if gathers:
+    print(f"  ({model_name}, conv={conv!r}, batch {batch_size}: {gathers} all-gathers)")
   holder = {"state": state}
 
   def run():
