@@ -123,24 +123,26 @@ def chunk_images(batch: int, positions: int) -> int:
   return max(c for c in range(1, min(batch, target) + 1) if batch % c == 0)
 
 
-def _device_chunk(batch: int, positions: int) -> int:
-  """Images per chunk of the weight gradient's scan: `chunk_images`, or with several devices
-  (and a batch that divides evenly over them) their count times the chunk of one device's
-  share, so that every chunk `_split` forms holds that many images of each device."""
+def _chunking(batch: int, positions: int) -> tuple[int, bool]:
+  """(images per chunk of the weight gradient's scan, whether the chunks are strided).
+
+  One device (or a batch that does not divide evenly over the devices): `chunk_images`,
+  contiguous chunks. Several devices: their count times the chunk of one device's share,
+  strided chunks (`_split`), so that every chunk holds that many images of each device."""
   devices = jax.device_count()
   if devices == 1 or batch % devices:
-    return chunk_images(batch, positions)
-  return devices * chunk_images(batch // devices, positions)
+    return chunk_images(batch, positions), False
+  return devices * chunk_images(batch // devices, positions), True
 
 
-def _split(a: jnp.ndarray, chunk: int) -> jnp.ndarray:
-  """`a` as [n, chunk, ...]: n chunks of `chunk` along its leading (batch) axis. With one
-  device, chunk i holds images i*chunk, i*chunk + 1, ...; with several, images i, i + n,
-  i + 2n, ...: a batch sharded in contiguous blocks over the devices then stays sharded along
-  the chunk axis, and the scan over the chunks needs no gather (contiguous chunks of a sharded
-  batch made XLA all-gather every layer's input and cotangent onto every device)."""
+def _split(a: jnp.ndarray, chunk: int, strided: bool) -> jnp.ndarray:
+  """`a` as [n, chunk, ...]: n chunks of `chunk` along its leading (batch) axis. Contiguous:
+  chunk i holds images i*chunk, i*chunk + 1, ...; strided: images i, i + n, i + 2n, ...: a
+  batch sharded in contiguous blocks over the devices then stays sharded along the chunk axis,
+  and the scan over the chunks needs no gather (contiguous chunks of a sharded batch made XLA
+  all-gather every layer's input and cotangent onto every device)."""
   n = a.shape[0] // chunk
-  if jax.device_count() == 1 or a.shape[0] % jax.device_count():
+  if not strided:
     return jnp.reshape(a, (n, chunk) + a.shape[1:])
   return jnp.swapaxes(jnp.reshape(a, (chunk, n) + a.shape[1:]), 0, 1)
 
@@ -148,10 +150,10 @@ def _split(a: jnp.ndarray, chunk: int) -> jnp.ndarray:
 def _weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: Sequence[int], strides: Sequence[int],
                  pads: Sequence[tuple[int, int]], precision: Any) -> jnp.ndarray:
   """[taps, C_in, C_out]: one [C_in, C_out] dot per filter offset over its strided slice of the
-  padded input, accumulated over chunks of images (`_device_chunk`, `_split`; a scan), so that
+  padded input, accumulated over chunks of images (`_chunking`, `_split`; a scan), so that
   each chunk's slices and cotangent stay in cache while its dots read them."""
   batch, out = x.shape[0], g.shape[1:-1]
-  chunk = _device_chunk(batch, int(np.prod(out)))
+  chunk, strided = _chunking(batch, int(np.prod(out)))
   widths = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)]
 
   def taps(xc, gc):
@@ -162,7 +164,7 @@ def _weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: Sequence[int], strides:
 
   if chunk == batch:
     return taps(x, g)
-  xs, gs = _split(x, chunk), _split(g, chunk)
+  xs, gs = _split(x, chunk, strided), _split(g, chunk, strided)
   dtype = jnp.promote_types(jnp.result_type(x, g), jnp.float32)
   acc = jnp.zeros((int(np.prod(kernel)), x.shape[-1], g.shape[-1]), dtype)
   acc, _ = lax.scan(lambda a, xg: (a + taps(*xg), None), acc, (xs, gs))
