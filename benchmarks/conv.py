@@ -32,13 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from interleave import time_interleaved  # benchmarks/
 from robustdata import config_lib
 from robustdata.models import CNN, ResNet20
 from robustdata.models import conv as conv_lib
-from robustdata.train import grad_rules, optim, step as step_lib
+from robustdata.train import grad_rules, optim, sharding as sharding_lib, step as step_lib
 from robustdata.train.objectives import ERM
 from robustdata.train.state import create_train_state
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -97,9 +96,9 @@ def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
            "index": jnp.arange(batch_size)}
   state = create_train_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(32, 32, 3))
   if jax.device_count() > 1:  # the batch sharded over every device, the state replicated
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
-    state = jax.device_put(state, NamedSharding(mesh, P()))
+    mesh = sharding_lib.make_mesh()
+    batch = jax.device_put(batch, sharding_lib.batch_sharding(mesh))
+    state = jax.device_put(state, sharding_lib.replicated(mesh))
   step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model), objective=ERM(None),
                                           grad_rule=grad_rules.plain_rule, tx=tx))
   lr = np.float32(0.01)
