@@ -29,12 +29,21 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def fake_devices_flags(devices: int) -> str:
+  """XLA_FLAGS for a process with `devices` fake CPU devices. XLA:CPU aborts the process when a
+  collective's participants have not all arrived 20 + 40 s after the first; on a loaded 2-core
+  machine (the other xdist worker, a second process of a multi-process test) one device thread of
+  eight can lag that long, so the tests wait as long as their subprocess timeout instead."""
+  return (f"--xla_force_host_platform_device_count={devices} "
+          "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+
+
 def run_python(code_or_args, *, devices: int = 1, timeout: int = 600, check: bool = True,
                env_extra=None) -> subprocess.CompletedProcess:
   """Runs Python in a fresh process (e.g. with N fake CPU devices) from the repo root."""
   env = dict(os.environ)
   env["JAX_PLATFORMS"] = "cpu"
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = fake_devices_flags(devices)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
   env.update(env_extra or {})
   args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from robustdata import runner
-from tests.conftest import REPO, run_python
+from tests.conftest import REPO, fake_devices_flags, run_python
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _two_processes(argv: list[str], *, timeout: int = 400) -> list[tuple[int, st
   for index in range(2):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index), JAX_INITIALIZATION_TIMEOUT="120",
-               XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               XLA_FLAGS=fake_devices_flags(4),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+from tests.conftest import fake_devices_flags
+
 SCRIPT = textwrap.dedent("""
   import numpy as np
   import jax, jax.numpy as jnp
@@ -62,8 +64,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_equals_unsharded_on_8_fake_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=fake_devices_flags(8))
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
