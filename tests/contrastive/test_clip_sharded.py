@@ -3,12 +3,9 @@
 Runs in a subprocess because the fake device count must be set before JAX is imported.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
-from tests.conftest import fake_devices_flags
+from tests.conftest import run_python
 
 SCRIPT = textwrap.dedent("""
   import numpy as np
@@ -64,10 +61,5 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_equals_unsharded_on_8_fake_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=fake_devices_flags(8))
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                        timeout=120)
-  assert proc.returncode == 0, proc.stderr[-4000:]
+  proc = run_python(SCRIPT, devices=8, timeout=120)  # raises with stderr on a non-zero exit
   assert "OK" in proc.stdout
