@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from robustdata.models.conv import conv_function
+from robustdata.models.norm import GroupNorm
 from robustdata.models.text import TextTransformer
 from robustdata.models.vit import ViT
 from robustdata.registry import MODELS, ConfigError, field_reader
@@ -48,7 +49,7 @@ class ConvTower(nn.Module):
         stride = 2 if (i > 0 and j == 0) else 1
         x = nn.Conv(w, (3, 3), strides=(stride, stride), use_bias=False, name=f"conv_{i}_{j}",
                     conv_general_dilated=conv)(x)
-        x = nn.relu(nn.GroupNorm(num_groups=min(self.groups, w), name=f"norm_{i}_{j}")(x))
+        x = nn.relu(GroupNorm(num_groups=min(self.groups, w), name=f"norm_{i}_{j}")(x))
     return x.mean(axis=(1, 2))
 
 

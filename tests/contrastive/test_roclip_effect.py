@@ -7,7 +7,9 @@ Measured at 16 poisons per attack (32 among 1,568 captioned_shapes pairs, 2%), p
 core (WORKSPACE.md issue 6; seeds 0 / 1 / 2, no matching -> RoCLIP): backdoor ASR 0.35 / 0.29 /
 0.32 -> 0.21 / 0.23 / 0.20 (at most 0.79x on every seed), zero-shot 0.80 / 0.84 / 0.89 -> 0.75
 / 0.84 / 0.91, targeted ASR 1.00 / 1.00 / 0.50 -> 0.50 / 0.50 / 0.75 (not asserted: lower on two
-seeds of three). Both runs happen in one single-threaded child (`tests/one_thread.py`; why: there),
+seeds of three). With the models' GroupNorm (`models.norm.group_norm`, nn.GroupNorm's numbers up
+to float32 rounding) seed 0 gave backdoor ASR 0.321 -> 0.247 (0.77x), zero-shot 0.77 -> 0.71.
+Both runs happen in one single-threaded child (`tests/one_thread.py`; why: there),
 ~4.5 minutes, marked `longest` so an xdist worker starts with it (tests/conftest.py)."""
 
 import pytest

@@ -18,6 +18,10 @@ machines and library builds (one-thread runs gave zero-shot / targeted / backdoo
 1.00 / 0.351, SafeCLIP 0.592 / 0.00 / 0.212, CleanCLIP 0.752 / 0.00 / 0.225 on one build and
 0.624 / 1.00 / 0.321, 0.624 / 0.00 / 0.126 on another), so the bounds below are directions, not
 tuned margins.
+The models' GroupNorm (`models.norm.group_norm`, equal to nn.GroupNorm's up to float32 rounding)
+moved seed 0 again: CLIP / SafeCLIP / SafeCLIP without the warm-up / CleanCLIP zero-shot 0.604
+/ 0.642 / 0.640 / 0.724, targeted ASR 1.00 / 0.50 / 0.00 / 0.25, backdoor ASR 0.284 / 0.198 /
+0.212 / 0.269 (docs/results/speed.md, "GroupNorm").
 
 The backdoor bound is checked on SafeCLIP without Phase C's warm-up
 (`contrastive.phase_c_warmup=False`, the schedule of the tables before it): with the warm-up,

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from robustdata.models.norm import GroupNorm
+
 
 class MLP(nn.Module):
   """Two Dense layers with a LayerNorm between (a non-Dense parameter group)."""
@@ -21,14 +23,14 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-  """Conv + GroupNorm + Dense, as in the DP models."""
+  """Conv + GroupNorm (the models' `norm.GroupNorm`) + Dense, as in the DP models."""
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     x = nn.Conv(8, (3, 3))(x)
-    x = nn.relu(nn.GroupNorm(num_groups=4)(x))
+    x = nn.relu(GroupNorm(num_groups=4)(x))
     x = nn.Conv(8, (3, 3), strides=2, use_bias=False)(x)
-    x = nn.relu(nn.GroupNorm(num_groups=2)(x))
+    x = nn.relu(GroupNorm(num_groups=2)(x))
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(3)(x)
 
