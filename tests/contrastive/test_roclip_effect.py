@@ -8,7 +8,8 @@ core (WORKSPACE.md issue 6; seeds 0 / 1 / 2, no matching -> RoCLIP): backdoor AS
 0.32 -> 0.21 / 0.23 / 0.20 (at most 0.79x on every seed), zero-shot 0.80 / 0.84 / 0.89 -> 0.75
 / 0.84 / 0.91, targeted ASR 1.00 / 1.00 / 0.50 -> 0.50 / 0.50 / 0.75 (not asserted: lower on two
 seeds of three). With the models' GroupNorm (`models.norm.group_norm`, nn.GroupNorm's numbers up
-to float32 rounding) seed 0 gave backdoor ASR 0.321 -> 0.247 (0.77x), zero-shot 0.77 -> 0.71.
+to float32 rounding) seeds 0 / 1 / 2 gave backdoor ASR 0.321 / 0.259 / 0.346 -> 0.247 / 0.215 /
+0.178 (0.77x / 0.83x / 0.51x), zero-shot 0.77 / 0.84 / 0.88 -> 0.71 / 0.83 / 0.90.
 Both runs happen in one single-threaded child (`tests/one_thread.py`; why: there),
 ~4.5 minutes, marked `longest` so an xdist worker starts with it (tests/conftest.py)."""
 

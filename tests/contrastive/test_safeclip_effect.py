@@ -21,7 +21,8 @@ tuned margins.
 The models' GroupNorm (`models.norm.group_norm`, equal to nn.GroupNorm's up to float32 rounding)
 moved seed 0 again: CLIP / SafeCLIP / SafeCLIP without the warm-up / CleanCLIP zero-shot 0.604
 / 0.642 / 0.640 / 0.724, targeted ASR 1.00 / 0.50 / 0.00 / 0.25, backdoor ASR 0.284 / 0.198 /
-0.212 / 0.269 (docs/results/speed.md, "GroupNorm").
+0.212 / 0.269. Seeds 1 and 2 are in docs/results/clip-poisoning.md ("Effect tests"): SafeCLIP
+keeps most backdoor pairs in its safe set on seed 1 and does not lower the backdoor there.
 
 The backdoor bound is checked on SafeCLIP without Phase C's warm-up
 (`contrastive.phase_c_warmup=False`, the schedule of the tables before it): with the warm-up,
