@@ -85,8 +85,15 @@ def layer_table(batches: list[int], rounds: int, match: str = "") -> None:
 
 
 def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
-  """A compiled train step on one fixed batch, as a no-argument callable."""
-  model = MODELS[model_name](conv)
+  """The model's compiled train step with convolution `conv` (`erm_step`)."""
+  return erm_step(MODELS[model_name](conv), batch_size,
+                  label=f"{model_name}, conv={conv!r}, batch {batch_size}")
+
+
+def erm_step(model, batch_size: int, label: str = "") -> Callable:
+  """A compiled ERM + SGD train step of `model` on one fixed batch of 32x32x3 images, as a
+  no-argument callable. With several devices the batch is sharded over all of them (the state
+  replicated) and the count of all-gathers in the compiled step is printed."""
   tx = optim.make_optimizer(config_lib.base_config().optim)
   rng = np.random.default_rng(0)
   batch = {"x": jnp.asarray(rng.random((batch_size, 32, 32, 3), dtype=np.float32)),
@@ -105,7 +112,7 @@ def _step_fn(model_name: str, conv: str, batch_size: int) -> Callable:
   compiled = step.lower(state, batch, lr).compile()
   gathers = compiled.as_text().count("all-gather(")
   if gathers:
-    print(f"  ({model_name}, conv={conv!r}, batch {batch_size}: {gathers} all-gathers)")
+    print(f"  ({label or type(model).__name__}: {gathers} all-gathers)")
   holder = {"state": state}
 
   def run():

@@ -8,7 +8,8 @@ each round in a fresh random order, each visit warmed by an untimed call):
 2. whole jitted steps built once with each GroupNorm (`nn.GroupNorm` is put in the models'
    modules while its steps are traced): the CLIP image tower's forward pass (SafeCLIP's and
    RoCLIP's scoring passes), a CLIP train step (symmetric InfoNCE + AdamW, the ConvTower and
-   text sizes of configs/clip/shapes.py), and the ERM train steps of the CNN and ResNet-20.
+   text sizes of configs/clip/shapes.py), and the ERM train steps of the CNN and ResNet-20
+   (`conv.erm_step`).
 
   JAX_PLATFORMS=cpu python benchmarks/group_norm.py [--quick] [--rounds 9] [--tables layers,steps]
 """
@@ -32,13 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from conv import erm_step  # benchmarks/
 from interleave import time_interleaved  # benchmarks/
-from robustdata import config_lib
 from robustdata.models import CNN, ResNet20
 from robustdata.models import clip as clip_lib, norm as norm_lib
-from robustdata.train import grad_rules, optim, step as step_lib
-from robustdata.train.objectives import ERM
-from robustdata.train.state import create_train_state
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # (model, batch, [(height, width, channels, groups), ...]): every GroupNorm call of one pass.
@@ -129,27 +127,7 @@ def _clip_fns(batch: int = 128) -> dict[str, Callable[[], Callable]]:
 
 
 def _erm_fn(model_fn: Callable[[], nn.Module], batch_size: int) -> Callable[[], Callable]:
-  def build():
-    model = model_fn()
-    tx = optim.make_optimizer(config_lib.base_config().optim)
-    rng = np.random.default_rng(0)
-    batch = {"x": jnp.asarray(rng.random((batch_size, 32, 32, 3), dtype=np.float32)),
-             "y": jnp.asarray(rng.integers(0, 10, batch_size).astype(np.int32)),
-             "weight": jnp.ones((batch_size,), jnp.float32),
-             "mask": jnp.ones((batch_size,), jnp.float32),
-             "index": jnp.arange(batch_size)}
-    state = create_train_state(model, tx, rng=jax.random.PRNGKey(0), input_shape=(32, 32, 3))
-    step = jax.jit(step_lib.make_train_step(step_lib.make_loss_fn(model), objective=ERM(None),
-                                            grad_rule=grad_rules.plain_rule, tx=tx))
-    lr = np.float32(0.01)
-    compiled = step.lower(state, batch, lr).compile()
-    holder = {"state": state}
-
-    def run():
-      holder["state"], metrics = compiled(holder["state"], batch, lr)
-      return metrics["loss"]
-    return run
-  return build
+  return lambda: erm_step(model_fn(), batch_size)
 
 
 def step_table(rounds: int, quick: bool) -> None:
