@@ -7,8 +7,9 @@ each round in a fresh random order, each visit warmed by an untimed call):
    ratio flax/ours (>1: ours faster);
 2. whole jitted steps built once with each GroupNorm (`nn.GroupNorm` is put in the models'
    modules while its steps are traced): the CLIP image tower's forward pass (SafeCLIP's and
-   RoCLIP's scoring passes), a CLIP train step (symmetric InfoNCE + AdamW, the ConvTower and
-   text sizes of configs/clip/shapes.py), and the ERM train steps of the CNN and ResNet-20
+   RoCLIP's scoring passes), the trainer's CLIP train step (`contrastive.steps.make_step`,
+   kind 'clip', with its AdamW; the ConvTower and text sizes of configs/clip/shapes.py), and
+   the ERM train steps of the CNN and ResNet-20
    (`conv.erm_step`).
 
   JAX_PLATFORMS=cpu python benchmarks/group_norm.py [--quick] [--rounds 9] [--tables layers,steps]
@@ -31,10 +32,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from conv import erm_step  # benchmarks/
 from interleave import time_interleaved  # benchmarks/
+from robustdata.contrastive import optim as contrastive_optim, steps as steps_lib
 from robustdata.models import CNN, ResNet20
 from robustdata.models import clip as clip_lib, norm as norm_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -89,13 +90,12 @@ def _with_group_norm(impl, build: Callable[[], Callable]) -> Callable:
     norm_lib.GroupNorm, clip_lib.GroupNorm = saved
 
 
-def _clip_fns(batch: int = 128) -> dict[str, Callable[[], Callable]]:
+def _clip_fns(batch_size: int = 128) -> dict[str, Callable[[], Callable]]:
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.random((batch, 24, 24, 3), dtype=np.float32))
-  tokens = jnp.asarray(rng.integers(1, 100, (batch, 16)).astype(np.int32))
+  images = jnp.asarray(rng.random((batch_size, 24, 24, 3), dtype=np.float32))
+  tokens = jnp.asarray(rng.integers(1, 100, (batch_size, 16)).astype(np.int32))
   model = clip_lib.CLIP(vocab_size=200, context_length=16, embed_dim=64, cnn_widths=(16, 32, 64),
                         text_width=64, text_depth=2, text_heads=2)
-  tx = optax.adamw(2e-3)
 
   def tower():
     params = model.init(jax.random.PRNGKey(0), images, tokens)
@@ -104,24 +104,18 @@ def _clip_fns(batch: int = 128) -> dict[str, Callable[[], Callable]]:
     return lambda: fwd(params)
 
   def step():
-    params = model.init(jax.random.PRNGKey(0), images, tokens)
-    opt = tx.init(params)
-
-    def loss(p):
-      img, txt, scale = model.apply(p, images, tokens, train=True)
-      logits, labels = jnp.exp(scale) * img @ txt.T, jnp.arange(batch)
-      return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-                    + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
-
-    def update(p, o):
-      updates, o = tx.update(jax.grad(loss)(p), o, p)
-      return optax.apply_updates(p, updates), o
-    compiled = jax.jit(update).lower(params, opt).compile()
-    holder = {"state": (params, opt)}
+    tx = contrastive_optim.make_optimizer(learning_rate=2e-3)
+    state = steps_lib.create_state(model, tx, rng=jax.random.PRNGKey(0), image_shape=(24, 24, 3),
+                                   context_length=16, pools={})
+    batch = {"x": images, "tokens": tokens, "mask": jnp.ones((batch_size,), jnp.float32)}
+    lr = np.float32(2e-3)
+    compiled = jax.jit(steps_lib.make_step(model, tx, kind="clip")).lower(
+        state, batch, lr).compile()
+    holder = {"state": state}
 
     def run():
-      holder["state"] = compiled(*holder["state"])
-      return holder["state"][0]
+      holder["state"], metrics = compiled(holder["state"], batch, lr)
+      return metrics["loss"]
     return run
   return {"clip tower fwd 128": tower, "clip step 128": step}
 
