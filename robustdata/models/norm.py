@@ -96,12 +96,15 @@ def group_norm(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray, num_groups
                      bias.astype(jnp.float32)).astype(dtype)
 
 
+def _channels(v: jnp.ndarray, channels: int) -> jnp.ndarray:
+  """[B, G] (or [B, C]) -> [B, C]: each group's value repeated over its channels."""
+  return v if v.shape[1] == channels else jnp.repeat(v, channels // v.shape[1], axis=1)
+
+
 def _per_channel(v: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   """[B, G] (or [B, C]) -> [B, 1, ..., 1, C], broadcastable against x."""
   channels = x.shape[-1]
-  if v.shape[1] != channels:
-    v = jnp.repeat(v, channels // v.shape[1], axis=1)
-  return jnp.reshape(v, (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,))
+  return jnp.reshape(_channels(v, channels), (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,))
 
 
 def _channel_sums(v: jnp.ndarray) -> jnp.ndarray:
@@ -143,7 +146,7 @@ def _group_norm_bwd(num_groups, epsilon, residuals, g):
   x, scale, mean, inv = residuals
   centred = x - _per_channel(mean, x)
   g_sum = _channel_sums(g)                    # [B, C]
-  g_xhat = _channel_sums(g * centred) * jnp.repeat(inv, x.shape[-1] // num_groups, axis=1)
+  g_xhat = _channel_sums(g * centred) * _channels(inv, x.shape[-1])
   count = _group_count(x, num_groups)
   mean_g = _group_sums(g_sum * scale, num_groups) / count        # [B, G]
   mean_gx = _group_sums(g_xhat * scale, num_groups) / count      # [B, G]
