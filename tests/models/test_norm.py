@@ -66,8 +66,8 @@ def test_module_is_nn_group_norm_to_float32_rounding(shape, groups):
   x, scale, bias, w = _inputs(shape, seed=2)
   x, w = jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32)
   ours, theirs = GroupNorm(num_groups=groups), nn.GroupNorm(num_groups=groups)
-  init_ours = ours.init(jax.random.PRNGKey(0), x)
-  init_theirs = theirs.init(jax.random.PRNGKey(0), x)
+  init_ours = jax.jit(ours.init)(jax.random.PRNGKey(0), x)
+  init_theirs = jax.jit(theirs.init)(jax.random.PRNGKey(0), x)
   assert jax.tree.map(lambda a: (a.shape, a.dtype), init_ours) == jax.tree.map(
       lambda a: (a.shape, a.dtype), init_theirs)
   jax.tree.map(np.testing.assert_array_equal, init_ours, init_theirs)
@@ -77,8 +77,9 @@ def test_module_is_nn_group_norm_to_float32_rounding(shape, groups):
   def outputs(module):
     loss = lambda p, a: jnp.sum(w * module.apply(p, a))
     # Per-example gradients (the DP-SGD vmap rule): each example alone, batch of one.
-    per_example = jax.vmap(jax.grad(lambda p, a, v: jnp.sum(v * module.apply(p, a[None])[0])),
-                           in_axes=(None, 0, 0))(params, x, w)
+    per_example = jax.jit(jax.vmap(
+        jax.grad(lambda p, a, v: jnp.sum(v * module.apply(p, a[None])[0])),
+        in_axes=(None, 0, 0)))(params, x, w)
     return jax.jit(module.apply)(params, x), jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x), \
         per_example
 
@@ -89,7 +90,7 @@ def test_module_is_nn_group_norm_to_float32_rounding(shape, groups):
   def hvp(module):
     loss = lambda p: jnp.sum(w * jnp.tanh(module.apply(p, x)))
     tangent = jax.tree.map(jnp.ones_like, params)
-    return jax.jvp(jax.grad(loss), (params,), (tangent,))[1]
+    return jax.jit(lambda p: jax.jvp(jax.grad(loss), (p,), (tangent,))[1])(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                hvp(ours), hvp(theirs))
 
