@@ -14,7 +14,7 @@ def _count(tree):
 
 def test_resnet_parameter_counts_match_the_papers():
   x = jnp.zeros((1, 32, 32, 3))
-  v20 = ResNet20(10).init(jax.random.PRNGKey(0), x)
+  v20 = jax.eval_shape(lambda: ResNet20(10).init(jax.random.PRNGKey(0), x))
   assert 0.26e6 < _count(v20["params"]) < 0.28e6  # He et al.: 0.27M
   assert "batch_stats" in v20
   v18 = jax.eval_shape(lambda: ResNet18(10).init(jax.random.PRNGKey(0), x))
@@ -24,8 +24,8 @@ def test_resnet_parameter_counts_match_the_papers():
 @pytest.mark.parametrize("model", [MLP(7), CNN(7), CNN(7, norm="group"), ResNet20(7, norm="group")])
 def test_logits_and_features(model):
   x = jnp.ones((3, 16, 16, 3))
-  v = model.init(jax.random.PRNGKey(0), x)
-  logits, feats = model.apply(v, x, train=False, return_features=True)
+  v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  logits, feats = jax.jit(lambda v, x: model.apply(v, x, train=False, return_features=True))(v, x)
   assert logits.shape == (3, 7) and feats.shape[0] == 3
   assert "batch_stats" not in v  # group/none norms keep no state (DP-compatible)
 

@@ -20,11 +20,16 @@ def _images(n: int = 8) -> jnp.ndarray:
   return jnp.asarray(np.random.default_rng(0).random((n, 24, 24, 3)), jnp.float32)
 
 
+def _augment(key, x, **chain) -> jnp.ndarray:
+  """`augment_batch` of `chain` as one jitted program (eager, each operation compiles alone)."""
+  return jax.jit(lambda k, images: augment.augment_batch(k, images, **chain))(key, x)
+
+
 def test_cross_aug_chain_is_the_default_chain():
   x = _images()
   key = jax.random.PRNGKey(3)
-  default = augment.augment_batch(key, x)
-  named = augment.augment_batch(key, x, **augment.chain("cross_aug"))
+  default = _augment(key, x)
+  named = _augment(key, x, **augment.chain("cross_aug"))
   np.testing.assert_array_equal(np.asarray(default), np.asarray(named))
   assert augment.chain("cross_aug")["crop_scale"] == (0.08, 1.0)
   with pytest.raises(ValueError, match="unknown augmentation chain 'tiny'"):
@@ -36,15 +41,15 @@ def test_small_chain_keeps_colours_and_sides():
   # grayscale change it for some keys.
   colours = jnp.asarray(np.random.default_rng(1).random((16, 1, 1, 3)), jnp.float32)
   flat = jnp.broadcast_to(colours, (16, 24, 24, 3))
-  small = augment.augment_batch(jax.random.PRNGKey(0), flat, **augment.chain("small"))
+  small = _augment(jax.random.PRNGKey(0), flat, **augment.chain("small"))
   np.testing.assert_allclose(np.asarray(small), np.asarray(flat), atol=1e-5)
-  ref = augment.augment_batch(jax.random.PRNGKey(0), flat, **augment.chain("cross_aug"))
+  ref = _augment(jax.random.PRNGKey(0), flat, **augment.chain("cross_aug"))
   assert float(jnp.abs(ref - flat).max()) > 0.05
   # An image bright only in its left half stays brighter on the left (no flip; a crop keeps
   # at least half of the area, so it never shows only one side).
   half = jnp.zeros((24, 24, 3)).at[:, :12].set(1.0)
-  views = augment.augment_batch(jax.random.PRNGKey(1), jnp.broadcast_to(half, (64, 24, 24, 3)),
-                                **augment.chain("small"))
+  views = _augment(jax.random.PRNGKey(1), jnp.broadcast_to(half, (64, 24, 24, 3)),
+                   **augment.chain("small"))
   left, right = views[:, :, :12].mean(axis=(1, 2, 3)), views[:, :, 12:].mean(axis=(1, 2, 3))
   assert bool(jnp.all(left > right))
 

@@ -65,12 +65,12 @@ def test_elr_loss_and_gradient_match_float64_reference():
   np.testing.assert_allclose(t, t_ref, rtol=1e-5, atol=1e-7)
   fn = lambda z: losses.elr_loss(z, jnp.asarray(labels), t, lam=lam)
   np.testing.assert_allclose(fn(jnp.asarray(logits)), loss_ref, rtol=1e-5, atol=1e-5)
-  grad = jax.grad(lambda z: fn(z).sum())(jnp.asarray(logits))
+  grad = jax.jit(jax.grad(lambda z: fn(z).sum()))(jnp.asarray(logits))
   np.testing.assert_allclose(grad, grad_ref, rtol=1e-4, atol=1e-6)
   # The targets are constants of the loss: updating them inside the loss changes no gradient.
-  inner = jax.grad(lambda z: losses.elr_loss(
+  inner = jax.jit(jax.grad(lambda z: losses.elr_loss(
       z, jnp.asarray(labels), losses.elr_target_update(jnp.asarray(targets, jnp.float32), z,
-                                                       beta=beta), lam=lam).sum())
+                                                       beta=beta), lam=lam).sum()))
   np.testing.assert_allclose(inner(jnp.asarray(logits)), grad, rtol=1e-6, atol=1e-7)
 
 
@@ -179,10 +179,11 @@ def test_mixup_draws_lambda_from_beta_and_a_permutation():
   mask = jnp.ones(8)
   keys = jax.random.split(jax.random.PRNGKey(0), 1000)
   for alpha in (1.0, 0.2):
-    lams, partners = jax.vmap(lambda k, a=alpha: objectives.mixup_partners(k, mask, alpha=a))(keys)
+    lams, partners = jax.jit(jax.vmap(
+        lambda k, a=alpha: objectives.mixup_partners(k, mask, alpha=a)))(keys)
     assert stats.kstest(np.asarray(lams), stats.beta(alpha, alpha).cdf).pvalue > 1e-3
     assert all(sorted(p) == list(range(8)) for p in np.asarray(partners[:50]))
-  again = objectives.mixup_partners(keys[0], mask, alpha=1.0)
+  again = jax.jit(lambda k: objectives.mixup_partners(k, mask, alpha=1.0))(keys[0])
   np.testing.assert_array_equal(again[1], partners[0])  # a key fixes the draw
 
 

@@ -160,7 +160,7 @@ def test_auto_is_xla_off_cpu(monkeypatch):
 
 
 def _model_loss_and_grads(model, x, y):
-  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)["params"]
 
   def loss(p):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(

@@ -59,7 +59,7 @@ def make_problem(model: nn.Module, *, batch_size: int = 6, shape=(8, 8, 3), seed
   batch = {"x": jnp.asarray(x), "y": jnp.asarray(y),
            "weight": jnp.asarray(rng.uniform(0.5, 1.5, batch_size).astype(np.float32)),
            "mask": jnp.asarray(mask), "index": jnp.arange(batch_size)}
-  params = model.init(jax.random.PRNGKey(seed), batch["x"][:1])["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed), batch["x"][:1])["params"]
 
   def loss_fn(params, model_state, batch, rng, train=True):
     logits = model.apply({"params": params, **model_state}, batch["x"], train=train)

@@ -24,8 +24,8 @@ from tests.conftest import REPO
 
 def _params():
   x = jnp.zeros((1, 8, 8, 1))
-  return jax.device_get(CNN(10, channels=(8, 16), dense=32).init(jax.random.PRNGKey(0), x)
-                        )["params"]
+  return jax.device_get(jax.jit(CNN(10, channels=(8, 16), dense=32).init)(
+      jax.random.PRNGKey(0), x))["params"]
 
 
 def _kernels(tree):
@@ -80,9 +80,11 @@ def test_masked_rule_masks_the_plain_gradient():
   coef_fn = lambda losses, b: jnp.ones_like(losses)
   mask = masks.random_masks(params, density=0.4, seed=0)
   flat = masks.flat_operand_mask(mask)
-  plain, _, _ = grad_rules.plain_rule(loss_fn, params, {}, batch, None, coef_fn)
-  got, _, _ = masks.masked_rule(grad_rules.plain_rule)(loss_fn, params, {}, batch, None, coef_fn,
-                                                       operands={"mask": flat})
+  # Each rule as one jitted program (eager, each operation compiles on its own).
+  plain, _, _ = jax.jit(lambda p: grad_rules.plain_rule(loss_fn, p, {}, batch, None, coef_fn))(
+      params)
+  got, _, _ = jax.jit(lambda p, f: masks.masked_rule(grad_rules.plain_rule)(
+      loss_fn, p, {}, batch, None, coef_fn, operands={"mask": f}))(params, flat)
   for key, g in masks.flatten(got).items():
     expected = np.asarray(masks.flatten(plain)[key]) * np.asarray(
         masks.flatten(mask)[key])

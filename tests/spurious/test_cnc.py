@@ -164,9 +164,10 @@ def _objective_and_batch(lam):
 def test_objective_loss_is_weighted_ce_plus_contrastive():
   lam = 0.3
   objective, batch, (labels, attribute, mask) = _objective_and_batch(lam)
-  variables = objective.model.init(jax.random.PRNGKey(0), batch["x"][:1])
+  variables = jax.jit(objective.model.init)(jax.random.PRNGKey(0), batch["x"][:1])
   params = variables["params"]
-  logits, features = objective.model.apply(variables, batch["x"], return_features=True)
+  logits, features = jax.jit(lambda v, x: objective.model.apply(v, x, return_features=True))(
+      variables, batch["x"])
   logits, features = np.asarray(logits, np.float64), np.asarray(features, np.float64)
   logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
   ce = -logp[np.arange(len(labels)), labels]
@@ -176,16 +177,17 @@ def test_objective_loss_is_weighted_ce_plus_contrastive():
 
   plain = step_lib.make_loss_fn(objective.model)
   loss_fn = objective.wrap_loss(plain)
-  losses, (_, got_logits) = loss_fn(params, {}, batch, None, True)
+  # Each call below is one jitted program (eager, each operation compiles on its own).
+  losses, (_, got_logits) = jax.jit(lambda p: loss_fn(p, {}, batch, None, True))(params)
   np.testing.assert_allclose(float(jnp.sum(batch["mask"] * losses) / jnp.sum(batch["mask"])),
                              want, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(got_logits), logits, rtol=1e-5, atol=1e-6)
-  eval_losses, _ = loss_fn(params, {}, batch, None, False)  # eval mode: the plain loss
+  eval_losses, _ = jax.jit(lambda p: loss_fn(p, {}, batch, None, False))(params)  # eval: plain
   np.testing.assert_allclose(np.asarray(eval_losses), ce, rtol=1e-5)
 
   coef_fn = lambda l, b: objective.coefficients(l, b, {})[0]
   rule = objective.wrap_rule(grad_rules.plain_rule)
-  grads, _, aux = rule(loss_fn, params, {}, batch, None, coef_fn)
+  grads, _, aux = jax.jit(lambda p: rule(loss_fn, p, {}, batch, None, coef_fn))(params)
   np.testing.assert_allclose(float(aux["cnc_contrastive_loss"]), l_con, rtol=1e-4)
   np.testing.assert_allclose(float(aux["cnc_cross_entropy"]),
                              np.sum(mask * ce) / mask.sum(), rtol=1e-5)
@@ -198,17 +200,17 @@ def test_objective_loss_is_weighted_ce_plus_contrastive():
                                   temperature=0.5)
     return (1 - lam) * jnp.sum(batch["mask"] * c) / jnp.sum(batch["mask"]) + lam * con
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads,
-               jax.grad(direct)(params))
+               jax.jit(jax.grad(direct))(params))
 
 
 def test_zero_contrastive_weight_is_plain_cross_entropy():
   objective, batch, _ = _objective_and_batch(0.0)
-  params = objective.model.init(jax.random.PRNGKey(1), batch["x"][:1])["params"]
+  params = jax.jit(objective.model.init)(jax.random.PRNGKey(1), batch["x"][:1])["params"]
   plain = step_lib.make_loss_fn(objective.model)
   coef_fn = lambda l, b: objective.coefficients(l, b, {})[0]
-  got, _, aux = objective.wrap_rule(grad_rules.plain_rule)(objective.wrap_loss(plain), params, {},
-                                                           batch, None, coef_fn)
-  want, _, _ = grad_rules.plain_rule(plain, params, {}, batch, None, coef_fn)
+  got, _, aux = jax.jit(lambda p: objective.wrap_rule(grad_rules.plain_rule)(
+      objective.wrap_loss(plain), p, {}, batch, None, coef_fn))(params)
+  want, _, _ = jax.jit(lambda p: grad_rules.plain_rule(plain, p, {}, batch, None, coef_fn))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8), got, want)
   assert "cnc_contrastive_loss" not in aux
 
