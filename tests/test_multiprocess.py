@@ -1,5 +1,5 @@
-"""Two JAX processes on localhost (4 fake CPU devices each, gloo collectives, a local
-coordinator) against one process with 8 fake devices: the same global batches and mesh, so
+"""Two JAX processes on localhost (2 fake CPU devices each, gloo collectives, a local
+coordinator) against one process with 4 fake devices: the same global batches and mesh, so
 the results agree to float32 tolerance. Covers per-host input (each process feeds its own
 rows), full-dataset probes gathered across processes (CRAIG's proxies, CLIP's encoders),
 process-0-only writes, orbax saves by both processes, and a SIGTERM to one process that stops
@@ -29,6 +29,9 @@ CRAIG = ("--config=configs/craig/digits.py:smoke", "--config.train.batch_size=40
          "--config.train.progress=log")
 CLIP = ("--config=configs/clip/shapes.py:smoke", "--config.train.progress=log")
 STOP_AT = 5
+# Devices per process: more than one, so each process splits its rows over local devices too.
+# (4 each against one process of 8 took this file 181 s instead of 139 s, one pytest process.)
+LOCAL_DEVICES = 2
 RTOL, ATOL = 1e-5, 1e-6  # float32: the cross-process all-reduces sum in another order
 
 # Process 1 sends itself SIGTERM while step STOP_AT runs (a preemption notice reaching one
@@ -62,7 +65,7 @@ def _two_processes(argv: list[str], *, timeout: int = 400) -> list[tuple[int, st
   for index in range(2):
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index), JAX_INITIALIZATION_TIMEOUT="120",
-               XLA_FLAGS=fake_devices_flags(4),
+               XLA_FLAGS=fake_devices_flags(LOCAL_DEVICES),
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs.append(subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
@@ -125,13 +128,14 @@ def _assert_same_run(one: tuple[dict, list[dict]], two: tuple[dict, list[dict]])
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """The outcome of a config run by one 8-device process and by two 4-device processes."""
+  """The outcome of a config run by one 4-device process and by two 2-device processes."""
   cache = {}
 
   def get(flags: tuple[str, ...]):
     if flags not in cache:
       one, two = (str(tmp_path_factory.mktemp("one")), str(tmp_path_factory.mktemp("two")))
-      run_python(["-m", "experiments.main", *flags, f"--workdir={one}"], devices=8)
+      run_python(["-m", "experiments.main", *flags, f"--workdir={one}"],
+                 devices=2 * LOCAL_DEVICES)
       outs = _two_processes(["-m", "experiments.main", *flags, f"--workdir={two}"])
       _check_ok(outs)
       cache[flags] = (_outcome(_run_dir(one)), _run_dir(two), outs)
@@ -171,11 +175,11 @@ def test_sigterm_to_one_process_stops_both_and_the_resume_matches(runs, tmp_path
 
 
 def test_a_bad_global_batch_stops_both_processes_naming_the_field(tmp_path):
-  outs = _two_processes(["-m", "experiments.main", *CRAIG, "--config.train.batch_size=36",
+  outs = _two_processes(["-m", "experiments.main", *CRAIG, "--config.train.batch_size=38",
                          f"--workdir={tmp_path}"], timeout=200)
   for code, _, stderr in outs:
     assert code == 2, stderr[-3000:]
-    assert "config.train.batch_size=36 is not divisible by the number of devices (8)" in stderr
+    assert "config.train.batch_size=38 is not divisible by the number of devices (4)" in stderr
   assert not os.listdir(tmp_path)
 
 
