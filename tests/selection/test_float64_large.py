@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.spatial.distance import cdist
 
 from robustdata.selection import similarity
 
@@ -15,8 +16,8 @@ def test_float64_passes_match_numpy_at_17500():
   x = np.random.default_rng(0).normal(size=(n, d))
   x -= x.mean(axis=0)
   max_d, col_sum, sim_sum = 0.0, np.zeros(n), np.zeros(n)
-  for a in range(0, n, 2500):  # NumPy reference from explicit differences, in row chunks
-    dist = np.sqrt(((x[a:a + 2500, None, :] - x[None, :, :]) ** 2).sum(-1))
+  for a in range(0, n, 2500):  # float64 reference from explicit differences, in row chunks
+    dist = cdist(x[a:a + 2500], x)  # sqrt(sum((u - v)**2)), as NumPy's broadcast form, 3x faster
     max_d = max(max_d, dist.max())
     col_sum += dist.sum(0)
     sim_sum += np.exp(-dist / d).sum(0)
