@@ -9,8 +9,7 @@ each round in a fresh random order, each visit warmed by an untimed call):
    modules while its steps are traced): the CLIP image tower's forward pass (SafeCLIP's and
    RoCLIP's scoring passes), the trainer's CLIP train step (`contrastive.steps.make_step`,
    kind 'clip', with its AdamW; the ConvTower and text sizes of configs/clip/shapes.py), and
-   the ERM train steps of the CNN and ResNet-20
-   (`conv.erm_step`).
+   the ERM train steps of the CNN and ResNet-20 (`conv.erm_step`).
 
   JAX_PLATFORMS=cpu python benchmarks/group_norm.py [--quick] [--rounds 9] [--tables layers,steps]
 """
